@@ -1,0 +1,69 @@
+/**
+ * The seam for database differences. Everything that depends on MySQL/MariaDB,
+ * PostgreSQL or SQLite is a member of {@link Dialect}; the rest of the library
+ * asks `dialectOf(knex)` and never looks at the client name itself.
+ */
+import type { Knex } from 'knex';
+import type { IsolationLevel } from '../interfaces.js';
+import { mysql } from './mysql.js';
+import { postgres } from './postgres.js';
+import { sqlite } from './sqlite.js';
+
+/** What the transaction manager needs to know about one database family. */
+export interface Dialect {
+  /** The family, for messages and for tests. */
+  readonly name: 'mysql' | 'postgresql' | 'sqlite';
+  /** The statements that open a read-write transaction, at the given isolation level or the database's default. */
+  begin(isolation?: IsolationLevel): string[];
+  /**
+   * True when `err` means the database rolled the whole transaction back (or
+   * must), so running it again may succeed. Decided by errno/SQLSTATE/code only.
+   */
+  isTransient(err: unknown, options: { retryLockWaitTimeout: boolean }): boolean;
+  /** True when `err` came from a broken connection rather than from the server's verdict on a statement. */
+  isConnectionFailure(err: unknown): boolean;
+  /**
+   * True when the result of a COMMIT says the database rolled back instead
+   * (PostgreSQL answers COMMIT with ROLLBACK, and no error, when a statement of
+   * the transaction failed and the code went on).
+   */
+  committedAsRollback(result: unknown): boolean;
+  /** True when `err` says the database cannot be reached or went away (connection refused or lost, server shutting down). */
+  isUnavailable(err: unknown): boolean;
+  /** True when `err` is a unique-key violation. */
+  isUniqueViolation(err: unknown): boolean;
+  /** Makes a claim's SELECT skip rows other workers hold (FOR UPDATE SKIP LOCKED), where the database needs it. */
+  lockForClaim(query: Knex.QueryBuilder): Knex.QueryBuilder;
+  /** Makes a SELECT read the latest committed rows, not the transaction's snapshot (FOR SHARE), where that differs. */
+  lockingRead(query: Knex.QueryBuilder): Knex.QueryBuilder;
+  /**
+   * Statements that serialise migrations across processes inside one transaction
+   * (on one connection), or none where the transaction itself is exclusive.
+   */
+  migrationLock(name: string): { acquire?: string; release?: string };
+  /**
+   * One writer at a time (SQLite): a second connection cannot write while a
+   * transaction holds the write lock, so progress cannot be written beside an
+   * open job transaction.
+   */
+  readonly singleWriter: boolean;
+}
+
+const byKnexDialect: Record<string, Dialect> = {
+  mysql,
+  postgresql: postgres,
+  sqlite3: sqlite,
+};
+
+/** The dialect of a knex instance, or a clear error for a database `aftercommit` does not support. */
+export function dialectOf(db: Knex): Dialect {
+  const name = (db.client as { dialect?: string }).dialect;
+  const dialect = name === undefined ? undefined : byKnexDialect[name];
+  if (!dialect) {
+    throw new Error(
+      `aftercommit supports MySQL/MariaDB (knex client mysql2, mysql or mariadb), PostgreSQL (pg) and ` +
+        `SQLite (better-sqlite3 or sqlite3); this knex instance uses '${name ?? 'an unknown client'}'`,
+    );
+  }
+  return dialect;
+}

@@ -1,0 +1,44 @@
+import type { Dialect } from './index.js';
+import { errorField } from '../support/error-field.js';
+
+/** errno values after which InnoDB has rolled back the whole transaction. */
+const ROLLED_BACK_ERRNOS = new Set([
+  1213, // ER_LOCK_DEADLOCK (also raised at COMMIT by Galera certification)
+  1020, // ER_CHECKREAD, MariaDB innodb_snapshot_isolation
+  3101, // ER_TRANSACTION_ROLLBACK_DURING_COMMIT, Group Replication
+]);
+const ER_LOCK_WAIT_TIMEOUT = 1205;
+/** Server errors that end the connection itself. */
+const CONNECTION_ERRNOS = new Set([1053 /* ER_SERVER_SHUTDOWN */, 1927 /* ER_CONNECTION_KILLED */]);
+
+export const mysql: Dialect = {
+  name: 'mysql',
+  // SET TRANSACTION applies to the next transaction only.
+  begin: (isolation) => (isolation ? [`SET TRANSACTION ISOLATION LEVEL ${isolation.toUpperCase()}`, 'START TRANSACTION'] : ['START TRANSACTION']),
+  isTransient(err, { retryLockWaitTimeout }) {
+    const errno = errorField(err, 'errno');
+    if (typeof errno === 'number' && ROLLED_BACK_ERRNOS.has(errno)) return true;
+    if (errorField(err, 'sqlState') === '40001') return true;
+    return retryLockWaitTimeout && errno === ER_LOCK_WAIT_TIMEOUT;
+  },
+  isConnectionFailure(err) {
+    const errno = errorField(err, 'errno');
+    return (
+      errorField(err, 'fatal') === true ||
+      typeof errorField(err, 'syscall') === 'string' ||
+      errorField(err, 'code') === 'PROTOCOL_CONNECTION_LOST' ||
+      (typeof errno === 'number' && CONNECTION_ERRNOS.has(errno))
+    );
+  },
+  committedAsRollback: () => false,
+  isUnavailable(err) {
+    return this.isConnectionFailure(err);
+  },
+  isUniqueViolation: (err) => errorField(err, 'errno') === 1062, // ER_DUP_ENTRY
+  // MySQL 8.0.1+ / MariaDB 10.6+.
+  lockForClaim: (query) => query.forUpdate().skipLocked(),
+  lockingRead: (query) => query.forShare(),
+  // A session lock: it outlives the implicit commits that DDL causes in MySQL.
+  migrationLock: (name) => ({ acquire: `SELECT GET_LOCK('${name}', 120) AS acquired`, release: `SELECT RELEASE_LOCK('${name}')` }),
+  singleWriter: false,
+};

@@ -1,0 +1,39 @@
+import type { Dialect } from './index.js';
+import { errorField } from '../support/error-field.js';
+
+const ROLLED_BACK_SQLSTATES = new Set(['40001' /* serialization_failure */, '40P01' /* deadlock_detected */]);
+const SQLSTATE = /^[0-9A-Z]{5}$/;
+const SOCKET_ERRORS = new Set(['ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'EPIPE', 'EHOSTUNREACH', 'ENOTFOUND', 'EAI_AGAIN']);
+/** node-postgres's own errors for a connection that broke (they carry no code; knex prefixes the SQL). */
+const LOST_CONNECTION_MESSAGES = /\b(Connection terminated|Client has encountered a connection error|Client was closed and is not queryable)/;
+
+export const postgres: Dialect = {
+  name: 'postgresql',
+  begin: (isolation) => [isolation ? `BEGIN ISOLATION LEVEL ${isolation.toUpperCase()}` : 'BEGIN'],
+  isTransient(err) {
+    const code = errorField(err, 'code');
+    return typeof code === 'string' && ROLLED_BACK_SQLSTATES.has(code);
+  },
+  isConnectionFailure(err) {
+    const code = errorField(err, 'code');
+    // No SQLSTATE means the error did not come from the server's verdict
+    // ("Connection terminated unexpectedly", ECONNRESET, ...). Class 08 is
+    // connection_exception; 57P0x is the server going down under us.
+    if (typeof code !== 'string' || !SQLSTATE.test(code)) return true;
+    return code.startsWith('08') || code.startsWith('57P0');
+  },
+  // knex's pg client resolves with { response: pg.Result }; the command tag is the server's answer.
+  committedAsRollback: (result) => (result as { response?: { command?: string } } | undefined)?.response?.command === 'ROLLBACK',
+  isUnavailable(err) {
+    const code = errorField(err, 'code');
+    if (code === undefined) return err instanceof Error && LOST_CONNECTION_MESSAGES.test(err.message);
+    if (typeof code !== 'string') return false;
+    return typeof errorField(err, 'syscall') === 'string' || code.startsWith('08') || code.startsWith('57P0') || SOCKET_ERRORS.has(code);
+  },
+  isUniqueViolation: (err) => errorField(err, 'code') === '23505',
+  lockForClaim: (query) => query.forUpdate().skipLocked(),
+  lockingRead: (query) => query.forShare(),
+  // Released by the COMMIT; DDL is transactional in PostgreSQL.
+  migrationLock: (name) => ({ acquire: `SELECT pg_advisory_xact_lock(hashtext('${name}'))` }),
+  singleWriter: false,
+};

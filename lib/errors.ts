@@ -1,0 +1,175 @@
+/**
+ * Errors of `aftercommit`. Each has a stable `code` so callers can branch on it
+ * without comparing messages.
+ */
+
+/**
+ * The transaction is gone and running it again may succeed. Throw it (or a
+ * subclass) from application code to ask the transaction manager for a retry.
+ */
+export class TransientError extends Error {
+  readonly code: string = 'AFTERCOMMIT_TRANSIENT';
+  constructor(message = 'transient error: the transaction should be run again', options?: ErrorOptions) {
+    super(message, options);
+    this.name = new.target.name;
+  }
+}
+
+/** A write conflict detected by the application (e.g. an optimistic version check). */
+export class ConflictError extends TransientError {
+  override readonly code: string = 'AFTERCOMMIT_CONFLICT';
+  constructor(message = 'database conflict error', options?: ErrorOptions) {
+    super(message, options);
+  }
+}
+
+/**
+ * A statement was attempted after the database had already rolled the
+ * transaction back (deadlock, serialization failure). It never reached the
+ * server; the attempt will be retried. `cause` is the error that rolled it back.
+ */
+export class TransactionDoomedError extends TransientError {
+  override readonly code = 'AFTERCOMMIT_DOOMED';
+  constructor(cause: unknown) {
+    super(
+      `the database already rolled this transaction back (${describeCause(cause)}); ` +
+        'no further statement of this attempt is sent, and the whole function will be run again',
+      { cause },
+    );
+  }
+}
+
+/** The connection was lost while COMMIT was under way: the work may or may not be committed. */
+export class CommitOutcomeUnknownError extends Error {
+  readonly code = 'AFTERCOMMIT_COMMIT_OUTCOME_UNKNOWN';
+  constructor(cause: unknown) {
+    super(
+      `the connection was lost during COMMIT (${describeCause(cause)}), so it is unknown whether ` +
+        'the transaction committed; it is not retried. Check the data before repeating the work.',
+      { cause },
+    );
+    this.name = 'CommitOutcomeUnknownError';
+  }
+}
+
+/** COMMIT was answered with a rollback: a statement of the transaction had failed and the code went on (PostgreSQL). */
+export class CommitRolledBackError extends Error {
+  readonly code = 'AFTERCOMMIT_COMMIT_ROLLED_BACK';
+  constructor() {
+    super(
+      'the database rolled the transaction back instead of committing it: one of its statements failed earlier ' +
+        '(its error was caught and ignored), which aborts a PostgreSQL transaction. Use tx.db.transaction(fn) ' +
+        '(a savepoint) around a statement whose failure you want to survive.',
+    );
+    this.name = 'CommitRolledBackError';
+  }
+}
+
+/** A statement or hook was used on a transaction that has already ended. */
+export class TransactionEndedError extends Error {
+  readonly code = 'AFTERCOMMIT_TRANSACTION_ENDED';
+  constructor(what: string) {
+    super(
+      `${what}: this transaction has already ended. Use tm.current (or ctx.transaction) inside ` +
+        'tm.run() instead of keeping a transaction past its end.',
+    );
+    this.name = 'TransactionEndedError';
+  }
+}
+
+/** An operation that needs an open transaction was called outside one. */
+export class NoTransactionError extends Error {
+  readonly code = 'AFTERCOMMIT_NO_TRANSACTION';
+  constructor(what: string) {
+    super(`${what} needs an open transaction: call it inside tm.run(), a tm.wrap()ped function or a request guarded by aftercommit()`);
+    this.name = 'NoTransactionError';
+  }
+}
+
+/** A short label for an error: its code (or errno) and first line, never a stack. */
+export function describeCause(err: unknown): string {
+  if (!(err instanceof Error)) return String(err);
+  const e = err as Error & { code?: unknown; errno?: unknown };
+  const code = typeof e.code === 'string' ? e.code : typeof e.errno === 'number' ? `errno ${e.errno}` : e.name;
+  const firstLine = e.message.split('\n', 1)[0] ?? '';
+  return firstLine.includes(code) ? firstLine : `${code}: ${firstLine}`;
+}
+
+/** `schedule()` named a job that no `define()` registered. */
+export class UnknownJobError extends Error {
+  readonly code = 'AFTERCOMMIT_UNKNOWN_JOB';
+  constructor(name: string, known: string[]) {
+    super(
+      `no job named '${name}' is defined (defined: ${known.length ? known.map((k) => `'${k}'`).join(', ') : 'none'}); ` +
+        `register it with scheduler.define('${name}', fn) before scheduling it`,
+    );
+    this.name = 'UnknownJobError';
+  }
+}
+
+/** A job argument or result cannot be stored (a function, a cycle, a class instance, too large, ...). */
+export class UnstorableValueError extends Error {
+  readonly code = 'AFTERCOMMIT_UNSTORABLE';
+  constructor(message: string) {
+    super(message);
+    this.name = 'UnstorableValueError';
+  }
+}
+
+/** An entity of a context no longer exists. */
+export class EntityNotFoundError extends Error {
+  readonly code = 'AFTERCOMMIT_ENTITY_NOT_FOUND';
+  constructor(
+    readonly table: string,
+    readonly key: unknown,
+    where: string,
+  ) {
+    super(`${where}: no row in '${table}' with key ${JSON.stringify(key)} (it was deleted after the job was scheduled?)`);
+    this.name = 'EntityNotFoundError';
+  }
+}
+
+/** An entity names a table jobs may not load from, or gives a key that does not fit the table's primary key. */
+export class EntityNotAllowedError extends Error {
+  readonly code = 'AFTERCOMMIT_ENTITY_NOT_ALLOWED';
+  constructor(message: string) {
+    super(message);
+    this.name = 'EntityNotAllowedError';
+  }
+}
+
+/** The scheduler was stopped: it takes no new schedules, and aborts jobs that outlive `stop()`'s deadline. */
+export class SchedulerStoppedError extends Error {
+  readonly code = 'AFTERCOMMIT_SCHEDULER_STOPPED';
+  constructor(what: string) {
+    super(`${what}: the scheduler has been stopped`);
+    this.name = 'SchedulerStoppedError';
+  }
+}
+
+/** The schedule was removed while its job ran. */
+export class JobCancelledError extends Error {
+  readonly code = 'AFTERCOMMIT_JOB_CANCELLED';
+  constructor(id: string) {
+    super(`schedule ${id} was removed while its job ran; the job's writes are rolled back`);
+    this.name = 'JobCancelledError';
+  }
+}
+
+/** A job's claim is no longer its own: its lease expired and another worker took the job, or it was removed. */
+export class LeaseLostError extends Error {
+  readonly code = 'AFTERCOMMIT_LEASE_LOST';
+  constructor(id: string) {
+    super(`job ${id} is no longer claimed by this worker (its lease expired and another worker took it, or it was removed); its writes are rolled back`);
+    this.name = 'LeaseLostError';
+  }
+}
+
+/** A job ran longer than its `timeout`. */
+export class JobTimeoutError extends Error {
+  readonly code = 'AFTERCOMMIT_JOB_TIMEOUT';
+  constructor(name: string, timeout: number) {
+    super(`job ${name} ran longer than its timeout of ${timeout} ms; its signal was aborted and its writes are rolled back`);
+    this.name = 'JobTimeoutError';
+  }
+}

@@ -1,0 +1,32 @@
+export { TransactionManager } from './transactions/manager.js';
+export { clsBridge } from './transactions/cls-bridge.js';
+export { TransactionalScheduler, type SchedulerStats, type StopOptions } from './scheduler/transactional-scheduler.js';
+export { bigIntCodec } from './scheduler/codec.js';
+export {
+  PersistentTransactionalScheduler,
+  type Scheduling,
+  type DedupedScheduling,
+  type PersistentSchedulerStats,
+} from './scheduler/persistent/persistent-scheduler.js';
+export { Worker, type WorkerStopOptions } from './scheduler/persistent/worker.js';
+export { ref, EntityRef } from './context/ref.js';
+export { PersistentContext } from './context/persistent-context.js';
+export {
+  TransientError,
+  ConflictError,
+  TransactionDoomedError,
+  CommitOutcomeUnknownError,
+  CommitRolledBackError,
+  TransactionEndedError,
+  NoTransactionError,
+  UnknownJobError,
+  UnstorableValueError,
+  EntityNotFoundError,
+  EntityNotAllowedError,
+  SchedulerStoppedError,
+  JobCancelledError,
+  LeaseLostError,
+  JobTimeoutError,
+} from './errors.js';
+export type { Dialect } from './dialects/index.js';
+export type * from './interfaces.js';

@@ -1,0 +1,355 @@
+/**
+ * Public types of `aftercommit`.
+ *
+ * Terminology
+ * -----------
+ * - **transaction**: one unit of work run by {@link TransactionManager.run}. It
+ *   commits when the function returns and rolls back when it throws. One call of
+ *   `run` may take several *attempts*.
+ * - **attempt**: one execution of the function inside a fresh database
+ *   transaction. A transient error ends the attempt and, while retries are left,
+ *   starts the next one after a random delay.
+ * - **transient error**: an error that means "the whole transaction is gone, run it
+ *   again": a deadlock, a serialization failure, `SQLITE_BUSY`, or a
+ *   {@link TransientError} thrown by application code.
+ * - **hook**: a function registered on a transaction to run before its commit, after
+ *   its commit, or after its rollback.
+ * - **metadata**: who a transaction runs for and why (`user`, `note`, `extension`);
+ *   it travels with every job the transaction schedules.
+ */
+import type { Knex } from 'knex';
+
+/** Who a transaction runs for and why; kept on `tx.meta` and handed to scheduled jobs. */
+export interface TransactionMeta {
+  /** The user the transaction runs for (an id or a name), if any. */
+  user?: string | number;
+  /** A short description of the work, e.g. `POST /reports` or the function's name. */
+  note?: string;
+  /** Anything else worth carrying (request id, tenant, ...); must be JSON-serialisable to reach persistent jobs. */
+  extension?: Record<string, unknown>;
+}
+
+/** Bounds of the random delay before each retry, in milliseconds. */
+export interface RetryDelay {
+  /** Upper bound of the delay before the first retry; the delay is uniform(0, bound). Default 50. */
+  initial?: number;
+  /** The bound is multiplied by this after each retry. Default 2. */
+  factor?: number;
+  /** The bound never grows beyond this. Default 2000. */
+  max?: number;
+}
+
+/**
+ * A pino-compatible logger: each method takes a merging object and a message.
+ * `pino()` instances, `console`-backed adapters and test recorders all fit.
+ */
+export interface Logger {
+  debug(obj: object, msg?: string): void;
+  info(obj: object, msg?: string): void;
+  warn(obj: object, msg?: string): void;
+  error(obj: object, msg?: string): void;
+}
+
+/** Time as the library sees it; injectable so tests never wait for wall time. */
+export interface Clock {
+  /** Milliseconds since the epoch. */
+  now(): number;
+  /** Resolves after `ms` milliseconds, or rejects with the signal's reason when it aborts first. */
+  sleep(ms: number, signal?: AbortSignal): Promise<void>;
+}
+
+/**
+ * The part of a cls-hooked namespace the bridge uses, typed structurally so that
+ * `aftercommit` never imports cls-hooked.
+ */
+export interface ClsNamespaceLike {
+  /** Runs `fn` in a new context of the namespace and returns its result. */
+  runAndReturn<T>(fn: (...args: unknown[]) => T): T;
+  /** Sets a key in the active context. */
+  set<T>(key: string, value: T): T;
+  /** The active context object, or null/undefined outside one. */
+  active: object | null | undefined;
+}
+
+/** Mirrors the current transaction into another context-propagation mechanism. */
+export interface ContextBridge {
+  /** Runs `fn` with `tx` visible through the bridged mechanism, and hides it again when `fn` settles. */
+  run<T>(tx: Transaction, fn: () => Promise<T>): Promise<T>;
+}
+
+/** Options of a {@link TransactionManager}. */
+export interface TransactionManagerOptions {
+  /** Extra attempts after a transient error (the seed's `retry_number`). Default 3. */
+  retries?: number;
+  /** Bounds of the random delay between attempts. */
+  delay?: RetryDelay;
+  /** Metadata for each top-level transaction, called once per attempt. */
+  metadata?: () => TransactionMeta | undefined;
+  /**
+   * Awaited before the rollback of a call whose error is about to reach the caller
+   * (not for an attempt that will be retried), with the transaction still open.
+   */
+  debug?: (err: unknown, tx: Transaction) => unknown;
+  /** Also retry MySQL/MariaDB lock wait timeouts (errno 1205); each attempt may wait `innodb_lock_wait_timeout`. Default false. */
+  retryLockWaitTimeout?: boolean;
+  /** Where retries and hook failures are logged. Default: warnings and errors to stderr, silent when NODE_ENV=test. */
+  logger?: Logger;
+  /** Time source for retry delays. Default: the system clock. */
+  clock?: Clock;
+  /** Source of randomness for retry delays, returning [0, 1). Default `Math.random`. */
+  random?: () => number;
+  /** Mirrors each transaction into an existing context mechanism, e.g. {@link clsBridge}. */
+  bridge?: ContextBridge;
+}
+
+/** A transaction isolation level (SQLite's transactions are always serializable). */
+export type IsolationLevel = 'read committed' | 'repeatable read' | 'serializable';
+
+/** Options of one {@link TransactionManager.run} call. */
+export interface RunOptions {
+  /** Isolation level of this transaction. Default: the database's (REPEATABLE READ on MySQL/MariaDB, READ COMMITTED on PostgreSQL). */
+  isolationLevel?: IsolationLevel;
+  /** Name used in retry log lines and as the default `note`. Default: the function's name. */
+  name?: string;
+  /** Metadata of this transaction; merged over the manager's `metadata()`. */
+  metadata?: TransactionMeta;
+  /** Extra attempts after a transient error, for this call only. Default: the manager's `retries`. */
+  retries?: number;
+  /** Called before each retry of this call (after the manager's `onRetry` listeners). */
+  onRetry?: (event: RetryEvent) => void;
+}
+
+/** Reported before the delay of each retry. */
+export interface RetryEvent {
+  /** The function's name (or `RunOptions.name`). */
+  name: string;
+  /** The attempt that failed (1-based). */
+  attempt: number;
+  /** The transient error that ended it. */
+  error: unknown;
+  /** How long the manager waits before the next attempt, in ms. */
+  delay: number;
+}
+
+/** A hook that runs after the commit; `ok` is false when the commit itself failed. */
+export type AfterCommitHook<A extends unknown[]> = (ok: boolean, ...args: A) => unknown;
+/** A hook that runs before the commit or after a rollback. */
+export type Hook<A extends unknown[]> = (...args: A) => unknown;
+
+/**
+ * One attempt of a transaction, handed to the function run by
+ * {@link TransactionManager.run} and reachable as `tm.current`.
+ */
+export interface Transaction {
+  /**
+   * The knex query builder bound to this transaction. The database transaction
+   * begins lazily, with the first statement, so work that never touches `db`
+   * takes no connection. `tx.db.transaction(fn)` runs `fn` in a savepoint.
+   */
+  readonly db: Knex.Transaction;
+  /** Who this transaction runs for and why. */
+  readonly meta: TransactionMeta;
+  /** 1 for the first attempt, 2 for the first retry, and so on. */
+  readonly attempt: number;
+  /** True once a statement has been sent in the current database transaction (a connection is held). */
+  readonly began: boolean;
+  /** True after {@link Transaction.setRollbackOnly}. */
+  readonly rollbackOnly: boolean;
+  /** Registers `hook(ok, ...args)` to run after the commit; `ok` is false when the commit failed. */
+  afterCommit<A extends unknown[]>(hook: AfterCommitHook<A>, ...args: A): void;
+  /** Registers `hook(...args)` to run after a rollback. */
+  afterAbort<A extends unknown[]>(hook: Hook<A>, ...args: A): void;
+  /** Registers `hook(...args)` to run (awaited) before the commit, inside the transaction. */
+  beforeCommit<A extends unknown[]>(hook: Hook<A>, ...args: A): void;
+  /** Commits the work so far and goes on in a fresh database transaction (batch checkpoints). */
+  commit(): Promise<void>;
+  /** Rolls back the work so far and goes on in a fresh database transaction. */
+  abort(): Promise<void>;
+  /** Makes the end of this transaction a rollback instead of a commit; `run` still returns the value. */
+  setRollbackOnly(): void;
+}
+
+// ---- schedulers (API.md §2) -------------------------------------------------
+
+/**
+ * More terminology
+ * ----------------
+ * - **schedule**: a request to run a job once the scheduling transaction commits;
+ *   identified by a 32-hex id returned at once by `schedule()`.
+ * - **job**: a function registered with `define(name, fn)` (or, for the in-memory
+ *   scheduler, passed directly); it receives a {@link JobHandle} and the scheduled
+ *   arguments, and runs in a transaction of its own.
+ * - **result**: what a finished job left: its return value (`done`) or its error
+ *   (`failed`); fetched with `getResult(id)` and deleted when the fetching
+ *   transaction commits, or after `ttl` when nobody fetches it.
+ * - **entity context**: table and primary key of rows handed to a job, re-loaded in
+ *   the job's own transaction (API.md §3).
+ */
+
+/** How far a running job has come, as reported by `job.progress()`. */
+export interface JobProgress {
+  /** Between 0 and 1. */
+  fraction: number;
+  /** A short human-readable note, e.g. "42 of 100 orders". */
+  message?: string;
+}
+
+/** A job's failure as stored and reported: never a stack, never SQL with its bound values. */
+export interface StoredError {
+  name: string;
+  message: string;
+}
+
+/** What `getResult(id)` resolves to. */
+export type ScheduleResult<T = unknown> =
+  | { state: 'unknown' }
+  | { state: 'pending'; progress?: JobProgress }
+  | { state: 'done'; value: T }
+  | { state: 'failed'; error: StoredError };
+
+/** Options of `getResult`. */
+export interface GetResultOptions {
+  /**
+   * Who asks: a schedule made for another user is reported `unknown` (and left
+   * alone). `null` is an anonymous caller, who sees only schedules made with no
+   * user. Leave it out to skip the check (trusted code).
+   */
+  visibleTo?: string | number | null;
+  /** Delete a done/failed result when the fetching transaction commits (the seed's protocol). Default true. */
+  consume?: boolean;
+}
+
+/** What the Koa adaptation and other callers need of a scheduler, whichever kind it is. */
+export interface Scheduler {
+  /** Schedules `job` to start once the current transaction commits; returns the 32-hex id at once. */
+  schedule(job: string | JobFunction, ...args: unknown[]): string;
+  /** What became of schedule `id`. */
+  getResult(id: string, options?: GetResultOptions): Promise<ScheduleResult>;
+  /** Deletes schedule `id` (and cancels its job). */
+  remove(id: string): Promise<void>;
+  /** A persistent context of entities for a job. */
+  context(positional?: readonly unknown[], named?: Readonly<Record<string, unknown>>): PersistentContextLike;
+}
+
+/** A persistent context, as `Scheduler.context` returns it. */
+export interface PersistentContextLike {
+  readonly length: number;
+  names(): string[];
+  get<T = Record<string, unknown>>(key: number | string): Promise<T>;
+}
+
+/** What a job function receives first, before the scheduled arguments. */
+export interface JobHandle {
+  /** The schedule id. */
+  readonly id: string;
+  /** The job's name. */
+  readonly name: string;
+  /** 1 on the first run; counts every start, including retries after conflicts and re-runs after a crash. */
+  readonly attempt: number;
+  /** The scheduling transaction's metadata: `meta.user` is whom the job runs for. */
+  readonly meta: TransactionMeta;
+  /** The job's own transaction (knex bound to it). */
+  readonly db: Knex.Transaction;
+  /** Reports progress, visible to `getResult` pollers at once, while the job still runs. */
+  progress(fraction: number, message?: string): Promise<void>;
+  /** Aborted when the schedule is removed or the scheduler stops; a job that honours it ends early. */
+  readonly signal: AbortSignal;
+}
+
+/** A job: the handle, then the scheduled arguments; its (storable) return value is the result. */
+export type JobFunction<A extends any[] = any[], R = unknown> = (job: JobHandle, ...args: A) => R | Promise<R>;
+
+/** Stores values of one type among job arguments and results, which are otherwise JSON. */
+export interface ArgumentCodec<T = unknown> {
+  /** A short name, unique among the codecs, stored with each value it encodes. */
+  name: string;
+  /** True for the values this codec stores. */
+  test(value: unknown): boolean;
+  /** Turns a value into JSON-compatible data. */
+  encode(value: T): unknown;
+  /** Turns stored data back into the value. */
+  decode(stored: unknown): T;
+}
+
+/** The primary key of an entity: one value, or column → value for a composite key. */
+export type EntityKey = string | number | { readonly [column: string]: string | number };
+
+/** Options shared by both schedulers. */
+export interface SchedulerOptions {
+  /** How many jobs run at once in this process; more wait in a queue. Default 4. */
+  concurrency?: number;
+  /** How long (ms) a finished result is kept when nobody fetches it. Default 3,600,000 (the seed's 3600 s). */
+  ttl?: number;
+  /**
+   * The tables jobs may load entities from, each with its primary key column(s),
+   * e.g. `{ users: 'id', order_lines: ['order_id', 'line'] }`. A context naming any
+   * other table is refused, when it is built and when it is loaded.
+   */
+  entities?: Readonly<Record<string, string | readonly string[]>>;
+  /** Extra codecs for argument and result types beyond JSON, Date and entity contexts (e.g. {@link bigIntCodec}). */
+  codecs?: readonly ArgumentCodec[];
+  /** Largest size (bytes, once encoded) of a job's arguments. Default 65,536. */
+  maxArgumentBytes?: number;
+  /** Largest size (bytes, once encoded) of a job's result. Default 1,048,576. */
+  maxResultBytes?: number;
+}
+
+/** Events a scheduler emits, for logging and metrics. */
+export interface SchedulerEvents {
+  /** A job committed its result. */
+  succeeded: [event: { id: string; name: string; attempt: number; durationMs: number }];
+  /** A job failed; its writes were rolled back. */
+  failed: [event: { id: string; name: string; attempt: number; error: StoredError }];
+  /** A job runs again: its transaction hit a transient error, or (persistent scheduler) a failed run is re-queued. */
+  retried: [event: { id: string; name: string; attempt: number; error: unknown }];
+  /** A running job's claim was taken over (its lease expired) or the schedule was removed: its writes roll back. */
+  'lost-lease': [event: { id: string; name: string; worker: string }];
+}
+
+// ---- the persistent scheduler (API.md §2) ----------------------------------
+
+/** How and when one job runs (persistent scheduler): given to `define()` as defaults, or per schedule with `with()`. */
+export interface JobOptions {
+  /** Start no earlier than this (a Date, or ms since the epoch). Default: at once. */
+  runAt?: Date | number;
+  /** Start no earlier than this many ms after schedule(). Not together with `runAt`. */
+  delay?: number;
+  /** Lower runs first among due jobs of a queue; an integer. Default 0. */
+  priority?: number;
+  /** The queue; workers take the queues they are given. Default `default`. */
+  queue?: string;
+  /** Runs allowed for application errors: 1 means no retry (the seed's behaviour). Default 1. */
+  maxAttempts?: number;
+  /** Delay before re-running a failed job: uniform(0, bound), the bound growing by factor. Default 1 s, ×2, up to 1 h. */
+  backoff?: RetryDelay;
+  /** Abort the job's signal after this many ms of running; it then fails with JobTimeoutError. Default: none. */
+  timeout?: number;
+  /** How long (ms) a claim lasts without a heartbeat; a crashed worker's job is taken over after it. Default: the scheduler's `lease`. */
+  lease?: number;
+  /** A second schedule with the same key, while the first has not started, returns the first id (`with({ dedupeKey })` resolves to it). */
+  dedupeKey?: string;
+}
+
+/** Options of a {@link PersistentTransactionalScheduler}. */
+export interface PersistentSchedulerOptions extends SchedulerOptions {
+  /** Prefix of the scheduler's tables (`<prefix>jobs`, `<prefix>schema`). Default `aftercommit_`. */
+  tablePrefix?: string;
+  /** Default lease (ms) of a claimed job; renewed by a heartbeat every third of it. Default 30,000. */
+  lease?: number;
+  /** Claims after which a job whose workers keep dying (or losing its lease) fails for good. Default 5. */
+  maxRuns?: number;
+}
+
+/** Options of `scheduler.worker()`. */
+export interface WorkerOptions {
+  /** Jobs this worker runs at once. Default: the scheduler's `concurrency`. */
+  concurrency?: number;
+  /** Queues it takes jobs from, in order of preference. Default `['default']`. */
+  queues?: readonly string[];
+  /** Shortest wait (ms) between claims while there is work. Default 50. */
+  minPollInterval?: number;
+  /** Longest wait (ms) between claims when idle (the wait doubles while claims come back empty). Default 2,000. */
+  maxPollInterval?: number;
+  /** How the worker names itself in `locked_by`. Default `<host>:<pid>:<random>`. */
+  id?: string;
+}

@@ -1,0 +1,198 @@
+/**
+ * TransactionManager: runs functions in transactions, retries them on transient
+ * errors, and lets nested calls join the transaction current in their async
+ * context (the seed's `transactional`).
+ */
+import { AsyncLocalStorage } from 'node:async_hooks';
+import type { Knex } from 'knex';
+import type {
+  Clock,
+  ContextBridge,
+  Logger,
+  RetryEvent,
+  RunOptions,
+  Transaction,
+  TransactionManagerOptions,
+  TransactionMeta,
+} from '../interfaces.js';
+import { dialectOf, type Dialect } from '../dialects/index.js';
+import { TransientError, describeCause } from '../errors.js';
+import { systemClock } from '../support/clock.js';
+import { defaultLogger } from '../support/logger.js';
+import { delayPolicy, retryDelay, type DelayPolicy } from './backoff.js';
+import { TransactionAttempt, type AttemptEnvironment } from './transaction.js';
+import { knexBinder } from './bound-knex.js';
+
+type RetryListener = (event: RetryEvent) => void;
+
+function checkRetries(retries: unknown, where: string): number {
+  if (typeof retries !== 'number' || !Number.isInteger(retries) || retries < 0) {
+    throw new TypeError(`${where} must be an integer >= 0, got ${String(retries)}`);
+  }
+  return retries;
+}
+
+const prepare = (tx: TransactionAttempt) => tx.prepare();
+
+function mergeMeta(base: TransactionMeta | undefined, own: TransactionMeta | undefined, name: string): TransactionMeta {
+  if (!base && own?.note !== undefined) return own; // the common case (a request's metadata): nothing to merge
+  const meta: TransactionMeta = { ...base, ...own };
+  if (base?.extension || own?.extension) meta.extension = { ...base?.extension, ...own?.extension };
+  if (meta.note === undefined && name) meta.note = name;
+  return meta;
+}
+
+export class TransactionManager {
+  /** The knex instance transactions are taken from. */
+  readonly knex: Knex;
+  /** The database family of `knex`. */
+  readonly dialect: Dialect;
+  readonly logger: Logger;
+  /** The time source used for retry delays (and by schedulers built on this manager). */
+  readonly clock: Clock;
+  private readonly retries: number;
+  private readonly delay: DelayPolicy;
+  private readonly random: () => number;
+  private readonly options: TransactionManagerOptions;
+  private readonly storage = new AsyncLocalStorage<TransactionAttempt>();
+  private readonly bridge: ContextBridge | undefined;
+  private readonly retryListeners = new Set<RetryListener>();
+  /** What each attempt needs from its manager. */
+  private readonly environment: AttemptEnvironment;
+
+  constructor(knex: Knex, options: TransactionManagerOptions = {}) {
+    if (typeof knex !== 'function' || !knex.client) {
+      throw new TypeError('new TransactionManager(knex, options) needs a knex instance as its first argument');
+    }
+    this.knex = knex;
+    this.dialect = dialectOf(knex);
+    this.options = options;
+    this.retries = checkRetries(options.retries ?? 3, 'retries');
+    this.delay = delayPolicy(options.delay);
+    this.logger = options.logger ?? defaultLogger();
+    this.clock = options.clock ?? systemClock;
+    this.random = options.random ?? Math.random;
+    this.bridge = options.bridge;
+    this.environment = {
+      knex,
+      dialect: this.dialect,
+      logger: this.logger,
+      isTransient: (err) => this.isTransient(err),
+      bindDb: knexBinder(knex),
+    };
+  }
+
+  /** The open transaction of this manager in the calling async context, or undefined. */
+  get current(): Transaction | undefined {
+    const tx = this.storage.getStore();
+    return tx?.isOpen ? tx : undefined;
+  }
+
+  /** True for errors after which the whole transaction should be run again. */
+  isTransient(err: unknown): boolean {
+    return (
+      err instanceof TransientError ||
+      this.dialect.isTransient(err, { retryLockWaitTimeout: this.options.retryLockWaitTimeout ?? false })
+    );
+  }
+
+  /**
+   * True when `err` means the database cannot be reached now: connection refused
+   * or lost, the server shutting down, or no pool connection within knex's
+   * acquire timeout. Not retried (that would only hold the caller longer);
+   * the Koa adaptation answers 503.
+   */
+  isUnavailable(err: unknown): boolean {
+    return this.dialect.isUnavailable(err) || (err instanceof Error && err.name === 'KnexTimeoutError');
+  }
+
+  /**
+   * Runs `fn` outside any transaction of this manager: for background work
+   * started from inside a transaction (a worker, a timer) that must not join it.
+   */
+  outside<T>(fn: () => T): T {
+    return this.storage.exit(fn);
+  }
+
+  /** Calls `listener` before each retry; returns a function that removes it. */
+  onRetry(listener: RetryListener): () => void {
+    this.retryListeners.add(listener);
+    return () => this.retryListeners.delete(listener);
+  }
+
+  /**
+   * Runs `fn` in a transaction and resolves to its result once committed. Inside
+   * an open transaction of this manager, `fn` joins it instead.
+   */
+  async run<T>(fn: (tx: Transaction) => T | Promise<T>, options: RunOptions = {}): Promise<T> {
+    const joined = this.current;
+    if (joined) return fn(joined);
+
+    const name = options.name ?? fn.name;
+    const retries = options.retries === undefined ? this.retries : checkRetries(options.retries, 'RunOptions.retries');
+    for (let attempt = 1; ; attempt++) {
+      const tx = new TransactionAttempt(this.environment, attempt, mergeMeta(this.options.metadata?.(), options.metadata, name), options.isolationLevel);
+      try {
+        const value = await this.enter(tx, fn);
+        // Before-commit hooks run inside the transaction's context too (nested calls join it).
+        if (tx.hasWorkBeforeCommit) await this.enter(tx, prepare);
+        const finishing = tx.finish();
+        if (finishing) await finishing;
+        return value;
+      } catch (err) {
+        // A doomed attempt failed because of what rolled it back, whatever fn made of that.
+        const retry = attempt <= retries && this.isTransient(tx.doomedBy ?? err);
+        if (!retry && this.options.debug) await this.callDebug(err, tx);
+        await tx.rollback();
+        if (!retry) throw err;
+        await this.pause(name, attempt, tx.doomedBy ?? err, retries, options.onRetry);
+      }
+    }
+  }
+
+  /** Returns `fn` wrapped so that each call runs in a transaction (or joins the current one). */
+  // eslint-disable-next-line @typescript-eslint/no-explicit-any -- any[] is what lets parameter types be inferred from `fn`
+  wrap<F extends (...args: any[]) => unknown>(
+    fn: F,
+    options: RunOptions = {},
+  ): (this: ThisParameterType<F>, ...args: Parameters<F>) => Promise<Awaited<ReturnType<F>>> {
+    const manager = this;
+    const runOptions = { ...options, name: options.name ?? fn.name };
+    return function transactional(this: ThisParameterType<F>, ...args: Parameters<F>) {
+      return manager.run(() => fn.apply(this, args), runOptions) as Promise<Awaited<ReturnType<F>>>;
+    };
+  }
+
+  /** Calls fn(tx) with tx as the current transaction (and mirrored into the bridge, if any). */
+  private enter<T>(tx: TransactionAttempt, fn: (tx: TransactionAttempt) => T | Promise<T>): T | Promise<T> {
+    const bridge = this.bridge;
+    return bridge ? this.storage.run(tx, () => bridge.run(tx, async () => fn(tx))) : this.storage.run(tx, fn, tx);
+  }
+
+  private async callDebug(err: unknown, tx: TransactionAttempt): Promise<void> {
+    try {
+      await this.storage.run(tx, () => this.options.debug!(err, tx));
+    } catch (debugErr) {
+      this.logger.error({ err: debugErr }, 'the debug function failed; the transaction is rolled back anyway');
+    }
+  }
+
+  private async pause(
+    name: string,
+    attempt: number,
+    error: unknown,
+    retries: number,
+    onRetry: RetryListener | undefined,
+  ): Promise<void> {
+    const delay = retryDelay(attempt, this.delay, this.random);
+    const label = name || 'anonymous function';
+    this.logger.warn(
+      { err: error, fn: label, attempt, retries, delay },
+      `retrying ${label} after ${describeCause(error)} (attempt ${attempt + 1} of ${retries + 1}, in ${Math.round(delay)} ms)`,
+    );
+    const event = { name: label, attempt, error, delay };
+    for (const listener of this.retryListeners) listener(event);
+    onRetry?.(event);
+    await this.clock.sleep(delay);
+  }
+}

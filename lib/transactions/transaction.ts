@@ -1,0 +1,328 @@
+/**
+ * One attempt of a transaction: the lazily-begun database transaction, its
+ * hooks, and the rules for what may still reach the server.
+ */
+import type { Knex } from 'knex';
+import type { AfterCommitHook, Hook, IsolationLevel, Logger, Transaction, TransactionMeta } from '../interfaces.js';
+import type { Dialect } from '../dialects/index.js';
+import { CommitOutcomeUnknownError, CommitRolledBackError, TransactionDoomedError, TransactionEndedError } from '../errors.js';
+import type { StatementGate } from './bound-knex.js';
+import { HookList } from './hooks.js';
+
+/** What an attempt needs from its manager. */
+export interface AttemptEnvironment {
+  readonly knex: Knex;
+  readonly dialect: Dialect;
+  readonly logger: Logger;
+  isTransient(err: unknown): boolean;
+  /** Makes the `db` of an attempt. */
+  bindDb(gate: StatementGate): Knex.Transaction;
+}
+
+type State = 'open' | 'ending' | 'committed' | 'aborted';
+
+/** The queue of a transaction that has sent nothing yet: shared, as most requests send nothing. */
+const SETTLED: Promise<unknown> = Promise.resolve();
+
+type PoolClient = {
+  acquireConnection(): Promise<unknown>;
+  releaseConnection(connection: unknown): Promise<void>;
+  query(connection: unknown, obj: unknown): Promise<unknown>;
+};
+
+export class TransactionAttempt implements Transaction, StatementGate {
+  private boundDb: Knex.Transaction | undefined;
+  private state: State = 'open';
+  /** The connection of the open database transaction (BEGIN sent), while one is open. */
+  private connection: Promise<unknown> | undefined;
+  /** The connection statements may use: the one BEGIN was sent on, until COMMIT/ROLLBACK is queued. */
+  private liveConnection: unknown;
+  /** Statements of this attempt run one after the other, so a doom is seen before the next one is sent. */
+  private queue: Promise<unknown> = SETTLED;
+  /** The error after which the database had rolled the transaction back, if any. */
+  doomedBy: unknown;
+  private dooming: Promise<void> | undefined;
+  private savepoints = 0;
+  private readonly before = new HookList();
+  private readonly afterCommitHooks = new HookList();
+  private readonly afterAbortHooks = new HookList();
+  rollbackOnly = false;
+
+  constructor(
+    private readonly env: AttemptEnvironment,
+    readonly attempt: number,
+    readonly meta: TransactionMeta,
+    private readonly isolation?: IsolationLevel,
+  ) {
+  }
+
+  /** Built on first use: a request that never queries does not pay for it. */
+  get db(): Knex.Transaction {
+    return (this.boundDb ??= this.env.bindDb(this));
+  }
+
+  get began(): boolean {
+    return this.connection !== undefined;
+  }
+
+  /** Open: statements, hooks and nested calls are still accepted. */
+  get isOpen(): boolean {
+    return this.state === 'open';
+  }
+
+  get ended(): boolean {
+    return this.state === 'committed' || this.state === 'aborted';
+  }
+
+  private get pool(): PoolClient {
+    return this.env.knex.client as unknown as PoolClient;
+  }
+
+  // ---- hooks -------------------------------------------------------------
+
+  afterCommit<A extends unknown[]>(hook: AfterCommitHook<A>, ...args: A): void {
+    this.assertOpen('afterCommit()');
+    this.afterCommitHooks.add(hook, args);
+  }
+
+  afterAbort<A extends unknown[]>(hook: Hook<A>, ...args: A): void {
+    this.assertOpen('afterAbort()');
+    this.afterAbortHooks.add(hook, args);
+  }
+
+  beforeCommit<A extends unknown[]>(hook: Hook<A>, ...args: A): void {
+    this.assertOpen('beforeCommit()');
+    this.before.add(hook, args);
+  }
+
+  setRollbackOnly(): void {
+    this.rollbackOnly = true;
+  }
+
+  // ---- statements (StatementGate) ------------------------------------------
+
+  acquire(): Promise<unknown> {
+    try {
+      this.assertUsable('a statement');
+    } catch (err) {
+      return Promise.reject(err);
+    }
+    this.connection ??= this.begin();
+    return this.connection;
+  }
+
+  statement<T>(connection: unknown, execute: () => Promise<T>): Promise<T> {
+    return this.enqueue(() => {
+      this.assertUsable('a statement');
+      if (connection !== this.liveConnection) {
+        // The builder took its connection before tx.commit()/tx.abort() ended that database transaction.
+        throw new TransactionEndedError('a statement of an earlier database transaction of this attempt');
+      }
+      return execute();
+    });
+  }
+
+  async savepoint<T>(fn: (db: Knex.Transaction) => Promise<T> | T): Promise<T> {
+    const name = `aftercommit_sp${++this.savepoints}`;
+    await this.db.raw(`SAVEPOINT ${name}`);
+    try {
+      const value = await fn(this.db);
+      await this.db.raw(`RELEASE SAVEPOINT ${name}`);
+      return value;
+    } catch (err) {
+      // After a doom the savepoint is gone with the transaction: nothing to roll back to.
+      if (this.doomedBy === undefined && this.isOpen) await this.db.raw(`ROLLBACK TO SAVEPOINT ${name}`);
+      throw err;
+    }
+  }
+
+  private enqueue<T>(run: () => Promise<T>): Promise<T> {
+    const result = this.queue.then(run).catch((err: unknown) => {
+      if (this.env.isTransient(err)) this.doom(err);
+      throw err;
+    });
+    this.queue = result.catch(() => undefined);
+    return result;
+  }
+
+  private async begin(): Promise<unknown> {
+    let connection: unknown;
+    try {
+      connection = await this.pool.acquireConnection();
+    } catch (err) {
+      this.connection = undefined; // the next statement may try again
+      throw err;
+    }
+    this.liveConnection = connection;
+    try {
+      for (const sql of this.env.dialect.begin(this.isolation)) await this.enqueue(() => this.send(connection, sql));
+    } catch (err) {
+      this.connection = undefined;
+      this.liveConnection = undefined;
+      await this.pool.releaseConnection(connection);
+      throw err;
+    }
+    return connection;
+  }
+
+  /** Sends a control statement through the bound client, so knex's query events see it too. */
+  private send(connection: unknown, sql: string): Promise<unknown> {
+    return this.pool.query.call(this.db.client, connection, { sql, bindings: [] });
+  }
+
+  /**
+   * The database has rolled the transaction back: end it on our side at once so
+   * no later statement of this attempt reaches the server, where MySQL would run
+   * it in autocommit mode.
+   */
+  private doom(err: unknown): void {
+    if (this.doomedBy !== undefined) return;
+    this.doomedBy = err;
+    this.dooming = this.release('ROLLBACK');
+  }
+
+  private assertOpen(what: string): void {
+    if (!this.isOpen) throw new TransactionEndedError(what);
+  }
+
+  private assertUsable(what: string): void {
+    this.assertOpen(what);
+    if (this.doomedBy !== undefined) throw new TransactionDoomedError(this.doomedBy);
+  }
+
+  /**
+   * Ends the current database transaction with `sql` (queued behind the
+   * statements already sent) and returns its connection to the pool. A failed
+   * ROLLBACK is logged; a failed COMMIT is rolled back and thrown.
+   */
+  private async release(sql: 'COMMIT' | 'ROLLBACK'): Promise<void> {
+    const pending = this.connection;
+    if (pending === undefined) return;
+    this.connection = undefined;
+    let connection: unknown;
+    try {
+      connection = await pending;
+    } catch {
+      return; // BEGIN failed: there is no transaction to end
+    }
+    const end = (statement: string) =>
+      this.enqueue(() => {
+        // From here on, statements meant for this database transaction are refused.
+        if (this.liveConnection === connection) this.liveConnection = undefined;
+        return this.send(connection, statement);
+      });
+    let result: unknown;
+    try {
+      result = await end(sql);
+    } catch (err) {
+      if (sql === 'ROLLBACK') {
+        // A broken connection cannot roll back, and the server already has; knex's pool validates it away.
+        if (this.env.dialect.isConnectionFailure(err)) this.env.logger.debug({ err }, 'ROLLBACK on a broken connection');
+        else this.env.logger.warn({ err }, 'ROLLBACK failed; the connection goes back to the pool as it is');
+        return;
+      }
+      // A failed COMMIT may leave the transaction open (SQLITE_BUSY): roll it back first.
+      await end('ROLLBACK').catch(() => undefined);
+      throw this.env.dialect.isConnectionFailure(err) ? new CommitOutcomeUnknownError(err) : err;
+    } finally {
+      await this.pool.releaseConnection(connection);
+    }
+    if (sql === 'COMMIT' && this.env.dialect.committedAsRollback(result)) throw new CommitRolledBackError();
+  }
+
+  // ---- ending ------------------------------------------------------------
+
+  /** Runs the before-commit hooks; inside the transaction, while it is still current. */
+  // prepare() and finish() return undefined when there is nothing to wait for: with
+  // AsyncLocalStorage on, every promise costs, and most requests have no hooks.
+  prepare(): Promise<void> | undefined {
+    return this.hasWorkBeforeCommit ? this.runBeforeHooks() : undefined;
+  }
+
+  /** True when prepare() has something to do: before-commit hooks, or a doom to report. */
+  get hasWorkBeforeCommit(): boolean {
+    return !this.before.isEmpty || this.doomedBy !== undefined;
+  }
+
+  private async runBeforeHooks(): Promise<void> {
+    await this.before.runAll();
+    if (this.doomedBy !== undefined) throw new TransactionDoomedError(this.doomedBy);
+  }
+
+  /** Commits the work so far and goes on in a fresh database transaction. */
+  async commit(): Promise<void> {
+    this.assertUsable('tx.commit()');
+    if (this.rollbackOnly) throw new Error('tx.commit() after setRollbackOnly(): the work so far must not be committed; use tx.abort()');
+    await this.prepare();
+    await this.commitDatabase();
+    this.afterAbortHooks.clear(); // what they were for is committed now
+    await this.afterCommitHooks.runLogged(this.env.logger, 'after-commit', true);
+  }
+
+  /** Rolls back the work so far and goes on in a fresh database transaction. */
+  async abort(): Promise<void> {
+    this.assertOpen('tx.abort()');
+    await this.rollbackDatabase();
+    this.doomedBy = undefined;
+    await this.runAbortHooks();
+  }
+
+  /**
+   * Ends the attempt after its function returned: commit (or, after
+   * setRollbackOnly, roll back). A failed COMMIT runs the after-commit hooks
+   * with `false`, rolls back, runs the after-abort hooks and throws.
+   */
+  finish(): Promise<void> | undefined {
+    if (!this.rollbackOnly && this.doomedBy === undefined && this.connection === undefined && this.afterCommitHooks.isEmpty) {
+      this.state = 'committed'; // nothing began and nobody waits: the commit is a formality
+      this.afterAbortHooks.clear();
+      return undefined;
+    }
+    return this.finishAsync();
+  }
+
+  private async finishAsync(): Promise<void> {
+    if (this.rollbackOnly) return this.rollback();
+    if (this.doomedBy !== undefined) throw new TransactionDoomedError(this.doomedBy);
+    this.state = 'ending';
+    try {
+      await this.commitDatabase();
+    } catch (err) {
+      this.state = 'aborted';
+      throw err;
+    }
+    this.state = 'committed';
+    await this.afterCommitHooks.runLogged(this.env.logger, 'after-commit', true);
+  }
+
+  /** Ends the attempt with a rollback, unless it has already ended. */
+  async rollback(): Promise<void> {
+    if (this.ended) return;
+    this.state = 'ending';
+    await this.rollbackDatabase();
+    this.state = 'aborted';
+    await this.runAbortHooks();
+  }
+
+  private async commitDatabase(): Promise<void> {
+    try {
+      await this.release('COMMIT');
+    } catch (err) {
+      await this.afterCommitHooks.runLogged(this.env.logger, 'after-commit', false);
+      await this.runAbortHooks();
+      throw err;
+    }
+  }
+
+  private async runAbortHooks(): Promise<void> {
+    this.before.clear();
+    this.afterCommitHooks.clear();
+    await this.afterAbortHooks.runLogged(this.env.logger, 'after-abort');
+  }
+
+  private async rollbackDatabase(): Promise<void> {
+    await this.dooming;
+    this.dooming = undefined;
+    await this.release('ROLLBACK');
+  }
+}

@@ -1,0 +1,14 @@
+import { defineConfig } from 'tsup';
+
+export default defineConfig({
+  entry: { index: 'lib/index.ts', koa: 'lib/koa/index.ts', cli: 'lib/cli.ts' },
+  format: ['esm', 'cjs'],
+  dts: true,
+  // One shared chunk in both formats, so `aftercommit` and `aftercommit/koa`
+  // see the same classes (instanceof TransientError works across entries).
+  splitting: true,
+  sourcemap: true,
+  clean: true,
+  target: 'node20',
+  outDir: 'dist',
+});
