@@ -1,0 +1,113 @@
+/**
+ * The package as users get it: `npm pack`, unpacked into a fresh app next to its
+ * peers, imported with `import` and with `require`, and type-checked as a
+ * consumer would (moduleResolution node16, both module kinds).
+ */
+import { before, after, describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+
+const root = resolve(import.meta.dirname, '..');
+const run = (cmd: string, args: string[], cwd: string) =>
+  execFileSync(cmd, args, { cwd, encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
+
+describe('the packed package', () => {
+  let app: string;
+
+  before(() => {
+    app = mkdtempSync(join(tmpdir(), 'aftercommit-app-'));
+    run('npm', ['pack', '--silent', '--pack-destination', app], root);
+    const tarball = readdirSync(app).find((f) => f.endsWith('.tgz'))!;
+    const installed = join(app, 'node_modules', 'aftercommit');
+    mkdirSync(installed, { recursive: true });
+    run('tar', ['xzf', join(app, tarball), '-C', installed, '--strip-components=1'], app);
+    // The peers the app chose, taken from this checkout instead of the registry.
+    for (const peer of ['knex', 'better-sqlite3', 'koa', '@types']) {
+      mkdirSync(join(app, 'node_modules', peer, '..'), { recursive: true });
+      symlinkSync(join(root, 'node_modules', peer), join(app, 'node_modules', peer));
+    }
+    writeFileSync(join(app, 'package.json'), JSON.stringify({ name: 'fresh-app', private: true }));
+  });
+
+  after(() => rmSync(app, { recursive: true, force: true }));
+
+  it('ships only the build, the README and the CHANGELOG', () => {
+    const files = readdirSync(join(app, 'node_modules', 'aftercommit'));
+    assert.deepEqual(files.sort(), ['CHANGELOG.md', 'README.md', 'dist', 'package.json']);
+  });
+
+  const program = `
+    const db = knex({ client: 'better-sqlite3', connection: { filename: ':memory:' }, useNullAsDefault: true });
+    const tm = new TransactionManager(db, { retries: 1 });
+    let attempts = 0;
+    const value = await tm.run(async (tx) => {
+      attempts++;
+      await tx.db.raw('select 1');
+      if (attempts === 1) throw new ConflictError();
+      return 'committed after ' + attempts + ' attempts';
+    });
+    await db.destroy();
+    console.log(value, typeof koaEntry);
+  `;
+
+  it('imports as ESM', () => {
+    writeFileSync(
+      join(app, 'esm.mjs'),
+      `import knex from 'knex';
+       import { TransactionManager, ConflictError } from 'aftercommit';
+       import * as koaEntry from 'aftercommit/koa';
+       ${program}`,
+    );
+    assert.equal(run('node', ['esm.mjs'], app).trim(), 'committed after 2 attempts object');
+  });
+
+  it('requires as CommonJS', () => {
+    writeFileSync(
+      join(app, 'cjs.cjs'),
+      `const knex = require('knex');
+       const { TransactionManager, ConflictError } = require('aftercommit');
+       const koaEntry = require('aftercommit/koa');
+       (async () => { ${program} })().catch((err) => { console.error(err); process.exit(1); });`,
+    );
+    assert.equal(run('node', ['cjs.cjs'], app).trim(), 'committed after 2 attempts object');
+  });
+
+  it('ships the CLI: npx aftercommit migrate with the app’s jobs module', () => {
+    writeFileSync(
+      join(app, 'jobs.mjs'),
+      `import knex from 'knex';
+       import { TransactionManager, PersistentTransactionalScheduler } from 'aftercommit';
+       const db = knex({ client: 'better-sqlite3', connection: { filename: './app.sqlite' }, useNullAsDefault: true });
+       export const scheduler = new PersistentTransactionalScheduler(new TransactionManager(db));
+       scheduler.define('report', async (job, month) => ({ month }));`,
+    );
+    const bin = JSON.parse(readFileSync(join(app, 'node_modules', 'aftercommit', 'package.json'), 'utf8')).bin.aftercommit;
+    const cli = join(app, 'node_modules', 'aftercommit', bin);
+    assert.match(run('node', [cli, 'migrate', '--jobs', './jobs.mjs'], app), /the scheduler tables are up to date/);
+    assert.match(run('node', [cli, 'migrate', '--jobs', './jobs.mjs'], app), /the scheduler tables are up to date/, 'idempotent');
+  });
+
+  it('type-checks for a TypeScript consumer, as ESM and as CommonJS', () => {
+    const consumer = `
+      import knex from 'knex';
+      import { TransactionManager, ConflictError, type Transaction, type TransactionMeta } from 'aftercommit';
+      const tm = new TransactionManager(knex({ client: 'better-sqlite3' }), { retries: 2, delay: { initial: 10 } });
+      const meta: TransactionMeta = { user: 'alice' };
+      const answer: Promise<number> = tm.run(async (tx: Transaction) => {
+        tx.afterCommit((ok: boolean, n: number) => void (ok && n), 1);
+        await tx.db('t').insert({ a: 1 });
+        return 42;
+      }, { metadata: meta });
+      const wrapped: (a: number, b?: string) => Promise<string> = tm.wrap(async (a: number, b = 'x') => b + a);
+      void answer; void wrapped; void ConflictError;
+    `;
+    writeFileSync(join(app, 'consumer.mts'), consumer);
+    writeFileSync(join(app, 'consumer.cts'), consumer.replace("import knex from 'knex';", "import knex = require('knex');"));
+    const tsc = join(root, 'node_modules', '.bin', 'tsc');
+    const flags = ['--noEmit', '--strict', '--module', 'node16', '--moduleResolution', 'node16', '--types', 'node', '--skipLibCheck', 'false'];
+    run(tsc, [...flags, 'consumer.mts', 'consumer.cts'], app);
+  });
+});

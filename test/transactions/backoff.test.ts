@@ -1,0 +1,55 @@
+/**
+ * Retry delays: uniform(0, bound), the bound growing by `factor` up to `max`,
+ * measured through an injected clock and random source, never wall time.
+ */
+import { describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import knexFactory from 'knex';
+import { ConflictError, TransactionManager } from '../../lib/index.js';
+import { ManualClock, recordingLogger } from '../support/helpers.js';
+
+// No statement is sent in these tests; an in-memory SQLite knex is enough.
+const knex = knexFactory({ client: 'better-sqlite3', connection: { filename: ':memory:' }, useNullAsDefault: true });
+
+async function delaysOf(options: ConstructorParameters<typeof TransactionManager>[1], random: () => number) {
+  const clock = new ManualClock({ auto: true });
+  const tm = new TransactionManager(knex, { logger: recordingLogger(), ...options, clock, random });
+  await assert.rejects(
+    tm.run(async () => {
+      throw new ConflictError();
+    }),
+    ConflictError,
+  );
+  return clock.sleeps;
+}
+
+describe('retry delays', () => {
+  it('default: bounds 50, 100, 200 ms before the three retries', async () => {
+    assert.deepEqual(await delaysOf({}, () => 1), [50, 100, 200]);
+  });
+
+  it('are uniform in [0, bound): the random draw scales the bound', async () => {
+    assert.deepEqual(await delaysOf({}, () => 0.5), [25, 50, 100]);
+    assert.deepEqual(await delaysOf({}, () => 0), [0, 0, 0]);
+  });
+
+  it('grow by factor and stop growing at max', async () => {
+    const delays = await delaysOf({ retries: 6, delay: { initial: 100, factor: 3, max: 2000 } }, () => 1);
+    assert.deepEqual(delays, [100, 300, 900, 2000, 2000, 2000]);
+  });
+
+  it('the seed’s schedule: 1 s initial, factor 2, no practical cap', async () => {
+    const delays = await delaysOf({ delay: { initial: 1000, factor: 2, max: Infinity } }, () => 1);
+    assert.deepEqual(delays, [1000, 2000, 4000]);
+  });
+
+  it('no delay before the first attempt, none after the last', async () => {
+    assert.equal((await delaysOf({ retries: 0 }, () => 1)).length, 0);
+  });
+
+  it('refuse nonsense with a message naming the option', () => {
+    assert.throws(() => new TransactionManager(knex, { delay: { factor: 0.5 } }), /delay.factor must be >= 1/);
+    assert.throws(() => new TransactionManager(knex, { delay: { initial: -1 } }), /delay.initial must be a finite number >= 0/);
+    assert.throws(() => new TransactionManager(knex, { retries: 1.5 }), /retries must be an integer >= 0/);
+  });
+});
