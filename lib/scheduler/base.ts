@@ -1,0 +1,234 @@
+/**
+ * What both schedulers share: the job registry, entity contexts, the stored
+ * form of arguments and results, and running one job in a transaction of its
+ * own with its handle.
+ */
+import { EventEmitter } from 'node:events';
+import { AsyncResource } from 'node:async_hooks';
+import type {
+  ArgumentCodec,
+  EntityKey,
+  GetResultOptions,
+  JobFunction,
+  JobHandle,
+  JobProgress,
+  Logger,
+  SchedulerEvents,
+  SchedulerOptions,
+  StoredError,
+  Transaction,
+  TransactionMeta,
+} from '../interfaces.js';
+import type { TransactionManager } from '../transactions/manager.js';
+import { NoTransactionError, UnknownJobError } from '../errors.js';
+import { Entities } from '../context/entities.js';
+import { EntityRef, ref } from '../context/ref.js';
+import { PersistentContext } from '../context/persistent-context.js';
+import { ValueCodec } from './codec.js';
+import { Limiter } from './limiter.js';
+import { storedError } from './stored-error.js';
+
+const JOB_NAME = /^[A-Za-z0-9_.:-]{1,100}$/;
+
+/** One run of a job, as the scheduler hands it to {@link SchedulerBase.runJob}. */
+export interface JobRun {
+  id: string;
+  name: string;
+  fn: JobFunction;
+  /** The stored arguments. */
+  args: string;
+  meta: TransactionMeta;
+  signal: AbortSignal;
+  /** Runs of this job before this one (0 the first time). */
+  previousRuns: number;
+  progress(progress: JobProgress): Promise<void>;
+  /** Called inside the job's transaction with the stored result, before it commits. */
+  beforeCommit?(tx: Transaction, result: string): Promise<void>;
+}
+
+/** How a run ended. */
+export type JobOutcome =
+  | { state: 'done'; value: string; attempt: number }
+  | { state: 'failed'; error: StoredError; cause: unknown; attempt: number };
+
+/** Whether a schedule made with `meta` may be shown to `options.visibleTo` (see GetResultOptions). */
+export function visibleTo(meta: TransactionMeta, options: GetResultOptions): boolean {
+  if (options.visibleTo === undefined) return true;
+  if (meta.user === undefined || meta.user === null) return true;
+  return options.visibleTo !== null && String(options.visibleTo) === String(meta.user);
+}
+
+function checkProgress(fraction: unknown, message: unknown): JobProgress {
+  if (typeof fraction !== 'number' || !(fraction >= 0 && fraction <= 1)) {
+    throw new RangeError(`job.progress(fraction, message): fraction must be a number from 0 to 1, got ${String(fraction)}`);
+  }
+  if (message !== undefined && typeof message !== 'string') {
+    throw new TypeError('job.progress(fraction, message): message must be a string');
+  }
+  return message === undefined ? { fraction } : { fraction, message: message.slice(0, 500) };
+}
+
+export abstract class SchedulerBase extends EventEmitter<SchedulerEvents> {
+  readonly manager: TransactionManager;
+  protected readonly logger: Logger;
+  protected readonly entities: Entities;
+  protected readonly codec: ValueCodec;
+  protected readonly limiter: Limiter;
+  protected readonly ttl: number;
+  private readonly jobs = new Map<string, JobFunction>();
+  /** Jobs run in the async context the scheduler was made in, not in the request's that scheduled them. */
+  private readonly detached = new AsyncResource('aftercommit.job');
+
+  constructor(manager: TransactionManager, options: SchedulerOptions = {}) {
+    super();
+    this.manager = manager;
+    this.logger = manager.logger;
+    this.entities = new Entities(options.entities);
+    this.ttl = options.ttl ?? 3_600_000;
+    if (!(this.ttl > 0)) throw new TypeError(`ttl must be a positive number of milliseconds, got ${String(options.ttl)}`);
+    this.limiter = new Limiter(options.concurrency ?? 4);
+    this.codec = new ValueCodec(
+      {
+        codecs: options.codecs ?? [],
+        maxArgumentBytes: options.maxArgumentBytes ?? 65_536,
+        maxResultBytes: options.maxResultBytes ?? 1_048_576,
+      },
+      this.contextCodec(),
+    );
+  }
+
+  /** Registers `fn` as the job called `name`. */
+  define<A extends unknown[]>(name: string, fn: JobFunction<A>): this {
+    if (typeof name !== 'string' || !JOB_NAME.test(name)) {
+      throw new TypeError(`define(name, fn): name must be 1-100 characters of letters, digits, _ . : -, got ${JSON.stringify(name)}`);
+    }
+    if (typeof fn !== 'function') throw new TypeError(`define('${name}', fn): fn must be a function`);
+    if (this.jobs.has(name) && this.jobs.get(name) !== fn) throw new Error(`a different job named '${name}' is already defined`);
+    this.jobs.set(name, fn as JobFunction);
+    return this;
+  }
+
+  /** Names of the defined jobs. */
+  definedJobs(): string[] {
+    return [...this.jobs.keys()];
+  }
+
+  /**
+   * A persistent context of entities for a job: positional ones read back with
+   * `context.get(0)`, named ones with `context.get('name')`. Each entity is a
+   * `ref(table, key)` or a row loaded with `load()`.
+   */
+  context(positional: readonly unknown[] = [], named: Readonly<Record<string, unknown>> = {}): PersistentContext {
+    return new PersistentContext(positional, named, this.entities, this.manager);
+  }
+
+  /** Loads a row of an allowed table in the current transaction; the row can go into a context as is. */
+  load<T = Record<string, unknown>>(table: string, key: EntityKey): Promise<T> {
+    const tx = this.transaction(`load('${table}', …)`);
+    return this.entities.load(tx.db, ref(table, key), `load('${table}', ${JSON.stringify(key)})`) as Promise<T>;
+  }
+
+  /** The open transaction `what` needs, or a clear error. */
+  protected transaction(what: string): Transaction {
+    const tx = this.manager.current;
+    if (!tx) throw new NoTransactionError(what);
+    return tx;
+  }
+
+  /** The registered job called `name`, or an error listing the defined ones. */
+  protected job(name: string): JobFunction {
+    const fn = this.jobs.get(name);
+    if (!fn) throw new UnknownJobError(name, this.definedJobs());
+    return fn;
+  }
+
+  /** The name under which `fn` was defined, if it was. */
+  protected nameOf(fn: JobFunction): string | undefined {
+    for (const [name, defined] of this.jobs) if (defined === fn) return name;
+    return undefined;
+  }
+
+  /** Starts `task` through the concurrency limit, outside the async context of whoever asked. */
+  protected start(task: () => Promise<void>): void {
+    this.detached.runInAsyncScope(() => this.limiter.add(task));
+  }
+
+  /**
+   * Runs one job in a transaction of its own: its writes commit together with
+   * its result, or roll back when it throws (or is cancelled through its signal).
+   */
+  protected async runJob(run: JobRun): Promise<JobOutcome> {
+    const started = this.manager.clock.now();
+    let attempt = run.previousRuns + 1;
+    let value: string;
+    try {
+      value = await this.manager.run(
+        async (tx) => {
+          attempt = run.previousRuns + tx.attempt;
+          const handle: JobHandle = {
+            id: run.id,
+            name: run.name,
+            attempt,
+            meta: run.meta,
+            db: tx.db,
+            signal: run.signal,
+            progress: async (fraction, message) => run.progress(checkProgress(fraction, message)),
+          };
+          const result = await run.fn(handle, ...this.codec.decodeArguments(run.args));
+          run.signal.throwIfAborted();
+          const stored = this.codec.encodeResult(run.name, result);
+          await run.beforeCommit?.(tx, stored);
+          return stored;
+        },
+        {
+          name: `job ${run.name}`,
+          metadata: { ...run.meta, note: `job ${run.name}` },
+          onRetry: (event) => this.emitSafely('retried', { id: run.id, name: run.name, attempt: event.attempt, error: event.error }),
+        },
+      );
+    } catch (cause) {
+      return { state: 'failed', error: storedError(cause), cause, attempt };
+    }
+    this.emitSafely('succeeded', { id: run.id, name: run.name, attempt, durationMs: this.manager.clock.now() - started });
+    return { state: 'done', value, attempt };
+  }
+
+  /** Emits a scheduler event; a listener that throws is logged and never fails a job or a worker. */
+  protected emitSafely<K extends keyof SchedulerEvents>(event: K, ...args: SchedulerEvents[K]): void {
+    try {
+      (this.emit as (event: K, ...args: SchedulerEvents[K]) => boolean)(event, ...args);
+    } catch (err) {
+      this.logger.error({ err, event }, `a '${String(event)}' listener threw; ignored`);
+    }
+  }
+
+  /** Logs a job's failure for good and emits `failed`. */
+  protected reportFailure(run: { id: string; name: string }, outcome: Extract<JobOutcome, { state: 'failed' }>): void {
+    const { error, cause, attempt } = outcome;
+    this.logger.error({ err: cause, job: run.name, id: run.id, attempt }, `job ${run.name} (${run.id}) failed: ${error.name}: ${error.message}`);
+    this.emitSafely('failed', { id: run.id, name: run.name, attempt, error });
+  }
+
+  /** Stores a context as the refs of its entities; a stored context is re-checked against the allow-list when read. */
+  private contextCodec(): ArgumentCodec<PersistentContext> {
+    const toStored = (entity: EntityRef) => ({ table: entity.table, key: entity.key });
+    const fromStored = (stored: { table: string; key: EntityKey }) => ref(stored.table, stored.key);
+    return {
+      name: 'context',
+      test: (value) => value instanceof PersistentContext,
+      encode: (context) => ({
+        positional: context.positional.map(toStored),
+        named: Object.fromEntries(Object.entries(context.named).map(([name, entity]) => [name, toStored(entity)])),
+      }),
+      decode: (stored) => {
+        const { positional, named } = stored as { positional: { table: string; key: EntityKey }[]; named: Record<string, { table: string; key: EntityKey }> };
+        return new PersistentContext(
+          positional.map(fromStored),
+          Object.fromEntries(Object.entries(named).map(([name, entity]) => [name, fromStored(entity)])),
+          this.entities,
+          this.manager,
+        );
+      },
+    };
+  }
+}

@@ -1,0 +1,66 @@
+/** Validation and merging of job options (defaults from define(), overrides from with()). */
+import type { JobOptions, RetryDelay } from '../../interfaces.js';
+import { delayPolicy, type DelayPolicy } from '../../transactions/backoff.js';
+
+export interface ResolvedJobOptions {
+  runAt: number;
+  priority: number;
+  queue: string;
+  maxAttempts: number;
+  backoff: DelayPolicy;
+  timeout: number | null;
+  lease: number;
+  dedupeKey: string | null;
+}
+
+const DEFAULT_BACKOFF: RetryDelay = { initial: 1000, factor: 2, max: 3_600_000 };
+const QUEUE = /^[A-Za-z0-9_.:-]{1,64}$/;
+
+/** The largest value the INT columns and Node's timers take. */
+const INT_MAX = 2 ** 31 - 1;
+
+function integerIn(value: unknown, what: string, min: number, max = INT_MAX): number {
+  if (typeof value !== 'number' || !Number.isInteger(value) || value < min || value > max) {
+    throw new TypeError(`${what} must be an integer from ${min} to ${max}, got ${String(value)}`);
+  }
+  return value;
+}
+
+/** Checks options given to define() or with(), so mistakes surface where they are made. */
+export function checkJobOptions(options: JobOptions, where: string): JobOptions {
+  const at = (field: string) => `${where}: ${field}`;
+  if (options.runAt !== undefined && options.delay !== undefined) throw new TypeError(`${where}: give runAt or delay, not both`);
+  if (options.runAt !== undefined) {
+    const time = options.runAt instanceof Date ? options.runAt.getTime() : options.runAt;
+    if (typeof time !== 'number' || !Number.isFinite(time)) throw new TypeError(`${at('runAt')} must be a Date or ms since the epoch`);
+  }
+  if (options.delay !== undefined) integerIn(options.delay, at('delay'), 0, Number.MAX_SAFE_INTEGER);
+  if (options.priority !== undefined) integerIn(options.priority, at('priority'), -INT_MAX);
+  if (options.queue !== undefined && !QUEUE.test(options.queue)) {
+    throw new TypeError(`${at('queue')} must be 1-64 letters, digits, _ . : -, got ${JSON.stringify(options.queue)}`);
+  }
+  if (options.maxAttempts !== undefined) integerIn(options.maxAttempts, at('maxAttempts'), 1);
+  if (options.backoff !== undefined) delayPolicy(options.backoff);
+  if (options.timeout !== undefined) integerIn(options.timeout, at('timeout'), 1);
+  if (options.lease !== undefined) integerIn(options.lease, at('lease'), 100);
+  if (options.dedupeKey !== undefined && (typeof options.dedupeKey !== 'string' || options.dedupeKey.length < 1 || options.dedupeKey.length > 191)) {
+    throw new TypeError(`${at('dedupeKey')} must be a string of 1-191 characters`);
+  }
+  return options;
+}
+
+/** The options a schedule runs with: per-schedule over per-job over the scheduler's defaults. */
+export function resolveJobOptions(defined: JobOptions, given: JobOptions, defaultLease: number, now: number): ResolvedJobOptions {
+  const o = { ...defined, ...given };
+  const runAt = o.runAt instanceof Date ? o.runAt.getTime() : (o.runAt ?? now + (o.delay ?? 0));
+  return {
+    runAt,
+    priority: o.priority ?? 0,
+    queue: o.queue ?? 'default',
+    maxAttempts: o.maxAttempts ?? 1,
+    backoff: delayPolicy(o.backoff ?? DEFAULT_BACKOFF),
+    timeout: o.timeout ?? null,
+    lease: o.lease ?? defaultLease,
+    dedupeKey: given.dedupeKey ?? null, // a dedupe key is per schedule, never a job default
+  };
+}

@@ -1,0 +1,270 @@
+/**
+ * PersistentTransactionalScheduler: schedules are rows in the database, written
+ * by the scheduling transaction itself (a transactional outbox), so a schedule
+ * exists if and only if that transaction commits. Any process can report on a
+ * schedule, and workers in any process, on any host, run the jobs.
+ */
+import type { Knex } from 'knex';
+import type {
+  GetResultOptions,
+  JobFunction,
+  JobOptions,
+  PersistentSchedulerOptions,
+  ScheduleResult,
+  Scheduler,
+  StoredError,
+  Transaction,
+  TransactionMeta,
+  WorkerOptions,
+} from '../../interfaces.js';
+import type { TransactionManager } from '../../transactions/manager.js';
+import { ConflictError, JobCancelledError } from '../../errors.js';
+import { SchedulerBase, visibleTo } from '../base.js';
+import { isScheduleId, newScheduleId } from '../ids.js';
+import { checkJobOptions, resolveJobOptions } from './job-options.js';
+import { migrate, migrationSource, tableNames } from './schema.js';
+import { JobStore, type JobState, type NewJob } from './store.js';
+import { Worker, type LocalRun, type WorkerHost } from './worker.js';
+
+/** Schedules with options: `scheduler.with({ runAt, priority, ... }).schedule(job, ...args)`. */
+export interface Scheduling {
+  schedule(job: string | JobFunction, ...args: unknown[]): string;
+}
+
+/** Schedules with a dedupe key: resolves to the id of the pending job with that key, or of the new one. */
+export interface DedupedScheduling {
+  schedule(job: string | JobFunction, ...args: unknown[]): Promise<string>;
+}
+
+/** Counts of the jobs in the table, by state, and the age (ms) of the oldest due pending job. */
+export interface PersistentSchedulerStats {
+  pending: number;
+  running: number;
+  done: number;
+  failed: number;
+  oldestDueMs: number | null;
+}
+
+/** meta.user as stored for the visibility check (a column of 191 characters). */
+function ownerOf(meta: TransactionMeta): string | null {
+  if (meta.user === undefined || meta.user === null) return null;
+  const owner = String(meta.user);
+  if (owner.length > 191) throw new TypeError(`cannot schedule: tx.meta.user is ${owner.length} characters long, more than the 191 the jobs table keeps`);
+  return owner;
+}
+
+export class PersistentTransactionalScheduler extends SchedulerBase implements Scheduler {
+  private readonly store: JobStore;
+  private readonly lease: number;
+  /** Jobs running in this process, by id: remove() and progress() reach them at once. */
+  private readonly localRuns = new Map<string, LocalRun>();
+  private readonly defaults = new Map<string, JobOptions>();
+  private readonly batches = new WeakMap<Transaction, NewJob[]>();
+  private readonly workers = new Set<Worker>();
+  /** What this scheduler's workers use of it. */
+  private readonly host: WorkerHost;
+
+  constructor(manager: TransactionManager, options: PersistentSchedulerOptions = {}) {
+    super(manager, options);
+    this.store = new JobStore(tableNames(options.tablePrefix ?? 'aftercommit_'), manager.dialect);
+    this.lease = options.lease ?? 30_000;
+    if (!Number.isInteger(this.lease) || this.lease < 100) throw new TypeError(`lease must be an integer >= 100 ms, got ${options.lease}`);
+    const maxRuns = options.maxRuns ?? 5;
+    if (!Number.isInteger(maxRuns) || maxRuns < 1) throw new TypeError(`maxRuns must be an integer >= 1, got ${options.maxRuns}`);
+    this.host = {
+      manager,
+      store: this.store,
+      emitSafely: (event, ...args) => this.emitSafely(event, ...args),
+      logger: this.logger,
+      ttl: this.ttl,
+      maxRuns,
+      concurrency: options.concurrency ?? 4,
+      localRuns: this.localRuns,
+      job: (name) => this.job(name),
+      decodeMeta: (meta) => this.codec.decodeValue(meta) as TransactionMeta,
+      runJob: (run) => this.runJob(run),
+      reportFailure: (run, outcome) => this.reportFailure(run, outcome),
+      register: (worker) => {
+        this.workers.add(worker);
+        return () => this.workers.delete(worker);
+      },
+    };
+  }
+
+  /** Creates or upgrades the scheduler's tables; idempotent, safe from several processes at once. */
+  async migrate(): Promise<void> {
+    await migrate(this.manager, this.store.tables);
+  }
+
+  /** The same schema as a knex migration source: `knex.migrate.latest({ migrationSource: scheduler.migrationSource() })`. */
+  migrationSource(): Knex.MigrationSource<unknown> {
+    return migrationSource(this.store.tables);
+  }
+
+  /** Registers `fn` as the job called `name`, with default options for its schedules. */
+  override define<A extends unknown[]>(name: string, fn: JobFunction<A>, options: JobOptions = {}): this {
+    super.define(name, fn);
+    if (options.dedupeKey !== undefined) throw new TypeError(`define('${name}'): dedupeKey is given per schedule, with with({ dedupeKey })`);
+    this.defaults.set(name, checkJobOptions(options, `define('${name}')`));
+    return this;
+  }
+
+  /** Schedules `job` to start once the current transaction commits; returns the id at once. */
+  schedule(job: string | JobFunction, ...args: unknown[]): string {
+    return this.with({}).schedule(job, ...args);
+  }
+
+  /** Schedules with options; with a `dedupeKey`, `schedule()` resolves to the id (the first one's while it is pending). */
+  with(options: JobOptions & { dedupeKey: string }): DedupedScheduling;
+  with(options: JobOptions): Scheduling;
+  with(options: JobOptions): Scheduling | DedupedScheduling {
+    checkJobOptions(options, 'with()');
+    if (options.dedupeKey !== undefined) {
+      return { schedule: (job, ...args) => this.insertDeduped(this.newJob(options, job, args)) };
+    }
+    return {
+      schedule: (job, ...args) => {
+        const row = this.newJob(options, job, args);
+        this.batch().push(row);
+        return row.id;
+      },
+    };
+  }
+
+  /**
+   * What became of schedule `id`. A done or failed result fetched inside a
+   * transaction is deleted right after that transaction commits (unless
+   * `consume: false`).
+   */
+  async getResult(id: string, options: GetResultOptions = {}): Promise<ScheduleResult> {
+    if (!isScheduleId(id)) return { state: 'unknown' };
+    const tx = this.manager.current;
+    const unflushed = tx && this.batches.get(tx)?.find((row) => row.id === id);
+    if (unflushed) return visibleTo({ user: unflushed.owner ?? undefined }, options) ? { state: 'pending' } : { state: 'unknown' };
+    // Running here: answer without a query (with SQLite, the job's transaction may hold the only connection).
+    const local = this.localRuns.get(id);
+    if (local && !local.controller.signal.aborted) {
+      if (!visibleTo({ user: local.owner ?? undefined }, options)) return { state: 'unknown' };
+      return local.progress ? { state: 'pending', progress: local.progress } : { state: 'pending' };
+    }
+    const row = await this.store.get(tx?.db ?? this.manager.knex, id);
+    if (!row || (row.expiresAt !== null && row.expiresAt <= this.manager.clock.now())) return { state: 'unknown' };
+    if (!visibleTo({ user: row.owner ?? undefined }, options)) return { state: 'unknown' };
+    if (row.state === 'pending' || row.state === 'running') {
+      return row.progress ? { state: 'pending', progress: row.progress } : { state: 'pending' };
+    }
+    if (tx && options.consume !== false) tx.afterCommit((ok) => ok && this.consume(id));
+    return row.state === 'done'
+      ? { state: 'done', value: this.codec.decodeValue(row.result!) }
+      : { state: 'failed', error: JSON.parse(row.error!) as StoredError };
+  }
+
+  /**
+   * Deletes schedule `id`: a job that has not started never will; a running
+   * one is signalled, and its writes roll back (its completion is fenced on a
+   * row that no longer exists). Inside a transaction, that happens when it commits.
+   */
+  async remove(id: string): Promise<void> {
+    if (!isScheduleId(id)) return;
+    const tx = this.manager.current;
+    const batch = tx && this.batches.get(tx);
+    if (batch) batch.splice(0, batch.length, ...batch.filter((row) => row.id !== id));
+    const cancel = () => this.localRuns.get(id)?.controller.abort(new JobCancelledError(id));
+    if (!tx) cancel(); // first: with SQLite, the job's transaction may hold the lock the DELETE needs
+    await this.store.remove(tx?.db ?? this.manager.knex, id);
+    if (tx) tx.afterCommit((ok) => ok && cancel());
+  }
+
+  /** Counts by state and the oldest due job's age, for monitoring. */
+  async stats(): Promise<PersistentSchedulerStats> {
+    const { counts, oldestDueMs } = await this.store.stats(this.manager.knex, this.manager.clock.now());
+    return { ...(counts as Record<JobState, number>), oldestDueMs };
+  }
+
+  /** A worker that claims and runs this scheduler's jobs; `start()` it. */
+  worker(options: WorkerOptions = {}): Worker {
+    return new Worker(this.host, options);
+  }
+
+  private newJob(options: JobOptions, job: string | JobFunction, args: unknown[]): NewJob {
+    const tx = this.transaction('schedule()');
+    const name = typeof job === 'function' ? this.nameOf(job) : job;
+    if (name === undefined) {
+      throw new TypeError('PersistentTransactionalScheduler runs jobs by name: define(name, fn) the function and schedule its name');
+    }
+    this.job(name); // unknown names fail here, in the request
+    const now = this.manager.clock.now();
+    const resolved = resolveJobOptions(this.defaults.get(name) ?? {}, options, this.lease, now);
+    return {
+      id: newScheduleId(),
+      name,
+      queue: resolved.queue,
+      priority: resolved.priority,
+      runAt: resolved.runAt,
+      args: this.codec.encodeArguments(name, args),
+      meta: this.codec.encodeMeta(name, tx.meta),
+      owner: ownerOf(tx.meta),
+      maxAttempts: resolved.maxAttempts,
+      backoff: JSON.stringify(resolved.backoff),
+      timeoutMs: resolved.timeout,
+      leaseMs: resolved.lease,
+      dedupeKey: resolved.dedupeKey,
+      createdAt: now,
+    };
+  }
+
+  /** The current transaction's jobs to insert before it commits (one INSERT for all of them). */
+  private batch(): NewJob[] {
+    const tx = this.transaction('schedule()');
+    let batch = this.batches.get(tx);
+    if (!batch) {
+      const rows: NewJob[] = [];
+      batch = rows;
+      this.batches.set(tx, rows);
+      tx.beforeCommit(async () => {
+        this.batches.delete(tx); // later schedules of this transaction (after tx.commit()) start a new batch
+        await this.store.insert(tx.db, rows);
+      });
+      tx.afterCommit((ok) => ok && this.wake());
+      tx.afterAbort(() => this.batches.delete(tx)); // after tx.abort(), later schedules start a new batch too
+    }
+    return batch;
+  }
+
+  /** Inserts a job with a dedupe key at once, in a savepoint: a pending job with the key wins. */
+  private async insertDeduped(row: NewJob): Promise<string> {
+    const tx = this.transaction('schedule()');
+    const key = row.dedupeKey!;
+    try {
+      await tx.db.transaction(async (savepoint) => this.store.insert(savepoint, [row]));
+    } catch (err) {
+      if (!this.manager.dialect.isUniqueViolation(err)) throw err;
+      const existing = await this.store.pendingWithKey(tx.db, key);
+      if (existing) return existing;
+      // The holder started (and gave up its key) between the two statements: run the whole transaction again.
+      throw new ConflictError(`the job holding dedupe key ${JSON.stringify(key)} started meanwhile`, { cause: err });
+    }
+    tx.afterCommit((ok) => ok && this.wake());
+    return row.id;
+  }
+
+  private wake(): void {
+    for (const worker of this.workers) worker.wake();
+  }
+
+  /** Deletes a fetched result after the fetching transaction committed, retrying a few times; else it expires. */
+  private async consume(id: string): Promise<void> {
+    for (let attempt = 1; ; attempt++) {
+      try {
+        await this.store.consume(this.manager.knex, id);
+        return;
+      } catch (err) {
+        if (attempt === 3) {
+          this.logger.warn({ err, id }, `could not delete the fetched result of ${id}; it is deleted when it expires`);
+          return;
+        }
+        await this.manager.clock.sleep(50 * attempt);
+      }
+    }
+  }
+}

@@ -1,0 +1,130 @@
+/**
+ * The persistent scheduler's tables, and migrations that are idempotent and
+ * safe from several processes at once (a database lock around them).
+ */
+import type { Knex } from 'knex';
+import type { TransactionManager } from '../../transactions/manager.js';
+
+/** Names of the scheduler's tables. */
+export interface TableNames {
+  jobs: string;
+  schema: string;
+}
+
+export function tableNames(prefix: string): TableNames {
+  if (!/^[A-Za-z_][A-Za-z0-9_]{0,40}$/.test(prefix)) {
+    throw new TypeError(`tablePrefix must be letters, digits and _ (at most 41), got ${JSON.stringify(prefix)}`);
+  }
+  return { jobs: `${prefix}jobs`, schema: `${prefix}schema` };
+}
+
+/** One step of the schema; steps are applied in order and recorded in the schema table. */
+interface Step {
+  version: number;
+  up(db: Knex | Knex.Transaction, tables: TableNames): Promise<void>;
+  /** Undoes `up`, for knex's migrator. */
+  down(db: Knex, tables: TableNames): Promise<void>;
+}
+
+const steps: Step[] = [
+  {
+    version: 1,
+    async up(db, { jobs }) {
+      if (await db.schema.hasTable(jobs)) return; // created by an earlier, unrecorded run
+      await db.schema.createTable(jobs, (t) => {
+        t.string('id', 32).primary();
+        t.string('name', 100).notNullable();
+        t.string('queue', 64).notNullable();
+        t.string('state', 16).notNullable(); // pending | running | done | failed
+        t.integer('priority').notNullable(); // lower runs first
+        t.bigInteger('run_at').notNullable(); // ms since the epoch, from the scheduler's clock
+        t.text('args', 'mediumtext').notNullable();
+        t.text('meta').notNullable();
+        t.string('owner', 191).nullable(); // meta.user as text, for getResult's visibility check
+        t.integer('runs').notNullable(); // claims so far
+        t.integer('failures').notNullable(); // runs that failed with an application error
+        t.integer('max_attempts').notNullable();
+        t.text('backoff').notNullable(); // JSON { initial, factor, max }
+        t.integer('timeout_ms').nullable();
+        t.integer('lease_ms').notNullable();
+        t.string('lease', 32).nullable(); // the token of the current claim: completion is fenced on it
+        t.string('locked_by', 100).nullable();
+        t.bigInteger('locked_until').nullable();
+        t.double('progress_fraction').nullable();
+        t.string('progress_message', 500).nullable();
+        t.text('result', 'mediumtext').nullable();
+        t.text('error').nullable();
+        t.string('dedupe_key', 191).nullable().unique({ indexName: `${jobs}_dedupe` }); // set while pending only
+        t.bigInteger('created_at').notNullable();
+        t.bigInteger('finished_at').nullable();
+        t.bigInteger('expires_at').nullable();
+        // The claim's index: equality on state and queue, then exactly the claim's ORDER BY.
+        t.index(['state', 'queue', 'priority', 'run_at', 'id'], `${jobs}_claim`);
+        t.index(['state', 'locked_until'], `${jobs}_lease`); // expired leases
+        t.index(['expires_at'], `${jobs}_expiry`);
+      });
+    },
+    async down(db, { jobs, schema }) {
+      await db.schema.dropTableIfExists(jobs).dropTableIfExists(schema);
+    },
+  },
+];
+
+const SCHEMA_VERSION = steps[steps.length - 1]!.version;
+
+/** Applies the steps `db` has not recorded yet (up to `upTo`); returns their versions. */
+async function applyPending(db: Knex | Knex.Transaction, tables: TableNames, upTo = SCHEMA_VERSION): Promise<number[]> {
+  if (!(await db.schema.hasTable(tables.schema))) {
+    await db.schema.createTable(tables.schema, (t) => {
+      t.integer('version').primary();
+      t.bigInteger('applied_at').notNullable();
+    });
+  }
+  const done = new Set((await db(tables.schema).select('version')).map((r: { version: number }) => Number(r.version)));
+  const applied: number[] = [];
+  for (const step of steps) {
+    if (done.has(step.version) || step.version > upTo) continue;
+    await step.up(db, tables);
+    await db(tables.schema).insert({ version: step.version, applied_at: Date.now() });
+    applied.push(step.version);
+  }
+  return applied;
+}
+
+/** Brings the tables up to the current version; a no-op when they are. Safe from several processes at once. */
+export async function migrate(manager: TransactionManager, tables: TableNames): Promise<number[]> {
+  const lock = manager.dialect.migrationLock(`aftercommit:${tables.jobs}`); // MySQL lock names: 64 characters at most
+  return manager.run(
+    async (tx) => {
+      if (lock.acquire) {
+        const answer = await tx.db.raw(lock.acquire);
+        const acquired = Array.isArray(answer) ? (answer[0] as { acquired?: unknown }[])[0]?.acquired : 1;
+        if (Number(acquired) !== 1) throw new Error(`another process has been migrating ${tables.jobs} for 120 s; not migrating alongside it`);
+      }
+      try {
+        return await applyPending(tx.db, tables);
+      } finally {
+        if (lock.release) await tx.db.raw(lock.release);
+      }
+    },
+    { name: 'aftercommit migrate' },
+  );
+}
+
+/**
+ * The same steps as a knex migration source, one migration per step, for apps
+ * that run their schema with knex's migrator:
+ * `knex.migrate.latest({ migrationSource })`. Each step is also recorded in the
+ * scheduler's schema table, so `migrate()` and the migrator agree.
+ */
+export function migrationSource(tables: TableNames): Knex.MigrationSource<Step> {
+  return {
+    getMigrations: async () => steps,
+    getMigrationName: (step) => `aftercommit_${tables.jobs}_${String(step.version).padStart(3, '0')}`,
+    // knex's migrator runs `up` in its own transaction (or not, with disableTransactions): no nesting here.
+    getMigration: async (step) => ({
+      up: (knex: Knex) => applyPending(knex, tables, step.version),
+      down: (knex: Knex) => step.down(knex, tables),
+    }),
+  };
+}

@@ -1,0 +1,279 @@
+/**
+ * Every statement the persistent scheduler sends, one function per operation.
+ * Times are milliseconds since the epoch from the scheduler's clock, stored as
+ * integers, so no database's date handling is involved. Statements that finish
+ * or renew a claimed job are fenced on its lease token: they change nothing once
+ * another worker has claimed the job.
+ */
+import type { Knex } from 'knex';
+import type { Dialect } from '../../dialects/index.js';
+import type { JobProgress, StoredError } from '../../interfaces.js';
+import type { TableNames } from './schema.js';
+
+type Db = Knex | Knex.Transaction;
+
+export type JobState = 'pending' | 'running' | 'done' | 'failed';
+
+/** A jobs row as the scheduler uses it (numbers parsed: PostgreSQL returns BIGINT as text). */
+export interface JobRow {
+  id: string;
+  name: string;
+  queue: string;
+  state: JobState;
+  priority: number;
+  runAt: number;
+  args: string;
+  meta: string;
+  owner: string | null;
+  runs: number;
+  failures: number;
+  maxAttempts: number;
+  backoff: string;
+  timeoutMs: number | null;
+  leaseMs: number;
+  lease: string | null;
+  lockedBy: string | null;
+  lockedUntil: number | null;
+  progress?: JobProgress;
+  result: string | null;
+  error: string | null;
+  finishedAt: number | null;
+  expiresAt: number | null;
+}
+
+/** What schedule() writes for a new job. */
+export interface NewJob {
+  id: string;
+  name: string;
+  queue: string;
+  priority: number;
+  runAt: number;
+  args: string;
+  meta: string;
+  owner: string | null;
+  maxAttempts: number;
+  backoff: string;
+  timeoutMs: number | null;
+  leaseMs: number;
+  dedupeKey: string | null;
+  createdAt: number;
+}
+
+const num = (value: unknown): number => Number(value);
+const numOrNull = (value: unknown): number | null => (value === null || value === undefined ? null : Number(value));
+
+function fromRow(r: Record<string, unknown>): JobRow {
+  const fraction = numOrNull(r.progress_fraction);
+  const message = r.progress_message as string | null;
+  return {
+    id: r.id as string,
+    name: r.name as string,
+    queue: r.queue as string,
+    state: r.state as JobState,
+    priority: num(r.priority),
+    runAt: num(r.run_at),
+    args: r.args as string,
+    meta: r.meta as string,
+    owner: (r.owner as string | null) ?? null,
+    runs: num(r.runs),
+    failures: num(r.failures),
+    maxAttempts: num(r.max_attempts),
+    backoff: r.backoff as string,
+    timeoutMs: numOrNull(r.timeout_ms),
+    leaseMs: num(r.lease_ms),
+    lease: (r.lease as string | null) ?? null,
+    lockedBy: (r.locked_by as string | null) ?? null,
+    lockedUntil: numOrNull(r.locked_until),
+    ...(fraction === null ? {} : { progress: message ? { fraction, message } : { fraction } }),
+    result: (r.result as string | null) ?? null,
+    error: (r.error as string | null) ?? null,
+    finishedAt: numOrNull(r.finished_at),
+    expiresAt: numOrNull(r.expires_at),
+  };
+}
+
+export class JobStore {
+  constructor(
+    readonly tables: TableNames,
+    private readonly dialect: Dialect,
+  ) {}
+
+  private jobs(db: Db) {
+    return db(this.tables.jobs);
+  }
+
+  /** Writes new jobs (in the scheduling transaction). */
+  async insert(db: Db, jobs: readonly NewJob[]): Promise<void> {
+    if (jobs.length === 0) return;
+    await this.jobs(db).insert(
+      jobs.map((j) => ({
+        id: j.id,
+        name: j.name,
+        queue: j.queue,
+        state: 'pending',
+        priority: j.priority,
+        run_at: j.runAt,
+        args: j.args,
+        meta: j.meta,
+        owner: j.owner,
+        runs: 0,
+        failures: 0,
+        max_attempts: j.maxAttempts,
+        backoff: j.backoff,
+        timeout_ms: j.timeoutMs,
+        lease_ms: j.leaseMs,
+        dedupe_key: j.dedupeKey,
+        created_at: j.createdAt,
+      })),
+    );
+  }
+
+  /** The id of the pending job holding `key`, if any: the latest committed row, not the transaction's snapshot. */
+  async pendingWithKey(db: Db, key: string): Promise<string | undefined> {
+    const row = await this.dialect.lockingRead(this.jobs(db).where({ dedupe_key: key }).first('id'));
+    return (row as { id?: string } | undefined)?.id;
+  }
+
+  /**
+   * Ids of due pending jobs of `queue`, locked against other claimers
+   * (SKIP LOCKED): `ORDER BY priority, run_at, id`, which the claim index follows.
+   */
+  async duePending(db: Db, queue: string, now: number, limit: number): Promise<JobRow[]> {
+    return (await this.duePendingQuery(db, queue, now, limit)).map(fromRow);
+  }
+
+  /** The claim query as SQL, for EXPLAIN in the tests. */
+  duePendingSql(db: Db, queue: string, now: number, limit: number): Knex.Sql {
+    return this.duePendingQuery(db, queue, now, limit).toSQL();
+  }
+
+  private duePendingQuery(db: Db, queue: string, now: number, limit: number): Knex.QueryBuilder {
+    const query = this.jobs(db)
+      .select('*')
+      .where({ state: 'pending', queue })
+      .andWhere('run_at', '<=', now)
+      .orderBy([{ column: 'priority' }, { column: 'run_at' }, { column: 'id' }])
+      .limit(limit);
+    return this.dialect.lockForClaim(query);
+  }
+
+  /** Running jobs whose lease ran out (their worker died or stalled), locked against other claimers. */
+  async expiredLeases(db: Db, now: number, limit: number): Promise<JobRow[]> {
+    const query = this.jobs(db)
+      .select('*')
+      .where({ state: 'running' })
+      .andWhere('locked_until', '<', now)
+      .orderBy('locked_until')
+      .limit(limit);
+    return (await this.dialect.lockForClaim(query)).map(fromRow);
+  }
+
+  async get(db: Db, id: string): Promise<JobRow | undefined> {
+    const row = await this.jobs(db).where({ id }).first();
+    return row ? fromRow(row) : undefined;
+  }
+
+  /** Marks claimed jobs running under a new lease; a pending job gives up its dedupe key. */
+  async claim(db: Db, rows: readonly JobRow[], lease: { token: string; worker: string; now: number }): Promise<void> {
+    // One UPDATE per lease length (usually one): the expiry is computed here, not by SQL arithmetic.
+    const byLease = new Map<number, JobRow[]>();
+    for (const row of rows) byLease.set(row.leaseMs, [...(byLease.get(row.leaseMs) ?? []), row]);
+    for (const [leaseMs, group] of byLease) {
+      await this.jobs(db)
+        .whereIn('id', group.map((row) => row.id))
+        .update({
+          state: 'running',
+          lease: lease.token,
+          locked_by: lease.worker,
+          locked_until: lease.now + leaseMs,
+          dedupe_key: null,
+          runs: db.raw('runs + 1'),
+        });
+    }
+  }
+
+  /** Extends a lease; 0 when the lease is no longer this claim's (taken over, or the job was removed). */
+  renew(db: Db, id: string, token: string, until: number): Promise<number> {
+    return this.jobs(db).where({ id, lease: token, state: 'running' }).update({ locked_until: until });
+  }
+
+  progress(db: Db, id: string, token: string, progress: JobProgress): Promise<number> {
+    return this.jobs(db)
+      .where({ id, lease: token })
+      .update({ progress_fraction: progress.fraction, progress_message: progress.message ?? null });
+  }
+
+  /** Records the result, in the job's own transaction; 0 when the lease is lost (the job must roll back). */
+  complete(db: Db, id: string, token: string, result: string, now: number, expiresAt: number): Promise<number> {
+    return this.jobs(db)
+      .where({ id, lease: token, state: 'running' })
+      .update({
+        state: 'done',
+        result,
+        finished_at: now,
+        expires_at: expiresAt,
+        progress_fraction: 1,
+        lease: null,
+        locked_by: null,
+        locked_until: null,
+      });
+  }
+
+  /** Records a failure for good; fenced like complete. */
+  fail(db: Db, id: string, token: string, error: StoredError, now: number, expiresAt: number, failures: number): Promise<number> {
+    return this.jobs(db)
+      .where({ id, lease: token, state: 'running' })
+      .update({
+        state: 'failed',
+        error: JSON.stringify(error),
+        failures,
+        finished_at: now,
+        expires_at: expiresAt,
+        lease: null,
+        locked_by: null,
+        locked_until: null,
+      });
+  }
+
+  /** Puts a job back in the queue to run at `runAt` (a retry after a failure, or a job handed back at shutdown). */
+  requeue(db: Db, id: string, token: string, runAt: number, changes: { failures?: number; runs?: number; error?: StoredError }): Promise<number> {
+    return this.jobs(db)
+      .where({ id, lease: token, state: 'running' })
+      .update({
+        state: 'pending',
+        run_at: runAt,
+        lease: null,
+        locked_by: null,
+        locked_until: null,
+        ...(changes.failures === undefined ? {} : { failures: changes.failures }),
+        ...(changes.runs === undefined ? {} : { runs: changes.runs }),
+        ...(changes.error === undefined ? {} : { error: JSON.stringify(changes.error) }),
+      });
+  }
+
+  /** Deletes a job in any state. */
+  remove(db: Db, id: string): Promise<number> {
+    return this.jobs(db).where({ id }).delete();
+  }
+
+  /** Deletes a finished result (after the transaction that fetched it committed). */
+  consume(db: Db, id: string): Promise<number> {
+    return this.jobs(db).where({ id }).whereIn('state', ['done', 'failed']).delete();
+  }
+
+  /** Deletes up to `limit` finished rows past their expiry; returns how many. */
+  async sweep(db: Db, now: number, limit: number): Promise<number> {
+    const ids = (await this.jobs(db).select('id').where('expires_at', '<=', now).limit(limit)).map((r: { id: string }) => r.id);
+    return ids.length === 0 ? 0 : this.jobs(db).whereIn('id', ids).delete();
+  }
+
+  /** Counts by state, and the age of the oldest due pending job. */
+  async stats(db: Db, now: number): Promise<{ counts: Record<JobState, number>; oldestDueMs: number | null }> {
+    const counts: Record<JobState, number> = { pending: 0, running: 0, done: 0, failed: 0 };
+    const rows = (await this.jobs(db).select('state').count({ n: '*' }).groupBy('state')) as { state: JobState; n: unknown }[];
+    for (const row of rows) counts[row.state] = Number(row.n);
+    const oldest = await this.jobs(db).where({ state: 'pending' }).andWhere('run_at', '<=', now).min({ at: 'run_at' }).first();
+    const at = numOrNull(oldest?.at);
+    return { counts, oldestDueMs: at === null ? null : now - at };
+  }
+}

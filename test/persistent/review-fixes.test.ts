@@ -1,0 +1,87 @@
+/**
+ * Cases a review found: concurrent dedupe keys under MySQL's snapshot reads,
+ * schedules after tx.abort(), and the knex migration source.
+ */
+import { before, it } from 'node:test';
+import assert from 'node:assert/strict';
+import type { Knex } from 'knex';
+import { PersistentTransactionalScheduler, TransactionManager, type JobHandle } from '../../lib/index.js';
+import { eachDialect } from '../support/databases.js';
+import { deferred, finished, recordingLogger } from '../support/helpers.js';
+
+eachDialect('persistent scheduler edge cases', (database) => {
+  let knex: Knex;
+  let tm: TransactionManager;
+  let scheduler: PersistentTransactionalScheduler;
+  let prefix: string;
+
+  before(async () => {
+    knex = database.knex();
+    prefix = `${database.table('rf')}_`;
+    tm = new TransactionManager(knex, { logger: recordingLogger() });
+    scheduler = new PersistentTransactionalScheduler(tm, { tablePrefix: prefix });
+    scheduler.define('echo', async (_job: JobHandle, value: unknown) => value);
+    await scheduler.migrate();
+  });
+
+  if (database.name !== 'sqlite') {
+    it('a dedupe key scheduled by a transaction that began earlier still finds the first id', async () => {
+      const snapshotTaken = deferred<void>();
+      const firstCommitted = deferred<void>();
+      const late = tm.run(async (tx) => {
+        await tx.db(`${prefix}jobs`).count({ n: '*' }); // the transaction's snapshot (REPEATABLE READ) starts here
+        snapshotTaken.resolve();
+        await firstCommitted.promise;
+        return [await scheduler.with({ dedupeKey: 'double-click' }).schedule('echo', 'second'), tx.attempt] as const;
+      });
+      await snapshotTaken.promise;
+      const first = await tm.run(() => scheduler.with({ dedupeKey: 'double-click' }).schedule('echo', 'first'));
+      firstCommitted.resolve();
+      const [id, attempt] = await late;
+      assert.equal(id, first);
+      assert.equal(attempt, 1, 'found by a locking read, without running the transaction again');
+      assert.equal((await knex(`${prefix}jobs`).where({ name: 'echo' })).length, 1);
+    });
+  }
+
+  it('schedules made after tx.abort() in the same run are kept', async () => {
+    const [dropped, kept] = await tm.run(async (tx) => {
+      const dropped = scheduler.schedule('echo', 'rolled back');
+      await tx.abort();
+      return [dropped, scheduler.schedule('echo', 'kept')];
+    });
+    assert.deepEqual(await scheduler.getResult(dropped!), { state: 'unknown' });
+    assert.deepEqual(await scheduler.getResult(kept!), { state: 'pending' });
+    const worker = scheduler.worker({ minPollInterval: 10, maxPollInterval: 50 }).start();
+    try {
+      assert.deepEqual(await finished(scheduler, kept!), { state: 'done', value: 'kept' });
+    } finally {
+      await worker.stop();
+    }
+  });
+
+  it('knex’s migrator with migrationSource() creates the same tables, and migrate() agrees', async () => {
+    const other = new PersistentTransactionalScheduler(tm, { tablePrefix: `${prefix}mig_` });
+    const migrations = { migrationSource: other.migrationSource(), tableName: `${prefix}knex_migrations` };
+    try {
+      const [, first] = (await knex.migrate.latest(migrations)) as [number, string[]];
+      assert.equal(first.length, 1);
+      const [, again] = (await knex.migrate.latest(migrations)) as [number, string[]];
+      assert.deepEqual(again, [], 'nothing left to run');
+      await other.migrate(); // recorded: a no-op
+      assert.ok(await knex.schema.hasTable(`${prefix}mig_jobs`));
+      await knex.migrate.rollback(migrations, true);
+      assert.equal(await knex.schema.hasTable(`${prefix}mig_jobs`), false);
+    } finally {
+      await knex.schema.dropTableIfExists(`${prefix}knex_migrations_lock`);
+      await knex.schema.dropTableIfExists(`${prefix}knex_migrations`);
+      await knex.schema.dropTableIfExists(`${prefix}mig_jobs`);
+      await knex.schema.dropTableIfExists(`${prefix}mig_schema`);
+    }
+  });
+
+  it('cleanup', async () => {
+    await knex.schema.dropTableIfExists(`${prefix}jobs`);
+    await knex.schema.dropTableIfExists(`${prefix}schema`);
+  });
+});
