@@ -1,0 +1,131 @@
+/**
+ * aftercommit(options, ...middleware): one transaction per request around the
+ * guarded middleware, committed before the response is sent, and the whole
+ * guarded chain run again on a transient error (the seed's zope2 adaptation).
+ *
+ * A Koa middleware cannot call `next()` twice, so the guarded handlers are given
+ * to aftercommit, which composes them afresh for each attempt. Its own `next()`
+ * runs once, after the commit, outside the transaction.
+ */
+import type { Context, Middleware, Next } from 'koa';
+import type { RetryEvent, Scheduler, Transaction, TransactionMeta } from '../interfaces.js';
+import type { TransactionManager } from '../transactions/manager.js';
+import { compose } from './compose.js';
+import { DatabaseUnavailableError, RetriesExhaustedError, RetryNotSafeError } from './errors.js';
+import { defaultMetadata, requestIdOf, requestLine, withRequestId } from './request-metadata.js';
+import { restoreResponse, snapshotResponse } from './response-snapshot.js';
+import { abandonResponse, requestStart, unsafeToRetry } from './retry-safety.js';
+
+/** Options of {@link aftercommit}. */
+export interface AftercommitOptions {
+  /** The transaction manager whose transactions guard the requests. */
+  manager: TransactionManager;
+  /** The scheduler handlers reach as `ctx.scheduler` (either kind); also gives `ctx.persistentContext`. */
+  scheduler?: Scheduler;
+  /**
+   * The transaction metadata of a request. Default: `user` from `ctx.state.user`
+   * (itself, or its `id` or `name`) and `note` `METHOD path`. `extension.requestId`
+   * is always added.
+   */
+  metadata?: (ctx: Context) => TransactionMeta;
+  /** Roll back instead of committing when this returns true after the handlers. Default: a 5xx status. */
+  rollbackOn?: (ctx: Context) => boolean;
+  /** The header the request id is read from and echoed in. Default `X-Request-Id`. */
+  requestIdHeader?: string;
+  /** Seconds in the `Retry-After` header of the 503 sent when retries run out. Default 1. */
+  retryAfter?: number;
+  /** Extra attempts after a transient error, for requests. Default: the manager's `retries`. */
+  retries?: number;
+  /** Called before each retry of a request, e.g. for a metrics counter. */
+  onRetry?: (event: RetryEvent, ctx: Context) => void;
+}
+
+/** Apps whose context prototype already has the `ctx.db` getter. */
+const withDbGetter = new WeakSet<object>();
+
+/**
+ * `ctx.db` is a getter on the app's context prototype (defined once per app, not
+ * per request), reading the request's transaction.
+ */
+function defineDbGetter(ctx: Context): void {
+  const proto = Object.getPrototypeOf(ctx) as object;
+  if (withDbGetter.has(proto)) return;
+  withDbGetter.add(proto);
+  Object.defineProperty(proto, 'db', {
+    configurable: true,
+    get(this: Context) {
+      if (!this.transaction) throw new Error('ctx.db is only available in the middleware aftercommit(options, ...middleware) guards');
+      return this.transaction.db;
+    },
+  });
+}
+
+export function aftercommit(options: AftercommitOptions, ...middleware: Middleware<any, any>[]): Middleware {
+  const { manager, scheduler } = options;
+  if (!manager || typeof manager.run !== 'function') {
+    throw new TypeError('aftercommit(options, ...middleware): options.manager must be a TransactionManager');
+  }
+  const chain = compose(middleware);
+  const metadata = options.metadata;
+  const rollbackOn = options.rollbackOn ?? ((ctx: Context) => ctx.status >= 500);
+  const header = options.requestIdHeader ?? 'X-Request-Id';
+  const retryAfter = options.retryAfter ?? 1;
+  const persistentContext = (positional?: readonly unknown[], named?: Readonly<Record<string, unknown>>) => {
+    if (!scheduler) throw new Error('ctx.persistentContext needs a scheduler: pass one in aftercommit({ manager, scheduler })');
+    return scheduler.context(positional, named);
+  };
+
+  return async function aftercommitMiddleware(ctx: Context, next: Next) {
+    const requestId = requestIdOf(ctx, header);
+    ctx.res.setHeader(header, requestId);
+    const line = requestLine(ctx);
+    const meta = metadata ? withRequestId(metadata(ctx), requestId) : defaultMetadata(ctx, line, requestId);
+    const start = requestStart(ctx);
+    const snapshot = snapshotResponse(ctx);
+    defineDbGetter(ctx);
+    ctx.scheduler = scheduler!;
+    ctx.persistentContext = persistentContext;
+    let lastError: unknown;
+    let attempts = 0;
+
+    try {
+      await manager.run(
+        async (tx: Transaction) => {
+          attempts = tx.attempt;
+          if (tx.attempt > 1) {
+            const unsafe = unsafeToRetry(ctx, start);
+            if (unsafe) {
+              abandonResponse(ctx);
+              throw new RetryNotSafeError(unsafe, lastError);
+            }
+            restoreResponse(ctx, snapshot);
+          }
+          ctx.transaction = tx;
+          await chain(ctx);
+          if (rollbackOn(ctx)) tx.setRollbackOnly();
+        },
+        {
+          name: line,
+          metadata: meta,
+          retries: options.retries,
+          onRetry: (event) => {
+            lastError = event.error;
+            options.onRetry?.(event, ctx);
+          },
+        },
+      );
+    } catch (err) {
+      if (err instanceof RetryNotSafeError) {
+        manager.logger.error({ err, requestId }, `${line}: ${err.message}`);
+      } else if (manager.isTransient(err)) {
+        manager.logger.error({ err, requestId, attempts }, `${line}: giving up after ${attempts} attempts`);
+        throw new RetriesExhaustedError(attempts, retryAfter, err);
+      } else if (manager.isUnavailable(err)) {
+        manager.logger.error({ err, requestId }, `${line}: the database is unavailable`);
+        throw new DatabaseUnavailableError(retryAfter, err);
+      }
+      throw err;
+    }
+    await next();
+  };
+}
