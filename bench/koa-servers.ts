@@ -1,0 +1,79 @@
+/**
+ * One of the servers bench/koa-overhead.ts compares, in a process of its own
+ * (so an app that never uses AsyncLocalStorage does not pay for the others'):
+ *   node --import tsx bench/koa-servers.ts <aftercommit-db | by-hand-db | aftercommit-nodb | bare-nodb | floor-nodb>
+ * Prints "listening <port>" when ready.
+ */
+import { AsyncLocalStorage } from 'node:async_hooks';
+import { randomUUID } from 'node:crypto';
+import Koa from 'koa';
+import knexFactory, { type Knex } from 'knex';
+import { TransactionManager } from '../dist/index.js';
+import { aftercommit } from '../dist/koa.js';
+import { benchKnexConfig } from './support.js';
+
+import { KOA_BENCH_TABLE as TABLE } from './support.js';
+const variant = process.argv[2];
+const app = new Koa();
+
+async function work(db: Knex | Knex.Transaction, id: number) {
+  const row = await db(TABLE).where({ id }).first('balance').forUpdate();
+  await db(TABLE).where({ id }).update({ balance: row.balance + 1 });
+}
+const idOf = (path: string) => Number(path.slice(path.lastIndexOf('/') + 1));
+
+switch (variant) {
+  case 'aftercommit-db': {
+    const knex = knexFactory(benchKnexConfig(10));
+    const tm = new TransactionManager(knex);
+    app.use(
+      aftercommit({ manager: tm }, async (ctx) => {
+        await work(ctx.db, idOf(ctx.path));
+        ctx.body = 'ok';
+      }),
+    );
+    break;
+  }
+  case 'by-hand-db': {
+    const knex = knexFactory(benchKnexConfig(10));
+    app.use(async (ctx) => {
+      await knex.transaction((trx) => work(trx, idOf(ctx.path)));
+      ctx.body = 'ok';
+    });
+    break;
+  }
+  case 'aftercommit-nodb': {
+    const knex = knexFactory(benchKnexConfig(10));
+    app.use(
+      aftercommit({ manager: new TransactionManager(knex) }, async (ctx) => {
+        ctx.body = 'hello';
+      }),
+    );
+    break;
+  }
+  case 'bare-nodb':
+    app.use(async (ctx) => {
+      ctx.body = 'hello';
+    });
+    break;
+  case 'floor-nodb': {
+    // What any app pays for the two things aftercommit must do on every request:
+    // an AsyncLocalStorage scope, and the X-Request-Id echo.
+    const storage = new AsyncLocalStorage();
+    app.use((ctx, next) => {
+      ctx.set('X-Request-Id', randomUUID());
+      return storage.run({}, next);
+    });
+    app.use(async (ctx) => {
+      ctx.body = 'hello';
+    });
+    break;
+  }
+  default:
+    throw new Error(`unknown variant ${variant}`);
+}
+
+const server = app.listen(0, '127.0.0.1', () => {
+  const address = server.address() as { port: number };
+  console.log(`listening ${address.port}`);
+});

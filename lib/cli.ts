@@ -1,0 +1,96 @@
+#!/usr/bin/env node
+/**
+ * aftercommit's command line:
+ *   npx aftercommit migrate [--jobs ./jobs.js]
+ *   npx aftercommit worker  [--jobs ./jobs.js] [--concurrency N] [--queues a,b] [--stop-timeout ms]
+ *
+ * The jobs module exports (as `scheduler` or default) the app's
+ * PersistentTransactionalScheduler, with its jobs defined.
+ */
+import { resolve } from 'node:path';
+import { pathToFileURL } from 'node:url';
+import { parseArgs } from 'node:util';
+import type { PersistentTransactionalScheduler } from './scheduler/persistent/persistent-scheduler.js';
+
+const usage = `usage:
+  aftercommit migrate [--jobs ./jobs.js]
+  aftercommit worker  [--jobs ./jobs.js] [--concurrency N] [--queues a,b] [--stop-timeout ms]
+
+The jobs module exports (as \`scheduler\` or as default) a PersistentTransactionalScheduler
+with its jobs defined. TypeScript modules: run with node --import tsx.`;
+
+function fail(message: string): never {
+  console.error(`aftercommit: ${message}\n\n${usage}`);
+  process.exit(2);
+}
+
+async function loadScheduler(path: string): Promise<PersistentTransactionalScheduler> {
+  let module: Record<string, unknown>;
+  try {
+    module = (await import(pathToFileURL(resolve(path)).href)) as Record<string, unknown>;
+  } catch (err) {
+    fail(`cannot load the jobs module ${path}: ${(err as Error).message}`);
+  }
+  const scheduler = (module.scheduler ?? module.default) as PersistentTransactionalScheduler | undefined;
+  if (!scheduler || typeof scheduler.worker !== 'function' || typeof scheduler.migrate !== 'function') {
+    fail(`${path} must export a PersistentTransactionalScheduler as \`scheduler\` or as default`);
+  }
+  return scheduler;
+}
+
+function positiveInteger(value: string | undefined, option: string): number | undefined {
+  if (value === undefined) return undefined;
+  const n = Number(value);
+  if (!Number.isInteger(n) || n < 1) fail(`--${option} must be a whole number >= 1, got ${value}`);
+  return n;
+}
+
+async function main(): Promise<void> {
+  const { values, positionals } = parseArgs({
+    allowPositionals: true,
+    options: {
+      jobs: { type: 'string', default: './jobs.js' },
+      concurrency: { type: 'string' },
+      queues: { type: 'string' },
+      'stop-timeout': { type: 'string' },
+      help: { type: 'boolean' },
+    },
+  });
+  const [command] = positionals;
+  if (values.help || !command) fail(values.help ? 'help' : 'a command is needed');
+  const scheduler = await loadScheduler(values.jobs!);
+  const knex = scheduler.manager.knex;
+
+  if (command === 'migrate') {
+    await scheduler.migrate();
+    console.log('aftercommit: the scheduler tables are up to date');
+    await knex.destroy();
+    return;
+  }
+  if (command !== 'worker') fail(`unknown command ${command}`);
+
+  const stopTimeout = positiveInteger(values['stop-timeout'], 'stop-timeout') ?? 30_000; // checked before any job is claimed
+  const worker = scheduler.worker({
+    concurrency: positiveInteger(values.concurrency, 'concurrency'),
+    queues: values.queues?.split(',').map((q) => q.trim()).filter(Boolean),
+  }).start();
+  console.log(`aftercommit: worker ${worker.id} started (jobs: ${scheduler.definedJobs().join(', ') || 'none'})`);
+
+  let stopping = false;
+  const stop = async (signal: string) => {
+    if (stopping) return;
+    stopping = true;
+    console.log(`aftercommit: ${signal}: stopping worker ${worker.id} (running jobs get ${stopTimeout} ms)`);
+    await worker.stop({ timeout: stopTimeout });
+    await knex.destroy();
+    console.log(`aftercommit: worker ${worker.id} stopped`);
+    process.exit(0);
+  };
+  process.on('SIGTERM', () => void stop('SIGTERM'));
+  process.on('SIGINT', () => void stop('SIGINT'));
+}
+
+main().catch((err: unknown) => {
+  console.error('aftercommit:', err);
+  process.exit(1);
+});

@@ -1,0 +1,70 @@
+/**
+ * A MariaDB server of the test's own (own data directory, own port), so a test
+ * can stop and restart it without touching the shared server.
+ */
+import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import { once } from 'node:events';
+
+const run = promisify(execFile);
+
+async function freePort(): Promise<number> {
+  const server = createServer().listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  const { port } = server.address() as { port: number };
+  server.close();
+  return port;
+}
+
+export interface PrivateMariaDB {
+  readonly url: string;
+  /** Starts the server and waits until it answers. */
+  start(): Promise<void>;
+  /** Shuts the server down (cleanly) and waits until it is gone. */
+  stop(): Promise<void>;
+  /** Stops it and removes its data. */
+  destroy(): Promise<void>;
+}
+
+export async function privateMariaDB(): Promise<PrivateMariaDB> {
+  const dir = mkdtempSync(join(tmpdir(), 'aftercommit-mariadb-'));
+  const port = await freePort();
+  await run('mariadb-install-db', ['--no-defaults', `--datadir=${dir}/data`, '--user=root', '--auth-root-authentication-method=normal', '--skip-test-db']);
+  const admin = ['--protocol=tcp', '-h127.0.0.1', `-P${port}`, '-uroot'];
+  let server: ChildProcess | undefined;
+
+  const db: PrivateMariaDB = {
+    url: `mysql://root@127.0.0.1:${port}/test`,
+    async start() {
+      server = spawn(
+        '/usr/sbin/mariadbd',
+        ['--no-defaults', `--datadir=${dir}/data`, `--port=${port}`, '--bind-address=127.0.0.1', `--socket=${dir}/mysqld.sock`, '--user=root', '--skip-log-bin', '--innodb-buffer-pool-size=64M'],
+        { stdio: 'ignore' },
+      );
+      for (let i = 0; i < 100; i++) {
+        try {
+          await run('mariadb', [...admin, '-e', 'CREATE DATABASE IF NOT EXISTS test']);
+          return;
+        } catch {
+          await new Promise((r) => setTimeout(r, 100));
+        }
+      }
+      throw new Error(`the private MariaDB on port ${port} did not start`);
+    },
+    async stop() {
+      if (!server || server.exitCode !== null) return;
+      const exited = once(server, 'exit');
+      await run('mariadb-admin', [...admin, 'shutdown']).catch(() => server!.kill('SIGKILL'));
+      await exited;
+    },
+    async destroy() {
+      await db.stop();
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+  return db;
+}
