@@ -146,6 +146,14 @@ eachDialect('PersistentTransactionalScheduler', (database) => {
     assert.equal((await web(`${prefix}jobs`).where({ id })).length, 0);
   });
 
+  it('once the job has committed, getResult in the worker’s own process says done, never pending', async () => {
+    const id = await tmWeb.run(async () => scheduling.schedule('effect', 5));
+    // 'succeeded' is emitted right after the job's COMMIT, before the worker has tidied up its run.
+    const seen = new Promise<unknown>((resolve) => running.once('succeeded', (event) => event.id === id && resolve(running.getResult(id))));
+    startWorker();
+    assert.deepEqual(await seen, { state: 'done', value: { n: 5, user: null } });
+  });
+
   it('getResult shows a schedule only to its user (visibleTo)', async () => {
     const id = await tmWeb.run(async () => scheduling.schedule('effect', 4), { metadata: { user: 42 } });
     assert.equal((await running.getResult(id, { visibleTo: 42 })).state, 'pending');

@@ -141,8 +141,9 @@ export class PersistentTransactionalScheduler extends SchedulerBase implements S
     const tx = this.manager.current;
     const unflushed = tx && this.batches.get(tx)?.find((row) => row.id === id);
     if (unflushed) return visibleTo({ user: unflushed.owner ?? undefined }, options) ? { state: 'pending' } : { state: 'unknown' };
-    // Running here: answer without a query (with SQLite, the job's transaction may hold the only connection).
-    const local = this.localRuns.get(id);
+    // Running here, with SQLite: answer without a query (the job's transaction may hold the only
+    // connection). A server is always asked: it knows of a commit before this process does.
+    const local = this.manager.dialect.singleWriter ? this.localRuns.get(id) : undefined;
     if (local && !local.controller.signal.aborted) {
       if (!visibleTo({ user: local.owner ?? undefined }, options)) return { state: 'unknown' };
       return local.progress ? { state: 'pending', progress: local.progress } : { state: 'pending' };

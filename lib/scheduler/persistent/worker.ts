@@ -281,6 +281,10 @@ export class Worker {
           const at = manager.clock.now();
           // Fencing: the result (and with it the job's writes) commits only while the claim is still ours.
           if ((await store.complete(tx.db, row.id, token, result, at, at + this.host.ttl)) === 0) throw new LeaseLostError(row.id);
+          // From the commit on, getResult must read the stored result, not the local "pending".
+          tx.afterCommit((ok) => {
+            if (ok) this.host.localRuns.delete(row.id);
+          });
         },
       });
     } catch (cause) {
