@@ -17,7 +17,7 @@ import {
   type Worker,
 } from '../../lib/index.js';
 import { eachDialect } from '../support/databases.js';
-import { ManualClock, deferred, finished, recordingLogger, until } from '../support/helpers.js';
+import { ManualClock, deferred, finished, recordingLogger, until, untilAborted } from '../support/helpers.js';
 
 eachDialect('PersistentTransactionalScheduler', (database) => {
   let web: Knex; // the scheduling "process"
@@ -43,11 +43,20 @@ eachDialect('PersistentTransactionalScheduler', (database) => {
     scheduler.define('gated', async (job: JobHandle, gate: string) => {
       await job.db(effects).insert({ job_id: job.id, n: 0 });
       await job.progress(0.5, 'waiting at the gate');
-      await Promise.race([
-        gates.get(gate)!.promise,
-        new Promise((_, reject) => job.signal.addEventListener('abort', () => reject(job.signal.reason))),
-      ]);
+      await Promise.race([gates.get(gate)!.promise, untilAborted(job.signal)]);
       return gate;
+    });
+  }
+
+  /** Calls `then` synchronously when job `id` emits `event` on `scheduler` (right after its outcome's COMMIT), and resolves with its answer. */
+  function when<T>(scheduler: PersistentTransactionalScheduler, event: 'succeeded' | 'failed', id: string, then: () => T): Promise<T> {
+    return new Promise((resolve) => {
+      const listener = (emitted: { id: string }) => {
+        if (emitted.id !== id) return;
+        scheduler.off(event, listener);
+        resolve(then());
+      };
+      scheduler.on(event, listener);
     });
   }
 
@@ -146,12 +155,14 @@ eachDialect('PersistentTransactionalScheduler', (database) => {
     assert.equal((await web(`${prefix}jobs`).where({ id })).length, 0);
   });
 
-  it('once the job has committed, getResult in the worker’s own process says done, never pending', async () => {
-    const id = await tmWeb.run(async () => scheduling.schedule('effect', 5));
-    // 'succeeded' is emitted right after the job's COMMIT, before the worker has tidied up its run.
-    const seen = new Promise<unknown>((resolve) => running.once('succeeded', (event) => event.id === id && resolve(running.getResult(id))));
+  it('once the outcome has committed, getResult in the worker’s own process says done or failed, never pending', async () => {
+    const [ok, ko] = await tmWeb.run(async () => [scheduling.schedule('effect', 5), scheduling.with({ maxAttempts: 1 }).schedule('fails')]);
+    // The events are emitted right after the outcome's COMMIT, before the worker has tidied up its run.
+    const done = when(running, 'succeeded', ok!, () => running.getResult(ok!));
+    const failed = when(running, 'failed', ko!, () => running.getResult(ko!));
     startWorker();
-    assert.deepEqual(await seen, { state: 'done', value: { n: 5, user: null } });
+    assert.deepEqual(await done, { state: 'done', value: { n: 5, user: null } });
+    assert.deepEqual(await failed, { state: 'failed', error: { name: 'RangeError', message: 'the job failed on purpose' } });
   });
 
   it('getResult shows a schedule only to its user (visibleTo)', async () => {
@@ -282,8 +293,9 @@ eachDialect('PersistentTransactionalScheduler', (database) => {
     const shortLived = new PersistentTransactionalScheduler(tmOther, { tablePrefix: prefix, lease: 2000, ttl: 300 });
     defineJobs(shortLived);
     const id = await tmWeb.run(async () => scheduling.schedule('effect', 8));
+    const succeeded = when(shortLived, 'succeeded', id, () => undefined);
     worker = shortLived.worker({ minPollInterval: 20, maxPollInterval: 100 }).start();
-    assert.equal((await finished(shortLived, id)).state, 'done');
+    await succeeded; // not polled for 'done': a slow poll may come after the 300 ms ttl
     await until(async () => (await web(`${prefix}jobs`).where({ id })).length === 0, 10_000, 'the expired row to be deleted');
     assert.deepEqual(await scheduling.getResult(id), { state: 'unknown' });
   });

@@ -20,6 +20,9 @@ eachDialect(
       const migrations = [runCli(env, ['migrate', '--jobs', 'test/fixtures/worker-jobs.ts']), runCli(env, ['migrate', '--jobs', 'test/fixtures/worker-jobs.ts'])];
       for (const migration of await Promise.all(migrations)) assert.match(migration, /the scheduler tables are up to date/);
       const workers = [1, 2, 3].map(() => suite.spawn({ concurrency: 4 }));
+      // All three are polling (and handle SIGTERM) before the first job exists, so none joins late.
+      const started = () => workers.every((w) => w.lines.some((l) => String(l.msg).startsWith('aftercommit: worker')));
+      await until(started, 60_000, 'three worker processes started');
 
       // 100 request transactions of 10 jobs each, 10 at a time.
       const ids: string[] = [];
@@ -48,8 +51,11 @@ eachDialect(
         for (const count of perWorker.values()) assert.ok(count >= 25, `a share of the work, got ${count}`);
       }
 
-      const claimRetries = workers.flatMap((w) => w.lines).filter((l) => String(l.msg).startsWith('retrying claim jobs'));
-      assert.deepEqual(claimRetries, [], 'claims never deadlocked (they run at READ COMMITTED)');
+      if (database.name !== 'sqlite') {
+        // On SQLite a claim that waited out the busy timeout behind another process is retried, as it should be.
+        const claimRetries = workers.flatMap((w) => w.lines).filter((l) => String(l.msg).startsWith('retrying claim jobs'));
+        assert.deepEqual(claimRetries, [], 'claims never deadlocked (they run at READ COMMITTED)');
+      }
       for (const w of workers) w.child.kill('SIGTERM');
       assert.deepEqual(await Promise.all(workers.map((w) => w.exited)), [0, 0, 0], 'graceful exit');
     });

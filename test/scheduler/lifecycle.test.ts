@@ -8,14 +8,7 @@ import assert from 'node:assert/strict';
 import type { Knex } from 'knex';
 import { ConflictError, TransactionManager, TransactionalScheduler, type JobHandle } from '../../lib/index.js';
 import { eachDialect } from '../support/databases.js';
-import { ManualClock, deferred, finished, recordingLogger, until } from '../support/helpers.js';
-
-/** A job body that holds until its signal aborts, then throws the reason. */
-const untilAborted = (job: JobHandle) =>
-  new Promise<never>((_, reject) => {
-    if (job.signal.aborted) reject(job.signal.reason);
-    job.signal.addEventListener('abort', () => reject(job.signal.reason));
-  });
+import { ManualClock, deferred, finished, recordingLogger, until, untilAborted } from '../support/helpers.js';
 
 eachDialect('the life of a schedule', (database) => {
   let knex: Knex;
@@ -104,7 +97,7 @@ eachDialect('the life of a schedule', (database) => {
         await job.db(rows).insert({ text: 'written before the removal' });
         started.resolve();
         try {
-          await untilAborted(job);
+          await untilAborted(job.signal);
         } catch (err) {
           reason = err;
           throw err;
@@ -174,7 +167,7 @@ eachDialect('the life of a schedule', (database) => {
       const scheduler = new TransactionalScheduler(tm, { concurrency: 1 });
       scheduler.define('endless', async (job: JobHandle) => {
         await job.db(rows).insert({ text: 'rolled back at stop' });
-        await untilAborted(job);
+        await untilAborted(job.signal);
       });
       scheduler.define('next', () => 'never runs');
       const running = await tm.run(async () => scheduler.schedule('endless'));

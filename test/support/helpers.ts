@@ -101,6 +101,14 @@ export async function until(condition: () => boolean | Promise<boolean>, timeout
   }
 }
 
+/** Rejects with the signal's reason once it aborts (at once if it already has): for job bodies that hold until cancelled. */
+export function untilAborted(signal: AbortSignal): Promise<never> {
+  return new Promise((_, reject) => {
+    if (signal.aborted) reject(signal.reason);
+    signal.addEventListener('abort', () => reject(signal.reason), { once: true });
+  });
+}
+
 /** What getResult answers once the schedule has finished (polled outside any transaction, so nothing is deleted). */
 export async function finished(
   scheduler: { getResult(id: string): Promise<ScheduleResult> },

@@ -95,8 +95,10 @@ eachDialect(
       it('a lock wait timeout (1205) is retried only with retryLockWaitTimeout', async () => {
         const blocker = await admin.transaction();
         await blocker(table).where({ id: 1 }).update({ value: 100 });
+        let released: Promise<unknown> | undefined;
         const work = (tm: TransactionManager) =>
           tm.run(async (tx) => {
+            await released; // the blocker's ROLLBACK has reached the server
             await tx.db.raw('SET SESSION innodb_lock_wait_timeout = 1');
             await tx.db(table).where({ id: 1 }).increment('value', 1);
             return tx.attempt;
@@ -104,7 +106,9 @@ eachDialect(
         try {
           await assert.rejects(work(manager()), { errno: 1205 });
           const patient = manager({ retryLockWaitTimeout: true });
-          patient.onRetry(() => void blocker.rollback()); // the blocker gives way after the first timeout
+          patient.onRetry(() => {
+            released = blocker.rollback(); // the blocker gives way after the first timeout
+          });
           assert.equal(await work(patient), 2);
         } finally {
           if (!blocker.isCompleted()) await blocker.rollback();

@@ -13,6 +13,7 @@ import type {
   JobProgress,
   Logger,
   SchedulerEvents,
+  Transaction,
   TransactionMeta,
   WorkerOptions,
 } from '../../interfaces.js';
@@ -281,10 +282,7 @@ export class Worker {
           const at = manager.clock.now();
           // Fencing: the result (and with it the job's writes) commits only while the claim is still ours.
           if ((await store.complete(tx.db, row.id, token, result, at, at + this.host.ttl)) === 0) throw new LeaseLostError(row.id);
-          // From the commit on, getResult must read the stored result, not the local "pending".
-          tx.afterCommit((ok) => {
-            if (ok) this.host.localRuns.delete(row.id);
-          });
+          this.forgetLocalRunAtCommit(tx, row.id);
         },
       });
     } catch (cause) {
@@ -327,10 +325,21 @@ export class Worker {
       if (requeued) this.host.emitSafely('retried', { id: row.id, name: row.name, attempt: outcome.attempt, error: outcome.cause });
       return;
     }
-    const failed = await manager.run((tx) => store.fail(tx.db, row.id, token, outcome.error, now, now + this.host.ttl, failures), {
-      name: 'record a failed job',
-    });
+    const failed = await manager.run(
+      (tx) => {
+        this.forgetLocalRunAtCommit(tx, row.id);
+        return store.fail(tx.db, row.id, token, outcome.error, now, now + this.host.ttl, failures);
+      },
+      { name: 'record a failed job' },
+    );
     if (failed) this.host.reportFailure(row, outcome);
+  }
+
+  /** From the commit that records a job's outcome on, getResult here reads it instead of answering "pending" from memory. */
+  private forgetLocalRunAtCommit(tx: Transaction, id: string): void {
+    tx.afterCommit((ok) => {
+      if (ok) this.host.localRuns.delete(id);
+    });
   }
 
   /** Reports that a job's claim is no longer this worker's (found by the heartbeat or by the fencing). */
