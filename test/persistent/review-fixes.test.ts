@@ -6,7 +6,7 @@ import { before, it } from 'node:test';
 import assert from 'node:assert/strict';
 import type { Knex } from 'knex';
 import { PersistentTransactionalScheduler, TransactionManager, type JobHandle } from '../../lib/index.js';
-import { eachDialect } from '../support/databases.js';
+import { eachDialect, killSessionOf } from '../support/databases.js';
 import { deferred, finished, recordingLogger } from '../support/helpers.js';
 
 eachDialect('persistent scheduler edge cases', (database) => {
@@ -79,6 +79,27 @@ eachDialect('persistent scheduler edge cases', (database) => {
       await knex.schema.dropTableIfExists(`${prefix}mig_schema`);
     }
   });
+
+  if (database.name !== 'sqlite') {
+    it('a job whose COMMIT lost its connection goes back to the queue, does not fail, and its writes land once', async () => {
+      const admin = database.knex();
+      const effects = database.table('rf_effects');
+      await knex.schema.createTable(effects, (t) => t.string('job_id', 64));
+      scheduler.define('cut-at-commit', async (job: JobHandle) => {
+        await job.db(effects).insert({ job_id: job.id });
+        if (job.attempt === 1) tm.current!.beforeCommit(() => killSessionOf(database, admin, job.db));
+        return job.attempt;
+      });
+      const id = await tm.run(() => scheduler.with({ maxAttempts: 1 }).schedule('cut-at-commit'));
+      const worker = scheduler.worker({ minPollInterval: 10, maxPollInterval: 50 }).start();
+      try {
+        assert.deepEqual(await finished(scheduler, id), { state: 'done', value: 2 });
+      } finally {
+        await worker.stop();
+      }
+      assert.deepEqual(await knex(effects).where({ job_id: id }).pluck('job_id'), [id]);
+    });
+  }
 
   it('cleanup', async () => {
     await knex.schema.dropTableIfExists(`${prefix}jobs`);

@@ -94,3 +94,9 @@ export function eachDialect(title: string, body: (db: TestDatabase) => void, onl
     });
   }
 }
+
+/** Kills the server session behind a transaction's connection (MySQL/MariaDB or PostgreSQL), from the `admin` connection. */
+export async function killSessionOf(database: TestDatabase, admin: Knex, db: Knex.Transaction): Promise<void> {
+  if (database.name === 'mysql') await admin.raw(`KILL ${(await db.raw('SELECT CONNECTION_ID() AS id'))[0][0].id}`);
+  else await admin.raw('SELECT pg_terminate_backend(?)', [(await db.raw('SELECT pg_backend_pid() AS id')).rows[0].id]);
+}

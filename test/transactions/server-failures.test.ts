@@ -7,7 +7,7 @@ import { before, beforeEach, it } from 'node:test';
 import assert from 'node:assert/strict';
 import type { Knex } from 'knex';
 import { CommitOutcomeUnknownError, TransactionManager } from '../../lib/index.js';
-import { eachDialect } from '../support/databases.js';
+import { eachDialect, killSessionOf } from '../support/databases.js';
 import { ManualClock, recordingLogger } from '../support/helpers.js';
 
 eachDialect(
@@ -34,11 +34,7 @@ eachDialect(
     const manager = (options = {}) =>
       new TransactionManager(knex, { logger: recordingLogger(), clock: new ManualClock({ auto: true }), ...options });
 
-    /** Kills the server session behind the transaction's connection, from another connection. */
-    async function killConnectionOf(db: Knex.Transaction): Promise<void> {
-      if (database.name === 'mysql') await admin.raw(`KILL ${(await db.raw('SELECT CONNECTION_ID() AS id'))[0][0].id}`);
-      else await admin.raw('SELECT pg_terminate_backend(?)', [(await db.raw('SELECT pg_backend_pid() AS id')).rows[0].id]);
-    }
+    const killConnectionOf = (db: Knex.Transaction) => killSessionOf(database, admin, db);
 
     /** The error `promise` rejects with; a resolution fails the test with `why`. */
     const rejectionOf = (promise: Promise<unknown>, why: string) =>

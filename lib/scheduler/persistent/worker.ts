@@ -18,7 +18,7 @@ import type {
   WorkerOptions,
 } from '../../interfaces.js';
 import type { TransactionManager } from '../../transactions/manager.js';
-import { JobCancelledError, JobTimeoutError, LeaseLostError, UnknownJobError } from '../../errors.js';
+import { CommitOutcomeUnknownError, JobCancelledError, JobTimeoutError, LeaseLostError, UnknownJobError } from '../../errors.js';
 import { retryDelay, type DelayPolicy } from '../../transactions/backoff.js';
 import { storedError } from '../stored-error.js';
 import type { JobOutcome, JobRun } from '../base.js';
@@ -311,9 +311,15 @@ export class Worker {
       await manager.run((tx) => store.requeue(tx.db, row.id, token, now, { runs: row.runs }), { name: 'hand back a job' });
       return;
     }
-    // A database that went away is like a conflict: the run says nothing about the job. So is a job
-    // this worker does not know (another version of the app may define it): it goes back to the queue.
-    const transient = manager.isTransient(outcome.cause) || manager.isUnavailable(outcome.cause) || outcome.cause instanceof UnknownJobError;
+    // A database that went away is like a conflict: the run says nothing about the job. So is a COMMIT
+    // whose outcome is unknown (had it landed, the row is done and the requeue, fenced on our claim,
+    // changes nothing), and a job this worker does not know (another version of the app may define
+    // it): it goes back to the queue.
+    const transient =
+      manager.isTransient(outcome.cause) ||
+      manager.isUnavailable(outcome.cause) ||
+      outcome.cause instanceof CommitOutcomeUnknownError ||
+      outcome.cause instanceof UnknownJobError;
     const failures = row.failures + (transient ? 0 : 1);
     const runs = row.runs + 1;
     const again = !final && (transient ? runs < this.host.maxRuns : failures < row.maxAttempts);
