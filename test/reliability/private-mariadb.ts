@@ -12,12 +12,18 @@ import { once } from 'node:events';
 
 const run = promisify(execFile);
 
+/**
+ * A port that is free now and below the kernel's ephemeral range, so no process that binds port 0
+ * (or connects out) takes it while the server is down for its restart.
+ */
 async function freePort(): Promise<number> {
-  const server = createServer().listen(0, '127.0.0.1');
-  await once(server, 'listening');
-  const { port } = server.address() as { port: number };
-  server.close();
-  return port;
+  for (;;) {
+    const port = 20_000 + Math.floor(Math.random() * 10_000);
+    const server = createServer().listen(port, '127.0.0.1');
+    const bound = await Promise.race([once(server, 'listening').then(() => true), once(server, 'error').then(() => false)]);
+    server.close();
+    if (bound) return port;
+  }
 }
 
 export interface PrivateMariaDB {
@@ -37,6 +43,9 @@ export async function privateMariaDB(): Promise<PrivateMariaDB> {
   const admin = ['--protocol=tcp', '-h127.0.0.1', `-P${port}`, '-uroot'];
   let server: ChildProcess | undefined;
 
+  /** How the server process ended, if it has (by an exit code or a signal). */
+  const exitedEarly = () =>
+    server && (server.exitCode !== null || server.signalCode !== null) ? ` (mariadbd exited: ${server.exitCode ?? server.signalCode})` : undefined;
   const db: PrivateMariaDB = {
     url: `mysql://root@127.0.0.1:${port}/test`,
     async start() {
@@ -45,7 +54,9 @@ export async function privateMariaDB(): Promise<PrivateMariaDB> {
         ['--no-defaults', `--datadir=${dir}/data`, `--port=${port}`, '--bind-address=127.0.0.1', `--socket=${dir}/mysqld.sock`, '--user=root', '--skip-log-bin', '--innodb-buffer-pool-size=64M'],
         { stdio: 'ignore' },
       );
-      for (let i = 0; i < 100; i++) {
+      // A deadline, not a count of tries: on a busy machine each try of the client takes longer.
+      const deadline = Date.now() + 120_000;
+      while (Date.now() < deadline && exitedEarly() === undefined) {
         try {
           await run('mariadb', [...admin, '-e', 'CREATE DATABASE IF NOT EXISTS test']);
           return;
@@ -53,10 +64,10 @@ export async function privateMariaDB(): Promise<PrivateMariaDB> {
           await new Promise((r) => setTimeout(r, 100));
         }
       }
-      throw new Error(`the private MariaDB on port ${port} did not start`);
+      throw new Error(`the private MariaDB on port ${port} did not start${exitedEarly() ?? ' within 120 s'}`);
     },
     async stop() {
-      if (!server || server.exitCode !== null) return;
+      if (!server || exitedEarly() !== undefined) return;
       const exited = once(server, 'exit');
       await run('mariadb-admin', [...admin, 'shutdown']).catch(() => server!.kill('SIGKILL'));
       await exited;

@@ -16,7 +16,7 @@ export interface WorkerProcess {
   exited: Promise<number | null>;
 }
 
-export function fixtureEnv(database: TestDatabase, options: { prefix: string; effects: string; lease: number; hold?: number }) {
+export function fixtureEnv(database: TestDatabase, options: { prefix: string; effects: string; lease: number; hold?: number; maxRuns?: number }) {
   const connection = database.config.connection as string | { filename: string };
   return {
     AC_FIXTURE_CLIENT: database.config.client as string,
@@ -25,6 +25,8 @@ export function fixtureEnv(database: TestDatabase, options: { prefix: string; ef
     AC_FIXTURE_EFFECTS: options.effects,
     AC_FIXTURE_LEASE: String(options.lease),
     AC_FIXTURE_HOLD: String(options.hold ?? 0),
+    // maxRuns is read by the worker that claims a job, not stored with it: each process needs it.
+    ...(options.maxRuns === undefined ? {} : { AC_FIXTURE_MAX_RUNS: String(options.maxRuns) }),
   };
 }
 
@@ -96,7 +98,7 @@ export function multiProcessSuite(database: TestDatabase, options: { lease: numb
     await suite.knex.schema.dropTableIfExists(`${suite.prefix}schema`);
   });
   suite.spawn = ({ lease = options.lease, hold = 0, work, concurrency = 1 } = {}) => {
-    const env = { ...fixtureEnv(database, { prefix: suite.prefix, effects: suite.effects, lease, hold }), ...(work === undefined ? {} : { AC_FIXTURE_WORK: String(work) }) };
+    const env = { ...fixtureEnv(database, { prefix: suite.prefix, effects: suite.effects, lease, hold, maxRuns: options.maxRuns }), ...(work === undefined ? {} : { AC_FIXTURE_WORK: String(work) }) };
     const worker = startWorker(env, ['--concurrency', String(concurrency)]);
     suite.workers.push(worker);
     return worker;
