@@ -7,6 +7,7 @@
  */
 import { after, before, beforeEach, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
+import { setTimeout as sleep } from 'node:timers/promises';
 import type { Knex } from 'knex';
 import {
   PersistentTransactionalScheduler,
@@ -39,6 +40,13 @@ eachDialect('PersistentTransactionalScheduler', (database) => {
     scheduler.define('fails', async (job: JobHandle) => {
       await job.db(effects).insert({ job_id: job.id, n: -1 });
       throw new RangeError('the job failed on purpose');
+    });
+    /** Completes slowly: heartbeats are sent while its result waits to commit, and answered while its after-commit hook runs. */
+    scheduler.define('slow-commit', async (job: JobHandle) => {
+      const tx = scheduler.manager.current!;
+      tx.beforeCommit(() => sleep(350));
+      tx.afterCommit(() => sleep(350));
+      return job.attempt;
     });
     scheduler.define('gated', async (job: JobHandle, gate: string) => {
       await job.db(effects).insert({ job_id: job.id, n: 0 });
@@ -163,6 +171,21 @@ eachDialect('PersistentTransactionalScheduler', (database) => {
     startWorker();
     assert.deepEqual(await done, { state: 'done', value: { n: 5, user: null } });
     assert.deepEqual(await failed, { state: 'failed', error: { name: 'RangeError', message: 'the job failed on purpose' } });
+  });
+
+  it('a heartbeat that meets the job’s own committed result reports no lost lease', async () => {
+    const lost: string[] = [];
+    const listener = (event: { id: string }) => lost.push(event.id);
+    running.on('lost-lease', listener);
+    try {
+      const id = await tmWeb.run(async () => scheduling.with({ lease: 300 }).schedule('slow-commit'));
+      startWorker();
+      assert.deepEqual(await finished(running, id), { state: 'done', value: 1 });
+      await until(() => worker!.running === 0);
+      assert.deepEqual(lost, []);
+    } finally {
+      running.off('lost-lease', listener);
+    }
   });
 
   it('getResult shows a schedule only to its user (visibleTo)', async () => {

@@ -30,6 +30,8 @@ export interface LocalRun {
   /** meta.user of the schedule, for getResult's visibility check. */
   owner: string | null;
   progress?: JobProgress;
+  /** The job's result is written in its transaction, which is committing: the row is no longer ours to renew. */
+  completing?: boolean;
 }
 
 /** What a worker uses of its scheduler. */
@@ -282,6 +284,10 @@ export class Worker {
           const at = manager.clock.now();
           // Fencing: the result (and with it the job's writes) commits only while the claim is still ours.
           if ((await store.complete(tx.db, row.id, token, result, at, at + this.host.ttl)) === 0) throw new LeaseLostError(row.id);
+          local.completing = true;
+          tx.afterAbort(() => {
+            local.completing = false; // the attempt is retried: the claim is ours again, and renewed
+          });
           this.forgetLocalRunAtCommit(tx, row.id);
         },
       });
@@ -370,6 +376,9 @@ export class Worker {
       try {
         if ((await store.renew(manager.knex, row.id, token, manager.clock.now() + row.leaseMs)) === 0) {
           if (stop.aborted || local.controller.signal.aborted) return;
+          // The renewal waited for the job's own COMMIT and found the result: nothing was lost. Should
+          // that COMMIT fail instead, the retried attempt owns the claim again (or its fencing reports the loss).
+          if (local.completing) continue;
           this.lostLease(row);
           local.controller.abort(new LeaseLostError(row.id));
           return;
