@@ -96,7 +96,7 @@ export interface TransactionManagerOptions {
   logger?: Logger;
   /** Time source for retry delays. Default: the system clock. */
   clock?: Clock;
-  /** Source of randomness for retry delays, returning [0, 1). Default `Math.random`. */
+  /** Source of randomness for retry delays, and for the delays of re-queued jobs, returning [0, 1). Default `Math.random`. */
   random?: () => number;
   /** Mirrors each transaction into an existing context mechanism, e.g. {@link clsBridge}. */
   bridge?: ContextBridge;

@@ -52,7 +52,8 @@ export class TransactionManager {
   readonly clock: Clock;
   private readonly retries: number;
   private readonly delay: DelayPolicy;
-  private readonly random: () => number;
+  /** Source of randomness for retry delays (the `random` option); workers use it for re-queue delays too. */
+  readonly random: () => number;
   private readonly options: TransactionManagerOptions;
   private readonly storage = new AsyncLocalStorage<TransactionAttempt>();
   private readonly bridge: ContextBridge | undefined;

@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import type { Knex } from 'knex';
 import { PersistentTransactionalScheduler, TransactionManager, type JobHandle } from '../../lib/index.js';
 import { eachDialect, killSessionOf } from '../support/databases.js';
-import { deferred, finished, recordingLogger } from '../support/helpers.js';
+import { deferred, finished, recordingLogger, until } from '../support/helpers.js';
 
 eachDialect('persistent scheduler edge cases', (database) => {
   let knex: Knex;
@@ -100,6 +100,27 @@ eachDialect('persistent scheduler edge cases', (database) => {
       assert.deepEqual(await knex(effects).where({ job_id: id }).pluck('job_id'), [id]);
     });
   }
+
+  it('a failed run is re-queued after a delay drawn from the manager’s random source', async () => {
+    const seeded = new TransactionManager(knex, { logger: recordingLogger(), random: () => 0.5 });
+    const requeueing = new PersistentTransactionalScheduler(seeded, { tablePrefix: prefix });
+    requeueing.define('fails', async () => {
+      throw new Error('fails on purpose');
+    });
+    const bound = 600_000; // uniform(0, bound) with the source fixed at 0.5: exactly half of it
+    const id = await seeded.run(() => requeueing.with({ maxAttempts: 2, backoff: { initial: bound, max: bound } }).schedule('fails'));
+    const before = Date.now();
+    const worker = requeueing.worker({ minPollInterval: 10, maxPollInterval: 50 }).start();
+    let row: { failures: number; run_at: number | string } | undefined;
+    try {
+      await until(async () => (row = await knex(`${prefix}jobs`).where({ id }).first())!.failures === 1, 10_000, 'the first run to fail');
+    } finally {
+      await worker.stop();
+    }
+    const after = Date.now();
+    const runAt = Number(row!.run_at);
+    assert.ok(runAt >= before + bound / 2 && runAt <= after + bound / 2, `re-queued for ${runAt - before} ms after the worker started`);
+  });
 
   it('cleanup', async () => {
     await knex.schema.dropTableIfExists(`${prefix}jobs`);

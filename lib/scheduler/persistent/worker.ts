@@ -330,7 +330,7 @@ export class Worker {
     const runs = row.runs + 1;
     const again = !final && (transient ? runs < this.host.maxRuns : failures < row.maxAttempts);
     if (again) {
-      const delay = Math.round(retryDelay(transient ? runs : failures, JSON.parse(row.backoff) as DelayPolicy, Math.random));
+      const delay = Math.round(retryDelay(transient ? runs : failures, JSON.parse(row.backoff) as DelayPolicy, manager.random));
       const requeued = await manager.run((tx) => store.requeue(tx.db, row.id, token, now + delay, { failures, error: outcome.error }), {
         name: 'requeue a job',
       });
