@@ -57,7 +57,11 @@ async function main(): Promise<void> {
     },
   });
   const [command] = positionals;
-  if (values.help || !command) fail(values.help ? 'help' : 'a command is needed');
+  if (values.help) {
+    console.log(usage);
+    return;
+  }
+  if (!command) fail('a command is needed');
   const scheduler = await loadScheduler(values.jobs!);
   const knex = scheduler.manager.knex;
 

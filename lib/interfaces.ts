@@ -18,6 +18,7 @@
  *   it travels with every job the transaction schedules.
  */
 import type { Knex } from 'knex';
+import type { EntityRef } from './context/ref.js';
 
 /** Who a transaction runs for and why; kept on `tx.meta` and handed to scheduled jobs. */
 export interface TransactionMeta {
@@ -155,6 +156,8 @@ export interface Transaction {
   readonly began: boolean;
   /** True after {@link Transaction.setRollbackOnly}. */
   readonly rollbackOnly: boolean;
+  /** False once the transaction has ended: its statements and hooks are refused with `TransactionEndedError`. */
+  readonly isOpen: boolean;
   /** Registers `hook(ok, ...args)` to run after the commit; `ok` is false when the commit failed. */
   afterCommit<A extends unknown[]>(hook: AfterCommitHook<A>, ...args: A): void;
   /** Registers `hook(...args)` to run after a rollback. */
@@ -236,6 +239,8 @@ export interface PersistentContextLike {
   readonly length: number;
   names(): string[];
   get<T = Record<string, unknown>>(key: number | string): Promise<T>;
+  /** The table and key of entity `key`, without loading it. */
+  ref(key: number | string): EntityRef;
 }
 
 /** What a job function receives first, before the scheduled arguments. */

@@ -88,12 +88,15 @@ describe('the packed package', () => {
     const cli = join(app, 'node_modules', 'aftercommit', bin);
     assert.match(run('node', [cli, 'migrate', '--jobs', './jobs.mjs'], app), /the scheduler tables are up to date/);
     assert.match(run('node', [cli, 'migrate', '--jobs', './jobs.mjs'], app), /the scheduler tables are up to date/, 'idempotent');
+    assert.match(run('node', [cli, '--help'], app), /^usage:\n {2}aftercommit migrate/, '--help prints the usage and exits 0');
   });
 
   it('type-checks for a TypeScript consumer, as ESM and as CommonJS', () => {
     const consumer = `
       import knex from 'knex';
-      import { TransactionManager, ConflictError, type Transaction, type TransactionMeta } from 'aftercommit';
+      import Koa from 'koa';
+      import { TransactionManager, ConflictError, PersistentTransactionalScheduler, type PersistentContext, type Transaction, type TransactionMeta } from 'aftercommit';
+      import { aftercommit } from 'aftercommit/koa';
       const tm = new TransactionManager(knex({ client: 'better-sqlite3' }), { retries: 2, delay: { initial: 10 } });
       const meta: TransactionMeta = { user: 'alice' };
       const answer: Promise<number> = tm.run(async (tx: Transaction) => {
@@ -103,9 +106,27 @@ describe('the packed package', () => {
       }, { metadata: meta });
       const wrapped: (a: number, b?: string) => Promise<string> = tm.wrap(async (a: number, b = 'x') => b + a);
       void answer; void wrapped; void ConflictError;
+
+      // The README's job shape: parameters after the handle need no annotation.
+      const scheduler = new PersistentTransactionalScheduler(tm);
+      scheduler.define('salesReport', async (job, context, month) => ({ user: await context.get('user'), month, id: job.id }));
+      scheduler.define('typed', async (_job, context: PersistentContext, month: string) => context.get(month));
+
+      // Handlers given straight to aftercommit get a typed ctx.
+      const app = new Koa();
+      app.use(aftercommit({ manager: tm, scheduler }, async (ctx, next) => {
+        ctx.transaction.afterCommit((ok) => void ok);
+        await ctx.db('orders').insert({ total: 1 });
+        const context = ctx.persistentContext([], { user: ctx.state.user });
+        ctx.body = { id: ctx.scheduler.schedule('salesReport', context, '2026-10'), table: context.ref('user').table };
+        // @ts-expect-error ctx.db is a knex transaction, not a number
+        const wrong: number = ctx.db;
+        void wrong;
+        await next();
+      }));
     `;
     writeFileSync(join(app, 'consumer.mts'), consumer);
-    writeFileSync(join(app, 'consumer.cts'), consumer.replace("import knex from 'knex';", "import knex = require('knex');"));
+    writeFileSync(join(app, 'consumer.cts'), consumer.replace("import knex from 'knex';", "import knex = require('knex');").replace("import Koa from 'koa';", "import Koa = require('koa');"));
     const tsc = join(root, 'node_modules', '.bin', 'tsc');
     const flags = ['--noEmit', '--strict', '--module', 'node16', '--moduleResolution', 'node16', '--types', 'node', '--skipLibCheck', 'false'];
     run(tsc, [...flags, 'consumer.mts', 'consumer.cts'], app);

@@ -7,11 +7,12 @@
  * to aftercommit, which composes them afresh for each attempt. Its own `next()`
  * runs once, after the commit, outside the transaction.
  */
-import type { Context, Middleware, Next } from 'koa';
+import type { Context, DefaultContext, DefaultState, Middleware, Next } from 'koa';
 import type { RetryEvent, Scheduler, Transaction, TransactionMeta } from '../interfaces.js';
 import type { TransactionManager } from '../transactions/manager.js';
 import { compose } from './compose.js';
 import { DatabaseUnavailableError, RetriesExhaustedError, RetryNotSafeError } from './errors.js';
+import { TransactionEndedError } from '../errors.js';
 import { defaultMetadata, requestIdOf, requestLine, withRequestId } from './request-metadata.js';
 import { restoreResponse, snapshotResponse } from './response-snapshot.js';
 import { abandonResponse, requestStart, unsafeToRetry } from './retry-safety.js';
@@ -55,12 +56,16 @@ function defineDbGetter(ctx: Context): void {
     configurable: true,
     get(this: Context) {
       if (!this.transaction) throw new Error('ctx.db is only available in the middleware aftercommit(options, ...middleware) guards');
+      if (!this.transaction.isOpen) throw new TransactionEndedError('ctx.db after the request’s commit');
       return this.transaction.db;
     },
   });
 }
 
-export function aftercommit(options: AftercommitOptions, ...middleware: Middleware<any, any>[]): Middleware {
+export function aftercommit<StateT = DefaultState, ContextT = DefaultContext>(
+  options: AftercommitOptions,
+  ...middleware: Middleware<StateT, ContextT>[]
+): Middleware<StateT, ContextT> {
   const { manager, scheduler } = options;
   if (!manager || typeof manager.run !== 'function') {
     throw new TypeError('aftercommit(options, ...middleware): options.manager must be a TransactionManager');
@@ -75,7 +80,7 @@ export function aftercommit(options: AftercommitOptions, ...middleware: Middlewa
     return scheduler.context(positional, named);
   };
 
-  return async function aftercommitMiddleware(ctx: Context, next: Next) {
+  async function aftercommitMiddleware(ctx: Context, next: Next) {
     const requestId = requestIdOf(ctx, header);
     ctx.res.setHeader(header, requestId);
     const line = requestLine(ctx);
@@ -127,5 +132,7 @@ export function aftercommit(options: AftercommitOptions, ...middleware: Middlewa
       throw err;
     }
     await next();
-  };
+  }
+  // Typed as the app's middleware, so inline handlers get a typed ctx; it uses only what Koa and aftercommit put there.
+  return aftercommitMiddleware as unknown as Middleware<StateT, ContextT>;
 }

@@ -98,7 +98,7 @@ export abstract class SchedulerBase extends EventEmitter<SchedulerEvents> {
   }
 
   /** Registers `fn` as the job called `name`. */
-  define<A extends unknown[]>(name: string, fn: JobFunction<A>): this {
+  define<A extends any[]>(name: string, fn: JobFunction<A>): this {
     if (typeof name !== 'string' || !JOB_NAME.test(name)) {
       throw new TypeError(`define(name, fn): name must be 1-100 characters of letters, digits, _ . : -, got ${JSON.stringify(name)}`);
     }

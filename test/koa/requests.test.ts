@@ -112,6 +112,15 @@ eachDialect('aftercommit: one transaction per request', (database) => {
       await next();
     });
     app.use(aftercommit({ manager: tm }, router.routes(), router.allowedMethods()));
+    app.use((ctx) => {
+      // After the commit: what middleware behind aftercommit gets from ctx.db.
+      if (ctx.path !== '/db-after-commit') return;
+      try {
+        ctx.body = { db: typeof ctx.db };
+      } catch (err) {
+        ctx.body = { name: (err as Error).name, message: (err as Error).message };
+      }
+    });
     server = await serve(app);
   });
 
@@ -128,6 +137,15 @@ eachDialect('aftercommit: one transaction per request', (database) => {
     assert.equal(response.status, 200);
     assert.deepEqual(await texts(), ['committed']); // visible as soon as the response arrived
     assert.match(response.headers.get('x-request-id')!, /^[0-9a-f]{12}-[0-9a-z]+$/);
+  });
+
+  it('ctx.db in middleware after aftercommit (after the commit) throws TransactionEndedError', async () => {
+    const response = await request(`${server.url}/db-after-commit`);
+    assert.deepEqual(response.body, {
+      name: 'TransactionEndedError',
+      message:
+        'ctx.db after the request’s commit: this transaction has already ended. Use tm.current (or ctx.transaction) inside tm.run() instead of keeping a transaction past its end.',
+    });
   });
 
   it('takes no connection and sends no BEGIN for a request that never touches ctx.db', async () => {

@@ -102,7 +102,7 @@ export class PersistentTransactionalScheduler extends SchedulerBase implements S
   }
 
   /** Registers `fn` as the job called `name`, with default options for its schedules. */
-  override define<A extends unknown[]>(name: string, fn: JobFunction<A>, options: JobOptions = {}): this {
+  override define<A extends any[]>(name: string, fn: JobFunction<A>, options: JobOptions = {}): this {
     super.define(name, fn);
     if (options.dedupeKey !== undefined) throw new TypeError(`define('${name}'): dedupeKey is given per schedule, with with({ dedupeKey })`);
     this.defaults.set(name, checkJobOptions(options, `define('${name}')`));
