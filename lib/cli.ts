@@ -53,7 +53,7 @@ async function main(): Promise<void> {
       concurrency: { type: 'string' },
       queues: { type: 'string' },
       'stop-timeout': { type: 'string' },
-      help: { type: 'boolean' },
+      help: { type: 'boolean', short: 'h' },
     },
   });
   const [command] = positionals;

@@ -124,6 +124,10 @@ describe('the packed package', () => {
         void wrong;
         await next();
       }));
+      // Middleware of differing state types still compose (the untyped overload).
+      const forA: Koa.Middleware<{ a: number }> = async (ctx, next) => { ctx.state.a = 1; await next(); };
+      const forB: Koa.Middleware<{ b: string }> = async (ctx, next) => { ctx.state.b = 'x'; await next(); };
+      app.use(aftercommit({ manager: tm }, forA, forB));
     `;
     writeFileSync(join(app, 'consumer.mts'), consumer);
     writeFileSync(join(app, 'consumer.cts'), consumer.replace("import knex from 'knex';", "import knex = require('knex');").replace("import Koa from 'koa';", "import Koa = require('koa');"));

@@ -62,10 +62,14 @@ function defineDbGetter(ctx: Context): void {
   });
 }
 
+/** Guards `middleware` with one transaction per request; inline handlers get the app's typed `ctx`. */
 export function aftercommit<StateT = DefaultState, ContextT = DefaultContext>(
   options: AftercommitOptions,
   ...middleware: Middleware<StateT, ContextT>[]
-): Middleware<StateT, ContextT> {
+): Middleware<StateT, ContextT>;
+/** The same, for middleware of differing state and context types (e.g. routers of several kinds). */
+export function aftercommit(options: AftercommitOptions, ...middleware: Middleware<any, any>[]): Middleware<any, any>;
+export function aftercommit(options: AftercommitOptions, ...middleware: Middleware<any, any>[]): Middleware<any, any> {
   const { manager, scheduler } = options;
   if (!manager || typeof manager.run !== 'function') {
     throw new TypeError('aftercommit(options, ...middleware): options.manager must be a TransactionManager');
@@ -133,6 +137,5 @@ export function aftercommit<StateT = DefaultState, ContextT = DefaultContext>(
     }
     await next();
   }
-  // Typed as the app's middleware, so inline handlers get a typed ctx; it uses only what Koa and aftercommit put there.
-  return aftercommitMiddleware as unknown as Middleware<StateT, ContextT>;
+  return aftercommitMiddleware;
 }

@@ -99,6 +99,30 @@ eachDialect('persistent scheduler edge cases', (database) => {
       }
       assert.deepEqual(await knex(effects).where({ job_id: id }).pluck('job_id'), [id]);
     });
+
+    it('a lost COMMIT of other work inside a job is the job’s failure, not a reason to run it again', async () => {
+      const admin = database.knex();
+      let runs = 0;
+      scheduler.define('inner-commit-cut', async () => {
+        runs++;
+        await tm.outside(() =>
+          tm.run(async (tx) => {
+            await tx.db.raw('SELECT 1');
+            tx.beforeCommit(() => killSessionOf(database, admin, tx.db));
+          }),
+        );
+      });
+      const id = await tm.run(() => scheduler.with({ maxAttempts: 1 }).schedule('inner-commit-cut'));
+      const worker = scheduler.worker({ minPollInterval: 10, maxPollInterval: 50 }).start();
+      try {
+        const result = await finished(scheduler, id);
+        assert.equal(result.state, 'failed');
+        assert.equal(result.state === 'failed' && result.error.name, 'CommitOutcomeUnknownError');
+        assert.equal(runs, 1, 'maxAttempts: 1 and no re-queue');
+      } finally {
+        await worker.stop();
+      }
+    });
   }
 
   it('a failed run is re-queued after a delay drawn from the manager’s random source', async () => {

@@ -20,7 +20,11 @@ async function freePort(): Promise<number> {
   for (;;) {
     const port = 20_000 + Math.floor(Math.random() * 10_000);
     const server = createServer().listen(port, '127.0.0.1');
-    const bound = await Promise.race([once(server, 'listening').then(() => true), once(server, 'error').then(() => false)]);
+    // once() rejects on 'error': a port in use is simply skipped.
+    const bound = await once(server, 'listening').then(
+      () => true,
+      () => false,
+    );
     server.close();
     if (bound) return port;
   }

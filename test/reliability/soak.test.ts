@@ -20,7 +20,6 @@ const SOAK_MS = Number(process.env.AFTERCOMMIT_SOAK_MS ?? 300_000);
 const SAMPLE_MS = Math.max(1000, Math.min(5000, SOAK_MS / 30));
 const gc = (globalThis as { gc?: () => void }).gc;
 
-/** Least-squares slope of y over x. */
 /**
  * MB of live objects: the heap without V8's code spaces, whose growth is optimised code of paths
  * this run reaches late (on a slow machine, within the measured minutes), not a leak.
@@ -33,6 +32,7 @@ function objectHeapMb(): number {
   return used / 1024 / 1024;
 }
 
+/** Least-squares slope of y over x. */
 function slope(points: [number, number][]): number {
   const n = points.length;
   const mx = points.reduce((s, [x]) => s + x, 0) / n;

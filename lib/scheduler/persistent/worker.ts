@@ -32,6 +32,8 @@ export interface LocalRun {
   progress?: JobProgress;
   /** The job's result is written in its transaction, which is committing: the row is no longer ours to renew. */
   completing?: boolean;
+  /** The attempt of the job's transaction whose own COMMIT failed (its outcome may be unknown). */
+  commitFailedIn?: number;
 }
 
 /** What a worker uses of its scheduler. */
@@ -257,7 +259,7 @@ export class Worker {
       );
       if (row.runs >= this.host.maxRuns) {
         const error = { name: 'WorkerLostError', message: `job ${row.name} was started ${row.runs} times and each time its worker died or lost its lease` };
-        await this.settle(row, token, { state: 'failed', error, cause: new Error(error.message), attempt: row.runs }, undefined, true);
+        await this.settle(row, token, { state: 'failed', error, cause: new Error(error.message), attempt: row.runs }, { final: true });
         return;
       }
     }
@@ -285,6 +287,9 @@ export class Worker {
           // Fencing: the result (and with it the job's writes) commits only while the claim is still ours.
           if ((await store.complete(tx.db, row.id, token, result, at, at + this.host.ttl)) === 0) throw new LeaseLostError(row.id);
           local.completing = true;
+          tx.afterCommit((ok) => {
+            if (!ok) local.commitFailedIn = tx.attempt;
+          });
           tx.afterAbort(() => {
             local.completing = false; // the attempt is retried: the claim is ours again, and renewed
           });
@@ -296,7 +301,11 @@ export class Worker {
     } finally {
       stopBeating.abort();
     }
-    if (outcome.state === 'failed') await this.settle(row, token, outcome, local.controller.signal.reason);
+    if (outcome.state === 'failed') {
+      // Only the job's own COMMIT, not one of other work inside the job, can leave it done after all.
+      const ownCommitLost = outcome.cause instanceof CommitOutcomeUnknownError && local.commitFailedIn === outcome.attempt - row.runs;
+      await this.settle(row, token, outcome, { abortReason: local.controller.signal.reason, ownCommitLost });
+    }
   }
 
   /** Records a failed run: re-queued with backoff while attempts remain, failed for good after. */
@@ -304,8 +313,7 @@ export class Worker {
     row: JobRow,
     token: string,
     outcome: Extract<JobOutcome, { state: 'failed' }>,
-    abortReason: unknown,
-    final = false,
+    { abortReason, final = false, ownCommitLost = false }: { abortReason?: unknown; final?: boolean; ownCommitLost?: boolean },
   ): Promise<void> {
     const { manager, store } = this.host;
     if (outcome.cause instanceof LeaseLostError && !(abortReason instanceof LeaseLostError)) this.lostLease(row); // found by the fencing
@@ -317,15 +325,18 @@ export class Worker {
       await manager.run((tx) => store.requeue(tx.db, row.id, token, now, { runs: row.runs }), { name: 'hand back a job' });
       return;
     }
-    // A database that went away is like a conflict: the run says nothing about the job. So is a COMMIT
-    // whose outcome is unknown (had it landed, the row is done and the requeue, fenced on our claim,
-    // changes nothing), and a job this worker does not know (another version of the app may define
-    // it): it goes back to the queue.
+    if (ownCommitLost) {
+      this.host.logger.warn(
+        { err: outcome.cause, id: row.id, job: row.name },
+        `worker ${this.id}: job ${row.name} (${row.id}) lost its connection during COMMIT; it goes back to the queue and runs again only if that COMMIT did not land`,
+      );
+    }
+    // A database that went away is like a conflict: the run says nothing about the job. So is the
+    // job's own COMMIT whose outcome is unknown (had it landed, the row is done and the requeue,
+    // fenced on our claim, changes nothing), and a job this worker does not know (another version of
+    // the app may define it): it goes back to the queue.
     const transient =
-      manager.isTransient(outcome.cause) ||
-      manager.isUnavailable(outcome.cause) ||
-      outcome.cause instanceof CommitOutcomeUnknownError ||
-      outcome.cause instanceof UnknownJobError;
+      manager.isTransient(outcome.cause) || manager.isUnavailable(outcome.cause) || ownCommitLost || outcome.cause instanceof UnknownJobError;
     const failures = row.failures + (transient ? 0 : 1);
     const runs = row.runs + 1;
     const again = !final && (transient ? runs < this.host.maxRuns : failures < row.maxAttempts);
