@@ -81,8 +81,12 @@ eachDialect('persistent scheduler edge cases', (database) => {
   });
 
   if (database.name !== 'sqlite') {
+    let admin: Knex; // kills the job's session from outside
+    before(() => {
+      admin = database.knex();
+    });
+
     it('a job whose COMMIT lost its connection goes back to the queue, does not fail, and its writes land once', async () => {
-      const admin = database.knex();
       const effects = database.table('rf_effects');
       await knex.schema.createTable(effects, (t) => t.string('job_id', 64));
       scheduler.define('cut-at-commit', async (job: JobHandle) => {
@@ -101,7 +105,6 @@ eachDialect('persistent scheduler edge cases', (database) => {
     });
 
     it('a lost COMMIT of other work inside a job is the job’s failure, not a reason to run it again', async () => {
-      const admin = database.knex();
       let runs = 0;
       scheduler.define('inner-commit-cut', async () => {
         runs++;
