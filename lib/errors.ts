@@ -77,6 +77,22 @@ export class TransactionEndedError extends Error {
   }
 }
 
+/**
+ * An attempt waited longer than knex's `acquireConnectionTimeout` for its turn at
+ * the database: attempts retried after conflicts (escalated, each running alone)
+ * kept it waiting. Treated like an exhausted pool: the Koa adaptation answers 503.
+ */
+export class ContentionTimeoutError extends Error {
+  readonly code = 'AFTERCOMMIT_CONTENTION_TIMEOUT';
+  constructor(readonly waitedMs: number) {
+    super(
+      `waited ${waitedMs} ms for a turn at the database while transactions retried after conflicts ran one at a time; ` +
+        'look for a transaction that stays open long (a handler waiting while it holds row locks), or raise knex\'s acquireConnectionTimeout',
+    );
+    this.name = 'ContentionTimeoutError';
+  }
+}
+
 /** An operation that needs an open transaction was called outside one. */
 export class NoTransactionError extends Error {
   readonly code = 'AFTERCOMMIT_NO_TRANSACTION';

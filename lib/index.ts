@@ -18,6 +18,7 @@ export {
   CommitOutcomeUnknownError,
   CommitRolledBackError,
   TransactionEndedError,
+  ContentionTimeoutError,
   NoTransactionError,
   UnknownJobError,
   UnstorableValueError,

@@ -9,9 +9,13 @@
  * - **attempt**: one execution of the function inside a fresh database
  *   transaction. A transient error ends the attempt and, while retries are left,
  *   starts the next one after a random delay.
- * - **transient error**: an error that means "the whole transaction is gone, run it
- *   again": a deadlock, a serialization failure, `SQLITE_BUSY`, or a
- *   {@link TransientError} thrown by application code.
+ * - **transient error** (or **conflict**): an error that means "the whole
+ *   transaction is gone, run it again": a deadlock, a serialization failure,
+ *   `SQLITE_BUSY`, a Galera certification failure, or a {@link TransientError}
+ *   thrown by application code.
+ * - **escalated attempt**: an attempt that follows a conflict. It runs alone: the
+ *   other attempts of the process wait until it ends, and escalated attempts of
+ *   all processes take turns on a database lock. See `escalate`.
  * - **hook**: a function registered on a transaction to run before its commit, after
  *   its commit, or after its rollback.
  * - **metadata**: who a transaction runs for and why (`user`, `note`, `extension`);
@@ -101,6 +105,31 @@ export interface TransactionManagerOptions {
   random?: () => number;
   /** Mirrors each transaction into an existing context mechanism, e.g. {@link clsBridge}. */
   bridge?: ContextBridge;
+  /**
+   * Guaranteed progress under contention. When true, an attempt that follows a
+   * conflict runs alone (escalated): it waits until the attempts of this manager
+   * in flight have ended, none begins before it ends, and escalated attempts of
+   * all processes take turns on a database lock (MySQL/MariaDB `GET_LOCK`,
+   * PostgreSQL advisory lock); it starts without a random delay. Each conflict
+   * also halves how many attempts may be in their database transaction at once
+   * (it doubles back each second without one, up to the pool's size). False
+   * restores plain retries after a random delay. Default true.
+   */
+  escalate?: boolean;
+}
+
+/** How the manager's attempts took turns under contention, counted since it was made (`tm.contention`). */
+export interface ContentionStats {
+  /** Attempts that ran escalated (alone) because they followed a conflict. */
+  escalations: number;
+  /** Attempts that had to wait for their turn before their database transaction began. */
+  gateWaits: number;
+  /** Milliseconds those attempts waited, summed. */
+  gateWaitMs: number;
+  /** The longest such wait, in milliseconds. */
+  longestGateWaitMs: number;
+  /** How many ordinary attempts may be in their database transaction at once now (the pool's size when nothing collides). */
+  concurrencyLimit: number;
 }
 
 /** A transaction isolation level (SQLite's transactions are always serializable). */
@@ -118,6 +147,12 @@ export interface RunOptions {
   retries?: number;
   /** Called before each retry of this call (after the manager's `onRetry` listeners). */
   onRetry?: (event: RetryEvent) => void;
+  /**
+   * False: this call takes no part in the manager's contention handling: its
+   * attempts never wait for a turn and its retries wait a random delay instead
+   * of running alone. Default: the manager's `escalate`.
+   */
+  escalate?: boolean;
 }
 
 /** Reported before the delay of each retry. */
@@ -128,8 +163,10 @@ export interface RetryEvent {
   attempt: number;
   /** The transient error that ended it. */
   error: unknown;
-  /** How long the manager waits before the next attempt, in ms. */
+  /** How long the manager waits before the next attempt, in ms (0 when it is escalated: it waits for its turn instead). */
   delay: number;
+  /** True when the next attempt runs escalated: alone, after the attempts in flight (see `escalate`). */
+  escalated: boolean;
 }
 
 /** A hook that runs after the commit; `ok` is false when the commit itself failed. */
@@ -152,6 +189,8 @@ export interface Transaction {
   readonly meta: TransactionMeta;
   /** 1 for the first attempt, 2 for the first retry, and so on. */
   readonly attempt: number;
+  /** True when this attempt follows a conflict and runs alone (see `TransactionManagerOptions.escalate`). */
+  readonly escalated: boolean;
   /** True once a statement has been sent in the current database transaction (a connection is held). */
   readonly began: boolean;
   /** True after {@link Transaction.setRollbackOnly}. */

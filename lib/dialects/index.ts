@@ -9,6 +9,22 @@ import { mysql } from './mysql.js';
 import { postgres } from './postgres.js';
 import { sqlite } from './sqlite.js';
 
+/** Runs one statement on an attempt's connection; resolves to knex's query object (its `response` is the driver's answer). */
+export type SendStatement = (sql: string) => Promise<unknown>;
+
+/**
+ * The lock escalated attempts of all processes take turns on. It is a session
+ * lock, taken on the attempt's connection before BEGIN (so a REPEATABLE READ
+ * snapshot is not taken while waiting) and given back after COMMIT or ROLLBACK;
+ * a connection that breaks gives it back by itself.
+ */
+export interface EscalationLock {
+  /** Waits up to `waitMs` for the lock; resolves false when that time ran out first. */
+  acquire(send: SendStatement, waitMs: number): Promise<boolean>;
+  /** Gives the lock back. */
+  release(send: SendStatement): Promise<unknown>;
+}
+
 /** What the transaction manager needs to know about one database family. */
 export interface Dialect {
   /** The family, for messages and for tests. */
@@ -47,6 +63,8 @@ export interface Dialect {
    * open job transaction.
    */
   readonly singleWriter: boolean;
+  /** The lock escalated attempts of all processes take turns on; none where there is a single writer anyway. */
+  readonly escalationLock: EscalationLock | undefined;
 }
 
 const byKnexDialect: Record<string, Dialect> = {

@@ -1,4 +1,4 @@
-import type { Dialect } from './index.js';
+import type { Dialect, EscalationLock } from './index.js';
 import { errorField } from '../support/error-field.js';
 
 /** errno values after which InnoDB has rolled back the whole transaction. */
@@ -10,6 +10,20 @@ const ROLLED_BACK_ERRNOS = new Set([
 const ER_LOCK_WAIT_TIMEOUT = 1205;
 /** Server errors that end the connection itself. */
 const CONNECTION_ERRNOS = new Set([1053 /* ER_SERVER_SHUTDOWN */, 1927 /* ER_CONNECTION_KILLED */]);
+
+/** One lock per database (lock names are server-wide); names are at most 64 characters. */
+const ESCALATION_LOCK_NAME = "LEFT(CONCAT_WS('.', 'aftercommit.escalated', DATABASE()), 64)";
+
+const escalationLock: EscalationLock = {
+  async acquire(send, waitMs) {
+    // GET_LOCK answers 1 when taken, 0 when the wait ran out; it waits in whole seconds.
+    const answer = (await send(`SELECT GET_LOCK(${ESCALATION_LOCK_NAME}, ${Math.max(1, Math.ceil(waitMs / 1000))}) AS acquired`)) as {
+      response: [{ acquired: number | null }[]];
+    };
+    return answer.response[0][0]?.acquired === 1;
+  },
+  release: (send) => send(`DO RELEASE_LOCK(${ESCALATION_LOCK_NAME})`),
+};
 
 export const mysql: Dialect = {
   name: 'mysql',
@@ -41,4 +55,5 @@ export const mysql: Dialect = {
   // A session lock: it outlives the implicit commits that DDL causes in MySQL.
   migrationLock: (name) => ({ acquire: `SELECT GET_LOCK('${name}', 120) AS acquired`, release: `SELECT RELEASE_LOCK('${name}')` }),
   singleWriter: false,
+  escalationLock,
 };

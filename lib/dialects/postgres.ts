@@ -1,4 +1,4 @@
-import type { Dialect } from './index.js';
+import type { Dialect, EscalationLock } from './index.js';
 import { errorField } from '../support/error-field.js';
 
 const ROLLED_BACK_SQLSTATES = new Set(['40001' /* serialization_failure */, '40P01' /* deadlock_detected */]);
@@ -6,6 +6,28 @@ const SQLSTATE = /^[0-9A-Z]{5}$/;
 const SOCKET_ERRORS = new Set(['ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'EPIPE', 'EHOSTUNREACH', 'ENOTFOUND', 'EAI_AGAIN']);
 /** node-postgres's own errors for a connection that broke (they carry no code; knex prefixes the SQL). */
 const LOST_CONNECTION_MESSAGES = /\b(Connection terminated|Client has encountered a connection error|Client was closed and is not queryable)/;
+
+/** Advisory locks are per database already. */
+const ESCALATION_LOCK_KEY = "hashtext('aftercommit.escalated')";
+
+const escalationLock: EscalationLock = {
+  async acquire(send, waitMs) {
+    // A session-level lock taken in a transaction of its own: that is where SET LOCAL can bound the wait,
+    // and the lock outlives the COMMIT.
+    await send('BEGIN');
+    try {
+      await send(`SET LOCAL lock_timeout = ${Math.max(1, Math.ceil(waitMs))}`);
+      await send(`SELECT pg_advisory_lock(${ESCALATION_LOCK_KEY})`);
+      await send('COMMIT');
+      return true;
+    } catch (err) {
+      await send('ROLLBACK');
+      if (errorField(err, 'code') === '55P03') return false; // lock_not_available: the wait ran out
+      throw err;
+    }
+  },
+  release: (send) => send(`SELECT pg_advisory_unlock(${ESCALATION_LOCK_KEY})`),
+};
 
 export const postgres: Dialect = {
   name: 'postgresql',
@@ -36,4 +58,5 @@ export const postgres: Dialect = {
   // Released by the COMMIT; DDL is transactional in PostgreSQL.
   migrationLock: (name) => ({ acquire: `SELECT pg_advisory_xact_lock(hashtext('${name}'))` }),
   singleWriter: false,
+  escalationLock,
 };

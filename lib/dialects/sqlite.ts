@@ -28,4 +28,5 @@ export const sqlite: Dialect = {
   lockingRead: (query) => query, // one writer: there is nothing newer to see
   migrationLock: () => ({}),
   singleWriter: true,
+  escalationLock: undefined, // BEGIN IMMEDIATE already admits one writer at a time
 };

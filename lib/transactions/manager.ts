@@ -7,6 +7,7 @@ import { AsyncLocalStorage } from 'node:async_hooks';
 import type { Knex } from 'knex';
 import type {
   Clock,
+  ContentionStats,
   ContextBridge,
   Logger,
   RetryEvent,
@@ -16,12 +17,13 @@ import type {
   TransactionMeta,
 } from '../interfaces.js';
 import { dialectOf, type Dialect } from '../dialects/index.js';
-import { TransientError, describeCause } from '../errors.js';
+import { ContentionTimeoutError, TransientError, describeCause } from '../errors.js';
 import { systemClock } from '../support/clock.js';
 import { defaultLogger } from '../support/logger.js';
 import { delayPolicy, retryDelay, type DelayPolicy } from './backoff.js';
 import { TransactionAttempt, type AttemptEnvironment } from './transaction.js';
 import { knexBinder } from './bound-knex.js';
+import { ContentionGate } from './contention-gate.js';
 
 type RetryListener = (event: RetryEvent) => void;
 
@@ -30,6 +32,20 @@ function checkRetries(retries: unknown, where: string): number {
     throw new TypeError(`${where} must be an integer >= 0, got ${String(retries)}`);
   }
   return retries;
+}
+
+function checkEscalate(escalate: unknown, where: string): boolean | undefined {
+  if (escalate !== undefined && typeof escalate !== 'boolean') throw new TypeError(`${where} must be true or false, got ${String(escalate)}`);
+  return escalate;
+}
+
+/** knex's pool size and acquire timeout: the gate admits no more attempts than there are connections, and waits no longer. */
+function poolLimits(knex: Knex): { size: number; acquireTimeoutMs: number } {
+  const client = knex.client as { pool?: { max?: number }; config?: { pool?: { max?: number }; acquireConnectionTimeout?: number } };
+  return {
+    size: client.pool?.max ?? client.config?.pool?.max ?? 10,
+    acquireTimeoutMs: client.config?.acquireConnectionTimeout ?? 60_000,
+  };
 }
 
 const prepare = (tx: TransactionAttempt) => tx.prepare();
@@ -60,6 +76,8 @@ export class TransactionManager {
   private readonly retryListeners = new Set<RetryListener>();
   /** What each attempt needs from its manager. */
   private readonly environment: AttemptEnvironment;
+  /** Where attempts take turns once they collide; undefined when `escalate` is off. */
+  private readonly gate: ContentionGate | undefined;
 
   constructor(knex: Knex, options: TransactionManagerOptions = {}) {
     if (typeof knex !== 'function' || !knex.client) {
@@ -74,13 +92,23 @@ export class TransactionManager {
     this.clock = options.clock ?? systemClock;
     this.random = options.random ?? Math.random;
     this.bridge = options.bridge;
+    if (checkEscalate(options.escalate, 'escalate') !== false) {
+      const pool = poolLimits(knex);
+      this.gate = new ContentionGate(pool.size, pool.acquireTimeoutMs, this.clock);
+    }
     this.environment = {
       knex,
       dialect: this.dialect,
       logger: this.logger,
       isTransient: (err) => this.isTransient(err),
       bindDb: knexBinder(knex),
+      contention: this.gate,
     };
+  }
+
+  /** How attempts took turns under contention so far; undefined when `escalate` is off. */
+  get contention(): ContentionStats | undefined {
+    return this.gate?.snapshot();
   }
 
   /** The open transaction of this manager in the calling async context, or undefined. */
@@ -104,7 +132,11 @@ export class TransactionManager {
    * the Koa adaptation answers 503.
    */
   isUnavailable(err: unknown): boolean {
-    return this.dialect.isUnavailable(err) || (err instanceof Error && err.name === 'KnexTimeoutError');
+    return (
+      this.dialect.isUnavailable(err) ||
+      err instanceof ContentionTimeoutError ||
+      (err instanceof Error && err.name === 'KnexTimeoutError')
+    );
   }
 
   /**
@@ -131,8 +163,11 @@ export class TransactionManager {
 
     const name = options.name ?? fn.name;
     const retries = options.retries === undefined ? this.retries : checkRetries(options.retries, 'RunOptions.retries');
+    const gate = checkEscalate(options.escalate, 'RunOptions.escalate') === false ? undefined : this.gate;
+    let escalated = false;
     for (let attempt = 1; ; attempt++) {
-      const tx = new TransactionAttempt(this.environment, attempt, mergeMeta(this.options.metadata?.(), options.metadata, name), options.isolationLevel);
+      const turn = gate ? (escalated ? 'escalated' : 'shared') : undefined;
+      const tx = new TransactionAttempt(this.environment, attempt, mergeMeta(this.options.metadata?.(), options.metadata, name), options.isolationLevel, turn);
       try {
         const value = await this.enter(tx, fn);
         // Before-commit hooks run inside the transaction's context too (nested calls join it).
@@ -142,11 +177,16 @@ export class TransactionManager {
         return value;
       } catch (err) {
         // A doomed attempt failed because of what rolled it back, whatever fn made of that.
-        const retry = attempt <= retries && this.isTransient(tx.doomedBy ?? err);
+        const conflict = this.isTransient(tx.doomedBy ?? err);
+        const retry = attempt <= retries && conflict;
         if (!retry && this.options.debug) await this.callDebug(err, tx);
         await tx.rollback();
+        if (conflict && gate) {
+          escalated = retry;
+          gate.conflict(retry);
+        }
         if (!retry) throw err;
-        await this.pause(name, attempt, tx.doomedBy ?? err, retries, options.onRetry);
+        await this.pause(name, attempt, tx.doomedBy ?? err, retries, escalated, options.onRetry);
       }
     }
   }
@@ -183,17 +223,20 @@ export class TransactionManager {
     attempt: number,
     error: unknown,
     retries: number,
+    escalated: boolean,
     onRetry: RetryListener | undefined,
   ): Promise<void> {
-    const delay = retryDelay(attempt, this.delay, this.random);
+    // An escalated attempt waits for its turn instead of a random delay.
+    const delay = escalated ? 0 : retryDelay(attempt, this.delay, this.random);
     const label = name || 'anonymous function';
+    const how = escalated ? 'escalated: it runs alone' : `in ${Math.round(delay)} ms`;
     this.logger.warn(
-      { err: error, fn: label, attempt, retries, delay },
-      `retrying ${label} after ${describeCause(error)} (attempt ${attempt + 1} of ${retries + 1}, in ${Math.round(delay)} ms)`,
+      { err: error, fn: label, attempt, retries, delay, escalated },
+      `retrying ${label} after ${describeCause(error)} (attempt ${attempt + 1} of ${retries + 1}, ${how})`,
     );
-    const event = { name: label, attempt, error, delay };
+    const event = { name: label, attempt, error, delay, escalated };
     for (const listener of this.retryListeners) listener(event);
     onRetry?.(event);
-    await this.clock.sleep(delay);
+    if (!escalated) await this.clock.sleep(delay);
   }
 }

@@ -7,6 +7,7 @@ import type { AfterCommitHook, Hook, IsolationLevel, Logger, Transaction, Transa
 import type { Dialect } from '../dialects/index.js';
 import { CommitOutcomeUnknownError, CommitRolledBackError, TransactionDoomedError, TransactionEndedError } from '../errors.js';
 import type { StatementGate } from './bound-knex.js';
+import type { ContentionGate, GateTurn } from './contention-gate.js';
 import { HookList } from './hooks.js';
 
 /** What an attempt needs from its manager. */
@@ -17,12 +18,17 @@ export interface AttemptEnvironment {
   isTransient(err: unknown): boolean;
   /** Makes the `db` of an attempt. */
   bindDb(gate: StatementGate): Knex.Transaction;
+  /** Where attempts take turns under contention; undefined when the manager's `escalate` is off. */
+  readonly contention: ContentionGate | undefined;
 }
 
 type State = 'open' | 'ending' | 'committed' | 'aborted';
 
 /** The queue of a transaction that has sent nothing yet: shared, as most requests send nothing. */
 const SETTLED: Promise<unknown> = Promise.resolve();
+
+/** knex drops a connection marked so instead of handing it out again. */
+type DisposableConnection = { __knex__disposed?: unknown };
 
 type PoolClient = {
   acquireConnection(): Promise<unknown>;
@@ -43,6 +49,10 @@ export class TransactionAttempt implements Transaction, StatementGate {
   doomedBy: unknown;
   private dooming: Promise<void> | undefined;
   private savepoints = 0;
+  /** The turn this attempt holds at the contention gate, while its database transaction is open. */
+  private heldTurn: GateTurn | undefined;
+  /** The database's escalation lock is held on the open database transaction's connection. */
+  private holdsEscalationLock = false;
   private readonly before = new HookList();
   private readonly afterCommitHooks = new HookList();
   private readonly afterAbortHooks = new HookList();
@@ -52,8 +62,14 @@ export class TransactionAttempt implements Transaction, StatementGate {
     private readonly env: AttemptEnvironment,
     readonly attempt: number,
     readonly meta: TransactionMeta,
-    private readonly isolation?: IsolationLevel,
+    private readonly isolation: IsolationLevel | undefined,
+    /** How this attempt takes turns at the contention gate; undefined: it takes no part. */
+    private readonly turn: GateTurn | undefined,
   ) {
+  }
+
+  get escalated(): boolean {
+    return this.turn === 'escalated';
   }
 
   /** Built on first use: a request that never queries does not pay for it. */
@@ -148,21 +164,76 @@ export class TransactionAttempt implements Transaction, StatementGate {
   private async begin(): Promise<unknown> {
     let connection: unknown;
     try {
+      // The turn comes before the connection: whoever holds a turn can always get one.
+      const waiting = this.takeTurn();
+      if (waiting) await waiting;
       connection = await this.pool.acquireConnection();
     } catch (err) {
       this.connection = undefined; // the next statement may try again
+      this.giveTurnBack();
       throw err;
     }
     this.liveConnection = connection;
     try {
+      if (this.turn === 'escalated') await this.takeEscalationLock(connection);
       for (const sql of this.env.dialect.begin(this.isolation)) await this.enqueue(() => this.send(connection, sql));
     } catch (err) {
       this.connection = undefined;
       this.liveConnection = undefined;
-      await this.pool.releaseConnection(connection);
+      await this.giveConnectionBack(connection);
       throw err;
     }
     return connection;
+  }
+
+  private takeTurn(): Promise<void> | undefined {
+    const gate = this.env.contention;
+    const turn = this.turn;
+    if (!gate || !turn) return undefined;
+    const waiting = gate.enter(turn);
+    if (!waiting) {
+      this.heldTurn = turn;
+      return undefined;
+    }
+    return waiting.then(() => {
+      this.heldTurn = turn;
+    });
+  }
+
+  private giveTurnBack(): void {
+    const turn = this.heldTurn;
+    if (!turn) return;
+    this.heldTurn = undefined;
+    this.env.contention!.leave(turn);
+  }
+
+  /** Escalated attempts of all processes take turns on a database lock (none for SQLite's single writer). */
+  private async takeEscalationLock(connection: unknown): Promise<void> {
+    const lock = this.env.dialect.escalationLock;
+    if (!lock) return;
+    const waitMs = this.env.contention!.timeoutMs;
+    if (await lock.acquire((sql) => this.send(connection, sql), waitMs)) {
+      this.holdsEscalationLock = true;
+    } else {
+      // Progress, not safety, depends on the lock: go on without it rather than fail the request.
+      this.env.logger.warn({ waitMs }, `an escalated attempt waited ${waitMs} ms for the escalation lock and goes on without it`);
+    }
+  }
+
+  /** Gives back the escalation lock, the connection and the turn, in that order. */
+  private async giveConnectionBack(connection: unknown): Promise<void> {
+    if (this.holdsEscalationLock) {
+      this.holdsEscalationLock = false;
+      try {
+        await this.env.dialect.escalationLock!.release((sql) => this.send(connection, sql));
+      } catch (err) {
+        // A pooled connection must not keep the lock: knex destroys a connection marked disposed.
+        (connection as DisposableConnection).__knex__disposed = err;
+        this.env.logger.warn({ err }, 'giving back the escalation lock failed; the connection is discarded');
+      }
+    }
+    await this.pool.releaseConnection(connection);
+    this.giveTurnBack();
   }
 
   /** Sends a control statement through the bound client, so knex's query events see it too. */
@@ -225,7 +296,7 @@ export class TransactionAttempt implements Transaction, StatementGate {
       await end('ROLLBACK').catch(() => undefined);
       throw this.env.dialect.isConnectionFailure(err) ? new CommitOutcomeUnknownError(err) : err;
     } finally {
-      await this.pool.releaseConnection(connection);
+      await this.giveConnectionBack(connection);
     }
     if (sql === 'COMMIT' && this.env.dialect.committedAsRollback(result)) throw new CommitRolledBackError();
   }

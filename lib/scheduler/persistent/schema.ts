@@ -107,7 +107,7 @@ export async function migrate(manager: TransactionManager, tables: TableNames): 
         if (lock.release) await tx.db.raw(lock.release);
       }
     },
-    { name: 'aftercommit migrate' },
+    { name: 'aftercommit migrate', escalate: false },
   );
 }
 

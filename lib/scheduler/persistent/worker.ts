@@ -226,10 +226,12 @@ export class Worker {
         if (claimed.length > 0) await store.claim(tx.db, claimed, { token, worker: this.id, now });
         return claimed;
       },
+      // The worker's own bookkeeping (here and below) touches job rows only, never the app's: it takes
+      // no part in escalation, so a crowd of retried requests does not hold up claims.
       // READ COMMITTED: under MySQL's REPEATABLE READ, the claim's locking reads also take
       // gap locks (even on delete-marked index entries of finished jobs), so concurrent
       // claimers block and deadlock each other when they insert into those gaps.
-      { name: `claim jobs (worker ${this.id})`, isolationLevel: 'read committed' },
+      { name: `claim jobs (worker ${this.id})`, isolationLevel: 'read committed', escalate: false },
     );
     if (checkLeases) this.nextLeaseCheck = now + this.maxPoll;
     for (const row of rows) this.begin(row, token, now);
@@ -322,7 +324,7 @@ export class Worker {
     }
     const now = manager.clock.now();
     if (abortReason instanceof WorkerStoppingError) {
-      await manager.run((tx) => store.requeue(tx.db, row.id, token, now, { runs: row.runs }), { name: 'hand back a job' });
+      await manager.run((tx) => store.requeue(tx.db, row.id, token, now, { runs: row.runs }), { name: 'hand back a job', escalate: false });
       return;
     }
     if (ownCommitLost) {
@@ -344,6 +346,7 @@ export class Worker {
       const delay = Math.round(retryDelay(transient ? runs : failures, JSON.parse(row.backoff) as DelayPolicy, manager.random));
       const requeued = await manager.run((tx) => store.requeue(tx.db, row.id, token, now + delay, { failures, error: outcome.error }), {
         name: 'requeue a job',
+        escalate: false,
       });
       if (requeued) this.host.emitSafely('retried', { id: row.id, name: row.name, attempt: outcome.attempt, error: outcome.cause });
       return;
@@ -353,7 +356,7 @@ export class Worker {
         this.forgetLocalRunAtCommit(tx, row.id);
         return store.fail(tx.db, row.id, token, outcome.error, now, now + this.host.ttl, failures);
       },
-      { name: 'record a failed job' },
+      { name: 'record a failed job', escalate: false },
     );
     if (failed) this.host.reportFailure(row, outcome);
   }

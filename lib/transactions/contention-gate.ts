@@ -1,0 +1,151 @@
+/**
+ * The contention gate of one TransactionManager: how the attempts of this
+ * process take turns at the database once they have started to collide.
+ *
+ * - An ordinary attempt enters *shared* when its database transaction begins
+ *   (its first statement) and leaves when that transaction ends. While nothing
+ *   collides this is a counter increment: no promise, no await.
+ * - An *escalated* attempt (one that follows a conflict) enters alone: it waits
+ *   until the attempts in flight have ended, and no attempt begins before it
+ *   (escalated attempts go first). Inside this process it cannot collide again.
+ * - Each conflict halves how many ordinary attempts may be in flight (at least
+ *   one); each second without a conflict doubles it back, up to the pool's size.
+ *   A crowd on hot rows so runs one at a time instead of colliding in waves (on
+ *   PostgreSQL every wave waits out deadlock_timeout), while a stray deadlock in
+ *   a busy process halves its concurrency for about a second.
+ *
+ * Attempts never wait here while holding a connection: the gate is passed before
+ * the pool is asked, so whoever holds the gate can always get one.
+ */
+import type { Clock, ContentionStats } from '../interfaces.js';
+import { ContentionTimeoutError } from '../errors.js';
+
+/** How long the concurrency limit stays lowered after a conflict before it doubles. */
+const RECOVERY_MS = 1000;
+
+export type GateTurn = 'shared' | 'escalated';
+
+interface Waiter {
+  readonly turn: GateTurn;
+  readonly since: number;
+  grant(): void;
+}
+
+export class ContentionGate {
+  /** Ordinary attempts whose database transaction is open. */
+  private shared = 0;
+  /** An escalated attempt's database transaction is open. */
+  private alone = false;
+  private readonly escalatedWaiters: Waiter[] = [];
+  private readonly sharedWaiters: Waiter[] = [];
+  /** How many ordinary attempts may be in flight; the pool's size while nothing collides. */
+  private limit: number;
+  private lastLimitChange = 0;
+  private readonly stats = { escalations: 0, gateWaits: 0, gateWaitMs: 0, longestGateWaitMs: 0 };
+
+  constructor(
+    /** The pool's size: more attempts in flight would only wait for a connection. */
+    private readonly capacity: number,
+    /** How long an attempt may wait for its turn (and an escalated one for the database's lock) before it gives up. */
+    readonly timeoutMs: number,
+    private readonly clock: Clock,
+  ) {
+    this.limit = capacity;
+  }
+
+  /** Takes a turn; returns undefined when it was granted at once (the common case), else a promise of it. */
+  enter(turn: GateTurn): Promise<void> | undefined {
+    if (this.mayEnterNow(turn)) {
+      this.take(turn);
+      return undefined;
+    }
+    return this.wait(turn);
+  }
+
+  /** Gives a turn back (its database transaction has ended) and lets the next ones in. */
+  leave(turn: GateTurn): void {
+    if (turn === 'escalated') this.alone = false;
+    else this.shared--;
+    this.dispatch();
+  }
+
+  /**
+   * An attempt of this process collided with another transaction: fewer ordinary
+   * attempts in flight from now on; `escalating` when its retry runs escalated.
+   */
+  conflict(escalating: boolean): void {
+    if (escalating) this.stats.escalations++;
+    this.limit = Math.max(1, Math.floor(Math.min(this.limit, this.shared + 1) / 2));
+    this.lastLimitChange = this.clock.now();
+  }
+
+  snapshot(): ContentionStats {
+    return { ...this.stats, concurrencyLimit: this.limit };
+  }
+
+  private mayEnterNow(turn: GateTurn): boolean {
+    if (this.alone) return false;
+    if (turn === 'escalated') return this.shared === 0;
+    if (this.escalatedWaiters.length > 0 || this.sharedWaiters.length > 0) return false;
+    if (this.shared < this.limit) return true;
+    return this.recover() && this.shared < this.limit;
+  }
+
+  private take(turn: GateTurn): void {
+    if (turn === 'escalated') this.alone = true;
+    else this.shared++;
+  }
+
+  /** Doubles a lowered limit once a second has passed without a conflict; true when it rose. */
+  private recover(): boolean {
+    if (this.limit >= this.capacity) return false;
+    const now = this.clock.now();
+    if (now - this.lastLimitChange < RECOVERY_MS) return false;
+    this.limit = Math.min(this.capacity, this.limit * 2);
+    this.lastLimitChange = now;
+    return true;
+  }
+
+  private wait(turn: GateTurn): Promise<void> {
+    const since = this.clock.now();
+    const queue = turn === 'escalated' ? this.escalatedWaiters : this.sharedWaiters;
+    return new Promise<void>((resolve, reject) => {
+      const timer = setTimeout(() => {
+        queue.splice(queue.indexOf(waiter), 1);
+        this.dispatch(); // an escalated waiter that gives up may unblock shared ones
+        reject(new ContentionTimeoutError(this.timeoutMs));
+      }, this.timeoutMs);
+      timer.unref();
+      const waiter: Waiter = {
+        turn,
+        since,
+        grant: () => {
+          clearTimeout(timer);
+          resolve();
+        },
+      };
+      queue.push(waiter);
+    });
+  }
+
+  /** Grants waiting turns: escalated attempts first, one at a time; then ordinary ones up to the limit. */
+  private dispatch(): void {
+    if (this.alone) return;
+    const escalated = this.escalatedWaiters[0];
+    if (escalated) {
+      if (this.shared === 0) this.grant(this.escalatedWaiters.shift()!);
+      return;
+    }
+    if (this.sharedWaiters.length > 0 && this.shared >= this.limit) this.recover();
+    while (this.sharedWaiters.length > 0 && this.shared < this.limit) this.grant(this.sharedWaiters.shift()!);
+  }
+
+  private grant(waiter: Waiter): void {
+    this.take(waiter.turn);
+    const waited = this.clock.now() - waiter.since;
+    this.stats.gateWaits++;
+    this.stats.gateWaitMs += waited;
+    if (waited > this.stats.longestGateWaitMs) this.stats.longestGateWaitMs = waited;
+    waiter.grant();
+  }
+}
