@@ -16,7 +16,10 @@ export interface WorkerProcess {
   exited: Promise<number | null>;
 }
 
-export function fixtureEnv(database: TestDatabase, options: { prefix: string; effects: string; lease: number; hold?: number; maxRuns?: number }) {
+export function fixtureEnv(
+  database: TestDatabase,
+  options: { prefix: string; effects: string; lease: number; hold?: number; maxRuns?: number; counter?: string },
+) {
   const connection = database.config.connection as string | { filename: string };
   return {
     AC_FIXTURE_CLIENT: database.config.client as string,
@@ -27,6 +30,7 @@ export function fixtureEnv(database: TestDatabase, options: { prefix: string; ef
     AC_FIXTURE_HOLD: String(options.hold ?? 0),
     // maxRuns is read by the worker that claims a job, not stored with it: each process needs it.
     ...(options.maxRuns === undefined ? {} : { AC_FIXTURE_MAX_RUNS: String(options.maxRuns) }),
+    ...(options.counter === undefined ? {} : { AC_FIXTURE_COUNTER: options.counter }),
   };
 }
 
@@ -61,6 +65,8 @@ export interface MultiProcessSuite {
   scheduler: PersistentTransactionalScheduler;
   /** The table the fixture's jobs write their rows to. */
   effects: string;
+  /** The table the fixture's `bump` job counts in (suites declared with `counter: true`): one row, id 1, value 0 at the start. */
+  counter?: string;
   prefix: string;
   /** Worker processes started with `spawn`, alive or not; killed when the suite ends. */
   workers: WorkerProcess[];
@@ -70,10 +76,14 @@ export interface MultiProcessSuite {
 
 /**
  * Declares the hooks of a suite whose jobs run in worker processes: an effects
- * table, scheduler tables under their own prefix, a scheduler that schedules
- * the fixture's jobs by name (with the given lease), and cleanup.
+ * table (and with `counter: true` a counter table), scheduler tables under their
+ * own prefix, a scheduler that schedules the fixture's jobs by name (with the
+ * given lease), and cleanup.
  */
-export function multiProcessSuite(database: TestDatabase, options: { lease: number; jobs: string[]; maxRuns?: number }): MultiProcessSuite {
+export function multiProcessSuite(
+  database: TestDatabase,
+  options: { lease: number; jobs: string[]; maxRuns?: number; counter?: boolean },
+): MultiProcessSuite {
   const suite = { workers: [] as WorkerProcess[] } as MultiProcessSuite;
   before(async () => {
     suite.knex = database.knex();
@@ -86,6 +96,14 @@ export function multiProcessSuite(database: TestDatabase, options: { lease: numb
       t.integer('pid').notNullable();
       t.integer('run').notNullable();
     });
+    if (options.counter) {
+      suite.counter = database.table('counter');
+      await suite.knex.schema.createTable(suite.counter, (t) => {
+        t.integer('id').primary();
+        t.integer('value').notNullable();
+      });
+      await suite.knex(suite.counter).insert({ id: 1, value: 0 });
+    }
     suite.tm = new TransactionManager(suite.knex, { logger: recordingLogger() });
     // The lease is a job option, stored with the job when it is scheduled.
     suite.scheduler = new PersistentTransactionalScheduler(suite.tm, { tablePrefix: suite.prefix, lease: options.lease, maxRuns: options.maxRuns });
@@ -98,7 +116,10 @@ export function multiProcessSuite(database: TestDatabase, options: { lease: numb
     await suite.knex.schema.dropTableIfExists(`${suite.prefix}schema`);
   });
   suite.spawn = ({ lease = options.lease, hold = 0, work, concurrency = 1 } = {}) => {
-    const env = { ...fixtureEnv(database, { prefix: suite.prefix, effects: suite.effects, lease, hold, maxRuns: options.maxRuns }), ...(work === undefined ? {} : { AC_FIXTURE_WORK: String(work) }) };
+    const env = {
+      ...fixtureEnv(database, { prefix: suite.prefix, effects: suite.effects, lease, hold, maxRuns: options.maxRuns, counter: suite.counter }),
+      ...(work === undefined ? {} : { AC_FIXTURE_WORK: String(work) }),
+    };
     const worker = startWorker(env, ['--concurrency', String(concurrency)]);
     suite.workers.push(worker);
     return worker;
