@@ -39,6 +39,18 @@ export class TransactionDoomedError extends TransientError {
   }
 }
 
+/**
+ * A statement of this attempt waited for a lock while an attempt retried after a
+ * conflict waited for it, and was cancelled (PostgreSQL). The attempt is run
+ * again, escalated; `cause` is the driver's error for the cancelled statement.
+ */
+export class PreemptedError extends TransientError {
+  override readonly code = 'AFTERCOMMIT_PREEMPTED';
+  constructor(cause: unknown) {
+    super('a lock wait of this transaction was cancelled in favour of a transaction retried after a conflict; it runs again', { cause });
+  }
+}
+
 /** The connection was lost while COMMIT was under way: the work may or may not be committed. */
 export class CommitOutcomeUnknownError extends Error {
   readonly code = 'AFTERCOMMIT_COMMIT_OUTCOME_UNKNOWN';

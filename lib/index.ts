@@ -15,6 +15,7 @@ export {
   TransientError,
   ConflictError,
   TransactionDoomedError,
+  PreemptedError,
   CommitOutcomeUnknownError,
   CommitRolledBackError,
   TransactionEndedError,

@@ -130,6 +130,8 @@ export interface ContentionStats {
   longestGateWaitMs: number;
   /** How many ordinary attempts may be in their database transaction at once now (the pool's size when nothing collides). */
   concurrencyLimit: number;
+  /** Lock waits of ordinary attempts cancelled for escalated ones (PostgreSQL; those attempts ran again, escalated). */
+  preempted: number;
 }
 
 /** A transaction isolation level (SQLite's transactions are always serializable). */

@@ -25,6 +25,21 @@ export interface EscalationLock {
   release(send: SendStatement): Promise<unknown>;
 }
 
+/**
+ * Cancelling the lock waits of ordinary attempts while an escalated attempt
+ * waits for them to end: for a database that looks for deadlocks only after a
+ * wait (PostgreSQL's deadlock_timeout), where a crowd caught in lock waits would
+ * otherwise break its deadlocks one wait at a time.
+ */
+export interface LockWaitCancel {
+  /** The server's id of a connection's session, once connected. */
+  sessionId(connection: unknown): number | undefined;
+  /** One statement that cancels the statements of the sessions in its one binding (an array of ids) that wait for a lock; it returns their ids as column `id`. */
+  readonly sql: string;
+  /** True for the error a statement cancelled so fails with. */
+  isCancelled(err: unknown): boolean;
+}
+
 /** What the transaction manager needs to know about one database family. */
 export interface Dialect {
   /** The family, for messages and for tests. */
@@ -65,6 +80,8 @@ export interface Dialect {
   readonly singleWriter: boolean;
   /** The lock escalated attempts of all processes take turns on; none where there is a single writer anyway. */
   readonly escalationLock: EscalationLock | undefined;
+  /** How to cancel lock waits in favour of an escalated attempt; none where deadlocks are found at once (InnoDB) or cannot happen (SQLite). */
+  readonly lockWaitCancel: LockWaitCancel | undefined;
 }
 
 const byKnexDialect: Record<string, Dialect> = {

@@ -56,4 +56,5 @@ export const mysql: Dialect = {
   migrationLock: (name) => ({ acquire: `SELECT GET_LOCK('${name}', 120) AS acquired`, release: `SELECT RELEASE_LOCK('${name}')` }),
   singleWriter: false,
   escalationLock,
+  lockWaitCancel: undefined, // InnoDB finds a deadlock the moment it forms
 };

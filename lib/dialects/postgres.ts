@@ -1,4 +1,4 @@
-import type { Dialect, EscalationLock } from './index.js';
+import type { Dialect, EscalationLock, LockWaitCancel } from './index.js';
 import { errorField } from '../support/error-field.js';
 
 const ROLLED_BACK_SQLSTATES = new Set(['40001' /* serialization_failure */, '40P01' /* deadlock_detected */]);
@@ -27,6 +27,15 @@ const escalationLock: EscalationLock = {
     }
   },
   release: (send) => send(`SELECT pg_advisory_unlock(${ESCALATION_LOCK_KEY})`),
+};
+
+const lockWaitCancel: LockWaitCancel = {
+  sessionId: (connection) => (connection as { processID?: number }).processID,
+  // OFFSET 0 keeps the filter inside the subquery, so only sessions waiting for a lock are cancelled.
+  sql:
+    'SELECT pid AS id, pg_cancel_backend(pid) AS cancelled FROM ' +
+    "(SELECT pid FROM pg_stat_activity WHERE pid = ANY(?) AND wait_event_type = 'Lock' OFFSET 0) AS waiting",
+  isCancelled: (err) => errorField(err, 'code') === '57014', // query_canceled
 };
 
 export const postgres: Dialect = {
@@ -59,4 +68,5 @@ export const postgres: Dialect = {
   migrationLock: (name) => ({ acquire: `SELECT pg_advisory_xact_lock(hashtext('${name}'))` }),
   singleWriter: false,
   escalationLock,
+  lockWaitCancel,
 };

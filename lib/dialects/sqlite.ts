@@ -29,4 +29,5 @@ export const sqlite: Dialect = {
   migrationLock: () => ({}),
   singleWriter: true,
   escalationLock: undefined, // BEGIN IMMEDIATE already admits one writer at a time
+  lockWaitCancel: undefined,
 };

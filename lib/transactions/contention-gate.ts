@@ -79,7 +79,12 @@ export class ContentionGate {
     this.lastLimitChange = this.clock.now();
   }
 
-  snapshot(): ContentionStats {
+  /** True while escalated attempts wait for their turn. */
+  get escalatedWaiting(): boolean {
+    return this.escalatedWaiters.length > 0;
+  }
+
+  snapshot(): Omit<ContentionStats, "preempted"> {
     return { ...this.stats, concurrencyLimit: this.limit };
   }
 

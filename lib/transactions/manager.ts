@@ -24,6 +24,7 @@ import { delayPolicy, retryDelay, type DelayPolicy } from './backoff.js';
 import { TransactionAttempt, type AttemptEnvironment } from './transaction.js';
 import { knexBinder } from './bound-knex.js';
 import { ContentionGate } from './contention-gate.js';
+import { LockWaitPreemption } from './preemption.js';
 
 type RetryListener = (event: RetryEvent) => void;
 
@@ -78,6 +79,7 @@ export class TransactionManager {
   private readonly environment: AttemptEnvironment;
   /** Where attempts take turns once they collide; undefined when `escalate` is off. */
   private readonly gate: ContentionGate | undefined;
+  private readonly preemption: LockWaitPreemption | undefined;
 
   constructor(knex: Knex, options: TransactionManagerOptions = {}) {
     if (typeof knex !== 'function' || !knex.client) {
@@ -92,9 +94,14 @@ export class TransactionManager {
     this.clock = options.clock ?? systemClock;
     this.random = options.random ?? Math.random;
     this.bridge = options.bridge;
+    let preemption: LockWaitPreemption | undefined;
     if (checkEscalate(options.escalate, 'escalate') !== false) {
       const pool = poolLimits(knex);
-      this.gate = new ContentionGate(pool.size, pool.acquireTimeoutMs, this.clock);
+      const gate = new ContentionGate(pool.size, pool.acquireTimeoutMs, this.clock);
+      const cancel = this.dialect.lockWaitCancel;
+      if (cancel) preemption = new LockWaitPreemption(knex, cancel, this.logger, () => gate.escalatedWaiting);
+      this.gate = gate;
+      this.preemption = preemption;
     }
     this.environment = {
       knex,
@@ -103,12 +110,14 @@ export class TransactionManager {
       isTransient: (err) => this.isTransient(err),
       bindDb: knexBinder(knex),
       contention: this.gate,
+      preemption,
     };
   }
 
   /** How attempts took turns under contention so far; undefined when `escalate` is off. */
   get contention(): ContentionStats | undefined {
-    return this.gate?.snapshot();
+    const stats = this.gate?.snapshot();
+    return stats && { ...stats, preempted: this.preemption?.cancelled ?? 0 };
   }
 
   /** The open transaction of this manager in the calling async context, or undefined. */

@@ -5,9 +5,10 @@
 import type { Knex } from 'knex';
 import type { AfterCommitHook, Hook, IsolationLevel, Logger, Transaction, TransactionMeta } from '../interfaces.js';
 import type { Dialect } from '../dialects/index.js';
-import { CommitOutcomeUnknownError, CommitRolledBackError, TransactionDoomedError, TransactionEndedError } from '../errors.js';
+import { CommitOutcomeUnknownError, CommitRolledBackError, PreemptedError, TransactionDoomedError, TransactionEndedError } from '../errors.js';
 import type { StatementGate } from './bound-knex.js';
 import type { ContentionGate, GateTurn } from './contention-gate.js';
+import type { LockWaitPreemption, Preemptible } from './preemption.js';
 import { HookList } from './hooks.js';
 
 /** What an attempt needs from its manager. */
@@ -20,6 +21,8 @@ export interface AttemptEnvironment {
   bindDb(gate: StatementGate): Knex.Transaction;
   /** Where attempts take turns under contention; undefined when the manager's `escalate` is off. */
   readonly contention: ContentionGate | undefined;
+  /** Cancels lock waits of ordinary attempts for escalated ones, where the database needs it (PostgreSQL). */
+  readonly preemption: LockWaitPreemption | undefined;
 }
 
 type State = 'open' | 'ending' | 'committed' | 'aborted';
@@ -36,7 +39,7 @@ type PoolClient = {
   query(connection: unknown, obj: unknown): Promise<unknown>;
 };
 
-export class TransactionAttempt implements Transaction, StatementGate {
+export class TransactionAttempt implements Transaction, StatementGate, Preemptible {
   private boundDb: Knex.Transaction | undefined;
   private state: State = 'open';
   /** The connection of the open database transaction (BEGIN sent), while one is open. */
@@ -53,6 +56,10 @@ export class TransactionAttempt implements Transaction, StatementGate {
   private heldTurn: GateTurn | undefined;
   /** The database's escalation lock is held on the open database transaction's connection. */
   private holdsEscalationLock = false;
+  /** The server's id of the open database transaction's session, while preemption may cancel its lock waits. */
+  sessionId = 0;
+  /** Until when a cancel of this attempt's lock wait may still land: its connection is kept till then. */
+  private preemption: Promise<void> | undefined;
   private readonly before = new HookList();
   private readonly afterCommitHooks = new HookList();
   private readonly afterAbortHooks = new HookList();
@@ -155,6 +162,7 @@ export class TransactionAttempt implements Transaction, StatementGate {
   private enqueue<T>(run: () => Promise<T>): Promise<T> {
     const result = this.queue.then(run).catch((err: unknown) => {
       if (this.env.isTransient(err)) this.doom(err);
+      else if (this.preemption && this.env.dialect.lockWaitCancel!.isCancelled(err)) this.doom(new PreemptedError(err));
       throw err;
     });
     this.queue = result.catch(() => undefined);
@@ -174,6 +182,7 @@ export class TransactionAttempt implements Transaction, StatementGate {
       throw err;
     }
     this.liveConnection = connection;
+    this.offerForPreemption(connection);
     try {
       if (this.turn === 'escalated') await this.takeEscalationLock(connection);
       for (const sql of this.env.dialect.begin(this.isolation)) await this.enqueue(() => this.send(connection, sql));
@@ -195,9 +204,24 @@ export class TransactionAttempt implements Transaction, StatementGate {
       this.heldTurn = turn;
       return undefined;
     }
+    if (turn === 'escalated') this.env.preemption?.request();
     return waiting.then(() => {
       this.heldTurn = turn;
     });
+  }
+
+  preemptionPending(settled: Promise<void>): void {
+    this.preemption = settled;
+  }
+
+  /** An ordinary attempt's lock waits may be cancelled for an escalated one (where the database needs that). */
+  private offerForPreemption(connection: unknown): void {
+    const preemption = this.env.preemption;
+    if (!preemption || this.heldTurn !== 'shared') return;
+    const id = this.env.dialect.lockWaitCancel!.sessionId(connection);
+    if (id === undefined) return;
+    this.sessionId = id;
+    preemption.add(this);
   }
 
   private giveTurnBack(): void {
@@ -222,6 +246,11 @@ export class TransactionAttempt implements Transaction, StatementGate {
 
   /** Gives back the escalation lock, the connection and the turn, in that order. */
   private async giveConnectionBack(connection: unknown): Promise<void> {
+    if (this.sessionId) {
+      this.env.preemption!.delete(this);
+      this.sessionId = 0;
+      await this.preemption;
+    }
     if (this.holdsEscalationLock) {
       this.holdsEscalationLock = false;
       try {
