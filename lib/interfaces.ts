@@ -112,8 +112,9 @@ export interface TransactionManagerOptions {
    * all processes take turns on a database lock (MySQL/MariaDB `GET_LOCK`,
    * PostgreSQL advisory lock); it starts without a random delay. Each conflict
    * also halves how many attempts may be in their database transaction at once
-   * (it doubles back each second without one, up to the pool's size). False
-   * restores plain retries after a random delay. Default true.
+   * (doubled back each second without one, reset when the manager is idle, never
+   * above the pool's size). False restores plain retries after a random delay.
+   * Default true.
    */
   escalate?: boolean;
 }
@@ -128,7 +129,7 @@ export interface ContentionStats {
   gateWaitMs: number;
   /** The longest such wait, in milliseconds. */
   longestGateWaitMs: number;
-  /** How many ordinary attempts may be in their database transaction at once now (the pool's size when nothing collides). */
+  /** How many ordinary attempts may be in their database transaction at once now: the pool's size while nothing collides, halved by each conflict. */
   concurrencyLimit: number;
   /** Lock waits of ordinary attempts cancelled for escalated ones (PostgreSQL; those attempts ran again, escalated). */
   preempted: number;

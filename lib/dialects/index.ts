@@ -12,6 +12,9 @@ import { sqlite } from './sqlite.js';
 /** Runs one statement on an attempt's connection; resolves to knex's query object (its `response` is the driver's answer). */
 export type SendStatement = (sql: string) => Promise<unknown>;
 
+/** How an attempt holds the escalation lock: alone (escalated), or beside other ordinary attempts of contended processes. */
+export type EscalationLockMode = 'exclusive' | 'shared';
+
 /**
  * The lock escalated attempts of all processes take turns on. It is a session
  * lock, taken on the attempt's connection before BEGIN (so a REPEATABLE READ
@@ -19,10 +22,16 @@ export type SendStatement = (sql: string) => Promise<unknown>;
  * a connection that breaks gives it back by itself.
  */
 export interface EscalationLock {
+  /**
+   * True when the lock has a shared mode (PostgreSQL): ordinary attempts of a
+   * process that has seen conflicts take it shared, so an escalated attempt of
+   * another process waits for them and they wait for it.
+   */
+  readonly shared: boolean;
   /** Waits up to `waitMs` for the lock; resolves false when that time ran out first. */
-  acquire(send: SendStatement, waitMs: number): Promise<boolean>;
+  acquire(send: SendStatement, mode: EscalationLockMode, waitMs: number): Promise<boolean>;
   /** Gives the lock back. */
-  release(send: SendStatement): Promise<unknown>;
+  release(send: SendStatement, mode: EscalationLockMode): Promise<unknown>;
 }
 
 /**
@@ -34,7 +43,11 @@ export interface EscalationLock {
 export interface LockWaitCancel {
   /** The server's id of a connection's session, once connected. */
   sessionId(connection: unknown): number | undefined;
-  /** One statement that cancels the statements of the sessions in its one binding (an array of ids) that wait for a lock; it returns their ids as column `id`. */
+  /**
+   * One statement that cancels the statements of the sessions in its first
+   * binding (an array of ids) that wait for a row or table lock and began at
+   * least its second binding (milliseconds) ago; it returns their ids as `id`.
+   */
   readonly sql: string;
   /** True for the error a statement cancelled so fails with. */
   isCancelled(err: unknown): boolean;

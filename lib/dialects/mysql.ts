@@ -15,7 +15,8 @@ const CONNECTION_ERRNOS = new Set([1053 /* ER_SERVER_SHUTDOWN */, 1927 /* ER_CON
 const ESCALATION_LOCK_NAME = "LEFT(CONCAT_WS('.', 'aftercommit.escalated', DATABASE()), 64)";
 
 const escalationLock: EscalationLock = {
-  async acquire(send, waitMs) {
+  shared: false, // named locks have one mode; InnoDB's immediate deadlock detection makes up for it
+  async acquire(send, _mode, waitMs) {
     // GET_LOCK answers 1 when taken, 0 when the wait ran out; it waits in whole seconds.
     const answer = (await send(`SELECT GET_LOCK(${ESCALATION_LOCK_NAME}, ${Math.max(1, Math.ceil(waitMs / 1000))}) AS acquired`)) as {
       response: [{ acquired: number | null }[]];

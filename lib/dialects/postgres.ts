@@ -10,14 +10,23 @@ const LOST_CONNECTION_MESSAGES = /\b(Connection terminated|Client has encountere
 /** Advisory locks are per database already. */
 const ESCALATION_LOCK_KEY = "hashtext('aftercommit.escalated')";
 
+const lockFunctions = {
+  exclusive: { tryLock: 'pg_try_advisory_lock', lock: 'pg_advisory_lock', unlock: 'pg_advisory_unlock' },
+  shared: { tryLock: 'pg_try_advisory_lock_shared', lock: 'pg_advisory_lock_shared', unlock: 'pg_advisory_unlock_shared' },
+};
+
 const escalationLock: EscalationLock = {
-  async acquire(send, waitMs) {
-    // A session-level lock taken in a transaction of its own: that is where SET LOCAL can bound the wait,
-    // and the lock outlives the COMMIT.
+  shared: true,
+  async acquire(send, mode, waitMs) {
+    const { tryLock, lock } = lockFunctions[mode];
+    const tried = (await send(`SELECT ${tryLock}(${ESCALATION_LOCK_KEY}) AS acquired`)) as { response: { rows: { acquired: boolean }[] } };
+    if (tried.response.rows[0]?.acquired) return true;
+    // Held (or awaited) in a conflicting mode: wait in a transaction of its own, where SET LOCAL can
+    // bound the wait; a session-level lock outlives that COMMIT.
     await send('BEGIN');
     try {
       await send(`SET LOCAL lock_timeout = ${Math.max(1, Math.ceil(waitMs))}`);
-      await send(`SELECT pg_advisory_lock(${ESCALATION_LOCK_KEY})`);
+      await send(`SELECT ${lock}(${ESCALATION_LOCK_KEY})`);
       await send('COMMIT');
       return true;
     } catch (err) {
@@ -26,15 +35,17 @@ const escalationLock: EscalationLock = {
       throw err;
     }
   },
-  release: (send) => send(`SELECT pg_advisory_unlock(${ESCALATION_LOCK_KEY})`),
+  release: (send, mode) => send(`SELECT ${lockFunctions[mode].unlock}(${ESCALATION_LOCK_KEY})`),
 };
 
 const lockWaitCancel: LockWaitCancel = {
   sessionId: (connection) => (connection as { processID?: number }).processID,
-  // OFFSET 0 keeps the filter inside the subquery, so only sessions waiting for a lock are cancelled.
+  // OFFSET 0 keeps the filter inside the subquery, so only sessions waiting for a row or table lock (not
+  // for the escalation lock itself) for at least the given milliseconds are cancelled.
   sql:
-    'SELECT pid AS id, pg_cancel_backend(pid) AS cancelled FROM ' +
-    "(SELECT pid FROM pg_stat_activity WHERE pid = ANY(?) AND wait_event_type = 'Lock' OFFSET 0) AS waiting",
+    'SELECT pid AS id, pg_cancel_backend(pid) AS cancelled FROM (SELECT pid FROM pg_stat_activity ' +
+    "WHERE pid = ANY(?) AND wait_event_type = 'Lock' AND wait_event <> 'advisory' " +
+    "AND clock_timestamp() - query_start >= ? * interval '1 millisecond' OFFSET 0) AS waiting",
   isCancelled: (err) => errorField(err, 'code') === '57014', // query_canceled
 };
 

@@ -6,21 +6,25 @@
  *   (its first statement) and leaves when that transaction ends. While nothing
  *   collides this is a counter increment: no promise, no await.
  * - An *escalated* attempt (one that follows a conflict) enters alone: it waits
- *   until the attempts in flight have ended, and no attempt begins before it
- *   (escalated attempts go first). Inside this process it cannot collide again.
+ *   until the attempts in flight have ended, and ordinary attempts that arrive
+ *   meanwhile wait for it. Inside this process it cannot collide again.
  * - Each conflict halves how many ordinary attempts may be in flight (at least
- *   one); each second without a conflict doubles it back, up to the pool's size.
- *   A crowd on hot rows so runs one at a time instead of colliding in waves (on
- *   PostgreSQL every wave waits out deadlock_timeout), while a stray deadlock in
- *   a busy process halves its concurrency for about a second.
+ *   one): a crowd on hot rows then goes through one at a time instead of
+ *   colliding in waves (on PostgreSQL every wave waits out deadlock_timeout). A
+ *   second without a conflict doubles the limit back; an idle gate resets it.
+ *   It never exceeds the pool's size: beyond that attempts would only wait for
+ *   a connection, and an escalated attempt would have to wait for all of them.
+ * - Turns are phase-fair: when an escalated attempt ends, the ordinary attempts
+ *   that waited for it go in (up to the limit) before the next escalated one, so
+ *   a stream of retried transactions does not hold other work back for long.
  *
  * Attempts never wait here while holding a connection: the gate is passed before
- * the pool is asked, so whoever holds the gate can always get one.
+ * the pool is asked, so whoever holds a turn can always get one.
  */
 import type { Clock, ContentionStats } from '../interfaces.js';
 import { ContentionTimeoutError } from '../errors.js';
 
-/** How long the concurrency limit stays lowered after a conflict before it doubles. */
+/** How long the limit stays lowered after a conflict before it doubles. */
 const RECOVERY_MS = 1000;
 
 export type GateTurn = 'shared' | 'escalated';
@@ -44,7 +48,7 @@ export class ContentionGate {
   private readonly stats = { escalations: 0, gateWaits: 0, gateWaitMs: 0, longestGateWaitMs: 0 };
 
   constructor(
-    /** The pool's size: more attempts in flight would only wait for a connection. */
+    /** The pool's size: more ordinary attempts in flight would only wait for a connection. */
     private readonly capacity: number,
     /** How long an attempt may wait for its turn (and an escalated one for the database's lock) before it gives up. */
     readonly timeoutMs: number,
@@ -64,14 +68,22 @@ export class ContentionGate {
 
   /** Gives a turn back (its database transaction has ended) and lets the next ones in. */
   leave(turn: GateTurn): void {
-    if (turn === 'escalated') this.alone = false;
-    else this.shared--;
+    if (turn === 'escalated') {
+      this.alone = false;
+      this.admitWaitingShared();
+    } else {
+      this.shared--;
+    }
+    if (this.shared === 0 && !this.alone && this.sharedWaiters.length === 0 && this.escalatedWaiters.length === 0) {
+      this.limit = this.capacity; // the crowd has gone
+    }
     this.dispatch();
   }
 
   /**
-   * An attempt of this process collided with another transaction: fewer ordinary
-   * attempts in flight from now on; `escalating` when its retry runs escalated.
+   * An attempt of this process collided with another transaction: fewer
+   * ordinary attempts in flight from now on; `escalating` when its retry runs
+   * escalated.
    */
   conflict(escalating: boolean): void {
     if (escalating) this.stats.escalations++;
@@ -79,26 +91,25 @@ export class ContentionGate {
     this.lastLimitChange = this.clock.now();
   }
 
+  /** True while conflicts keep the limit below the pool's size. */
+  get contended(): boolean {
+    return this.limit < this.capacity;
+  }
+
   /** True while escalated attempts wait for their turn. */
   get escalatedWaiting(): boolean {
     return this.escalatedWaiters.length > 0;
   }
 
-  snapshot(): Omit<ContentionStats, "preempted"> {
+  snapshot(): Omit<ContentionStats, 'preempted'> {
     return { ...this.stats, concurrencyLimit: this.limit };
   }
 
   private mayEnterNow(turn: GateTurn): boolean {
-    if (this.alone) return false;
+    if (this.alone || this.escalatedWaiters.length > 0) return false;
     if (turn === 'escalated') return this.shared === 0;
-    if (this.escalatedWaiters.length > 0 || this.sharedWaiters.length > 0) return false;
-    if (this.shared < this.limit) return true;
-    return this.recover() && this.shared < this.limit;
-  }
-
-  private take(turn: GateTurn): void {
-    if (turn === 'escalated') this.alone = true;
-    else this.shared++;
+    if (this.sharedWaiters.length > 0) return false;
+    return this.shared < this.limit || (this.recover() && this.shared < this.limit);
   }
 
   /** Doubles a lowered limit once a second has passed without a conflict; true when it rose. */
@@ -111,13 +122,18 @@ export class ContentionGate {
     return true;
   }
 
+  private take(turn: GateTurn): void {
+    if (turn === 'escalated') this.alone = true;
+    else this.shared++;
+  }
+
   private wait(turn: GateTurn): Promise<void> {
     const since = this.clock.now();
     const queue = turn === 'escalated' ? this.escalatedWaiters : this.sharedWaiters;
     return new Promise<void>((resolve, reject) => {
       const timer = setTimeout(() => {
         queue.splice(queue.indexOf(waiter), 1);
-        this.dispatch(); // an escalated waiter that gives up may unblock shared ones
+        this.dispatch(); // an escalated waiter that gives up may let shared ones in
         reject(new ContentionTimeoutError(this.timeoutMs));
       }, this.timeoutMs);
       timer.unref();
@@ -133,16 +149,20 @@ export class ContentionGate {
     });
   }
 
-  /** Grants waiting turns: escalated attempts first, one at a time; then ordinary ones up to the limit. */
+  /** The ordinary attempts that waited through an escalated turn go in before the next one. */
+  private admitWaitingShared(): void {
+    if (this.sharedWaiters.length > 0) this.recover();
+    while (this.sharedWaiters.length > 0 && this.shared < this.limit) this.grant(this.sharedWaiters.shift()!);
+  }
+
+  /** Grants waiting turns: an escalated one once nothing is in flight, else ordinary ones while none is escalated. */
   private dispatch(): void {
     if (this.alone) return;
-    const escalated = this.escalatedWaiters[0];
-    if (escalated) {
+    if (this.escalatedWaiters.length > 0) {
       if (this.shared === 0) this.grant(this.escalatedWaiters.shift()!);
       return;
     }
-    if (this.sharedWaiters.length > 0 && this.shared >= this.limit) this.recover();
-    while (this.sharedWaiters.length > 0 && this.shared < this.limit) this.grant(this.sharedWaiters.shift()!);
+    this.admitWaitingShared();
   }
 
   private grant(waiter: Waiter): void {

@@ -99,7 +99,10 @@ export class TransactionManager {
       const pool = poolLimits(knex);
       const gate = new ContentionGate(pool.size, pool.acquireTimeoutMs, this.clock);
       const cancel = this.dialect.lockWaitCancel;
-      if (cancel) preemption = new LockWaitPreemption(knex, cancel, this.logger, () => gate.escalatedWaiting);
+      if (cancel) {
+        const urgency = () => (gate.escalatedWaiting ? 'at once' : gate.contended ? 'after a while' : undefined);
+        preemption = new LockWaitPreemption(knex, cancel, this.logger, urgency);
+      }
       this.gate = gate;
       this.preemption = preemption;
     }

@@ -1,13 +1,17 @@
 /**
- * Lock-wait preemption: while an escalated attempt waits for the ordinary
- * attempts in flight to end, those of them stuck in a lock wait are cancelled
- * and retried (escalated) instead of being waited for.
+ * Lock-wait preemption (PostgreSQL): ordinary attempts stuck in a lock wait are
+ * cancelled and run again, escalated, instead of being waited for:
+ * - at once, while an escalated attempt of this process waits for the attempts
+ *   in flight to end;
+ * - after a short wait, while the process is contended (it has seen conflicts
+ *   lately): that breaks deadlocks with other processes' attempts long before
+ *   the server would.
  *
- * Only for databases that look for deadlocks after a wait: PostgreSQL breaks
- * each deadlock only after `deadlock_timeout` (1 s by default), so a crowd
- * caught in lock waits would hold the escalated attempt for one such wait per
- * deadlock among them. Hardware lock elision does the same: taking the fallback
- * lock aborts the speculative transactions in flight.
+ * PostgreSQL looks for a deadlock only after `deadlock_timeout` (1 s by default,
+ * changeable only by a superuser), so a crowd caught in lock waits would
+ * otherwise wait that long once per deadlock among them. Hardware lock elision
+ * does the same: taking the fallback lock aborts the speculative transactions in
+ * flight.
  */
 import type { Knex } from 'knex';
 import type { LockWaitCancel } from '../dialects/index.js';
@@ -31,14 +35,21 @@ type QueryClient = {
   query(connection: unknown, obj: { sql: string; bindings: unknown[] }): Promise<{ response?: { rows?: { id: number }[] } }>;
 };
 
-/** Between two cancel rounds for the same waiting escalated attempts. */
-const ROUND_SPACING_MS = 50;
+/** How long the connection cancels are sent from stays open after its last round. */
+const CONNECTION_IDLE_MS = 5000;
+/** Between two cancel rounds. */
+const ROUND_SPACING_MS = 10;
+/** How long a lock wait may last in a contended process, with no escalated attempt waiting, before it is cancelled. */
+const CONTENDED_WAIT_MS = 50;
 /** How long the attempts of a round keep their connections after it, for the cancel signals to land. */
 const SIGNAL_GRACE_MS = 10;
 
 export class LockWaitPreemption {
   private readonly inFlight = new Set<Preemptible>();
   private running = false;
+  /** A connection of its own: the pool's may all be held by the attempts in question. Kept while rounds come often. */
+  private connection: Promise<unknown> | undefined;
+  private idleTimer: NodeJS.Timeout | undefined;
   /** Statements cancelled so far. */
   cancelled = 0;
 
@@ -46,8 +57,8 @@ export class LockWaitPreemption {
     private readonly knex: Knex,
     private readonly cancel: LockWaitCancel,
     private readonly logger: Logger,
-    /** True while escalated attempts wait for their turn. */
-    private readonly needed: () => boolean,
+    /** Whether lock waits are to be cancelled now: at once, after CONTENDED_WAIT_MS, or not at all. */
+    private readonly urgency: () => 'at once' | 'after a while' | undefined,
   ) {}
 
   add(attempt: Preemptible): void {
@@ -58,38 +69,47 @@ export class LockWaitPreemption {
     this.inFlight.delete(attempt);
   }
 
-  /** An escalated attempt waits: cancel lock waits now, and every 50 ms while one still waits. */
+  /** Cancels lock waits now and every 10 ms while `urgency` says so and ordinary attempts are in flight. */
   request(): void {
     if (this.running) return;
     this.running = true;
+    clearTimeout(this.idleTimer);
     void this.rounds().finally(() => {
       this.running = false;
+      this.idleTimer = setTimeout(() => this.closeConnection(), CONNECTION_IDLE_MS).unref();
     });
   }
 
+  private get client(): QueryClient {
+    return this.knex.client as unknown as QueryClient;
+  }
+
+  private closeConnection(): void {
+    const connection = this.connection;
+    this.connection = undefined;
+    void connection?.then((c) => this.client.destroyRawConnection(c)).catch(() => undefined);
+  }
+
   private async rounds(): Promise<void> {
-    while (this.needed() && this.inFlight.size > 0) {
-      await this.round();
+    for (let urgency = this.urgency(); urgency && this.inFlight.size > 0; urgency = this.urgency()) {
+      await this.round(urgency === 'at once' ? 0 : CONTENDED_WAIT_MS);
       await new Promise((resolve) => setTimeout(resolve, ROUND_SPACING_MS).unref());
     }
   }
 
-  private async round(): Promise<void> {
+  private async round(minWaitMs: number): Promise<void> {
     const candidates = [...this.inFlight];
     let settle!: () => void;
     const settled = new Promise<void>((resolve) => (settle = resolve));
     for (const attempt of candidates) attempt.preemptionPending(settled);
-    // A connection of its own: the pool's may all be held by the attempts in question.
-    const client = this.knex.client as unknown as QueryClient;
-    let connection: unknown;
     try {
-      connection = await client.acquireRawConnection();
-      const answer = await client.query(connection, { sql: this.cancel.sql, bindings: [candidates.map((a) => a.sessionId)] });
+      this.connection ??= this.client.acquireRawConnection();
+      const answer = await this.client.query(await this.connection, { sql: this.cancel.sql, bindings: [candidates.map((a) => a.sessionId), minWaitMs] });
       this.cancelled += answer.response?.rows?.length ?? 0;
     } catch (err) {
+      this.closeConnection();
       this.logger.warn({ err }, 'cancelling lock waits for an escalated attempt failed; it waits for them instead');
     } finally {
-      if (connection !== undefined) await client.destroyRawConnection(connection).catch(() => undefined);
       // A cancel is a signal the server handles a moment later: give it that moment before the
       // connections may change hands.
       await new Promise((resolve) => setTimeout(resolve, SIGNAL_GRACE_MS).unref());

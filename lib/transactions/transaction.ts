@@ -4,7 +4,7 @@
  */
 import type { Knex } from 'knex';
 import type { AfterCommitHook, Hook, IsolationLevel, Logger, Transaction, TransactionMeta } from '../interfaces.js';
-import type { Dialect } from '../dialects/index.js';
+import type { Dialect, EscalationLockMode } from '../dialects/index.js';
 import { CommitOutcomeUnknownError, CommitRolledBackError, PreemptedError, TransactionDoomedError, TransactionEndedError } from '../errors.js';
 import type { StatementGate } from './bound-knex.js';
 import type { ContentionGate, GateTurn } from './contention-gate.js';
@@ -54,8 +54,8 @@ export class TransactionAttempt implements Transaction, StatementGate, Preemptib
   private savepoints = 0;
   /** The turn this attempt holds at the contention gate, while its database transaction is open. */
   private heldTurn: GateTurn | undefined;
-  /** The database's escalation lock is held on the open database transaction's connection. */
-  private holdsEscalationLock = false;
+  /** How the open database transaction's connection holds the database's escalation lock, if it does. */
+  private escalationLockMode: EscalationLockMode | undefined;
   /** The server's id of the open database transaction's session, while preemption may cancel its lock waits. */
   sessionId = 0;
   /** Until when a cancel of this attempt's lock wait may still land: its connection is kept till then. */
@@ -184,7 +184,7 @@ export class TransactionAttempt implements Transaction, StatementGate, Preemptib
     this.liveConnection = connection;
     this.offerForPreemption(connection);
     try {
-      if (this.turn === 'escalated') await this.takeEscalationLock(connection);
+      await this.takeEscalationLock(connection);
       for (const sql of this.env.dialect.begin(this.isolation)) await this.enqueue(() => this.send(connection, sql));
     } catch (err) {
       this.connection = undefined;
@@ -222,6 +222,7 @@ export class TransactionAttempt implements Transaction, StatementGate, Preemptib
     if (id === undefined) return;
     this.sessionId = id;
     preemption.add(this);
+    if (this.env.contention!.contended) preemption.request();
   }
 
   private giveTurnBack(): void {
@@ -231,16 +232,23 @@ export class TransactionAttempt implements Transaction, StatementGate, Preemptib
     this.env.contention!.leave(turn);
   }
 
-  /** Escalated attempts of all processes take turns on a database lock (none for SQLite's single writer). */
+  /**
+   * Escalated attempts of all processes take turns on a database lock (none for
+   * SQLite's single writer); where it has a shared mode, the ordinary attempts of
+   * a process that has seen conflicts hold it shared.
+   */
   private async takeEscalationLock(connection: unknown): Promise<void> {
     const lock = this.env.dialect.escalationLock;
-    if (!lock) return;
-    const waitMs = this.env.contention!.timeoutMs;
-    if (await lock.acquire((sql) => this.send(connection, sql), waitMs)) {
-      this.holdsEscalationLock = true;
+    const gate = this.env.contention;
+    if (!lock || !gate || !this.heldTurn) return;
+    const mode = this.heldTurn === 'escalated' ? 'exclusive' : lock.shared && gate.contended ? 'shared' : undefined;
+    if (!mode) return;
+    const waitMs = gate.timeoutMs;
+    if (await lock.acquire((sql) => this.send(connection, sql), mode, waitMs)) {
+      this.escalationLockMode = mode;
     } else {
       // Progress, not safety, depends on the lock: go on without it rather than fail the request.
-      this.env.logger.warn({ waitMs }, `an escalated attempt waited ${waitMs} ms for the escalation lock and goes on without it`);
+      this.env.logger.warn({ waitMs, mode }, `an attempt waited ${waitMs} ms for the escalation lock (${mode}) and goes on without it`);
     }
   }
 
@@ -251,10 +259,11 @@ export class TransactionAttempt implements Transaction, StatementGate, Preemptib
       this.sessionId = 0;
       await this.preemption;
     }
-    if (this.holdsEscalationLock) {
-      this.holdsEscalationLock = false;
+    const mode = this.escalationLockMode;
+    if (mode) {
+      this.escalationLockMode = undefined;
       try {
-        await this.env.dialect.escalationLock!.release((sql) => this.send(connection, sql));
+        await this.env.dialect.escalationLock!.release((sql) => this.send(connection, sql), mode);
       } catch (err) {
         // A pooled connection must not keep the lock: knex destroys a connection marked disposed.
         (connection as DisposableConnection).__knex__disposed = err;
