@@ -40,14 +40,15 @@ export class TransactionDoomedError extends TransientError {
 }
 
 /**
- * A statement of this attempt waited for a lock while an attempt retried after a
- * conflict waited for it, and was cancelled (PostgreSQL). The attempt is run
- * again, escalated; `cause` is the driver's error for the cancelled statement.
+ * A lock wait of this attempt was cancelled under contention (PostgreSQL): an
+ * attempt retried after a conflict was waiting for it, or it had waited long
+ * while the process saw conflicts. The attempt runs again, escalated; `cause` is
+ * the driver's error for the cancelled statement.
  */
 export class PreemptedError extends TransientError {
   override readonly code = 'AFTERCOMMIT_PREEMPTED';
   constructor(cause: unknown) {
-    super('a lock wait of this transaction was cancelled in favour of a transaction retried after a conflict; it runs again', { cause });
+    super('a lock wait of this transaction was cancelled under contention (it would have waited for a deadlock to be found); it runs again', { cause });
   }
 }
 
@@ -91,15 +92,17 @@ export class TransactionEndedError extends Error {
 
 /**
  * An attempt waited longer than knex's `acquireConnectionTimeout` for its turn at
- * the database: attempts retried after conflicts (escalated, each running alone)
- * kept it waiting. Treated like an exhausted pool: the Koa adaptation answers 503.
+ * the database: under contention, attempts retried after conflicts run alone and
+ * fewer ordinary ones are let in at once. Treated like an exhausted pool: the Koa
+ * adaptation answers 503.
  */
 export class ContentionTimeoutError extends Error {
   readonly code = 'AFTERCOMMIT_CONTENTION_TIMEOUT';
   constructor(readonly waitedMs: number) {
     super(
-      `waited ${waitedMs} ms for a turn at the database while transactions retried after conflicts ran one at a time; ` +
-        'look for a transaction that stays open long (a handler waiting while it holds row locks), or raise knex\'s acquireConnectionTimeout',
+      `waited ${waitedMs} ms for a turn at the database while this process's transactions took turns after conflicts; ` +
+        'look for a transaction that stays open long (a handler waiting while it holds row locks, or one that awaits ' +
+        "a separate transaction of the same manager), or raise knex's acquireConnectionTimeout",
     );
     this.name = 'ContentionTimeoutError';
   }

@@ -35,10 +35,10 @@ export interface EscalationLock {
 }
 
 /**
- * Cancelling the lock waits of ordinary attempts while an escalated attempt
- * waits for them to end: for a database that looks for deadlocks only after a
- * wait (PostgreSQL's deadlock_timeout), where a crowd caught in lock waits would
- * otherwise break its deadlocks one wait at a time.
+ * Cancelling the lock waits of ordinary attempts under contention: for a
+ * database that looks for deadlocks only after a wait (PostgreSQL's
+ * deadlock_timeout), where a crowd caught in lock waits would otherwise break
+ * its deadlocks one wait at a time.
  */
 export interface LockWaitCancel {
   /** The server's id of a connection's session, once connected. */
@@ -51,6 +51,8 @@ export interface LockWaitCancel {
   readonly sql: string;
   /** True for the error a statement cancelled so fails with. */
   isCancelled(err: unknown): boolean;
+  /** Lets the process exit while the connection the cancels are sent from is open. */
+  unref(connection: unknown): void;
 }
 
 /** What the transaction manager needs to know about one database family. */
@@ -93,7 +95,7 @@ export interface Dialect {
   readonly singleWriter: boolean;
   /** The lock escalated attempts of all processes take turns on; none where there is a single writer anyway. */
   readonly escalationLock: EscalationLock | undefined;
-  /** How to cancel lock waits in favour of an escalated attempt; none where deadlocks are found at once (InnoDB) or cannot happen (SQLite). */
+  /** How to cancel lock waits under contention; none where deadlocks are found at once (InnoDB) or cannot happen (SQLite). */
   readonly lockWaitCancel: LockWaitCancel | undefined;
 }
 

@@ -17,7 +17,7 @@ const ESCALATION_LOCK_NAME = "LEFT(CONCAT_WS('.', 'aftercommit.escalated', DATAB
 const escalationLock: EscalationLock = {
   shared: false, // named locks have one mode; InnoDB's immediate deadlock detection makes up for it
   async acquire(send, _mode, waitMs) {
-    // GET_LOCK answers 1 when taken, 0 when the wait ran out; it waits in whole seconds.
+    // GET_LOCK answers 1 when taken, 0 when the wait ran out; the wait is rounded up to whole seconds.
     const answer = (await send(`SELECT GET_LOCK(${ESCALATION_LOCK_NAME}, ${Math.max(1, Math.ceil(waitMs / 1000))}) AS acquired`)) as {
       response: [{ acquired: number | null }[]];
     };

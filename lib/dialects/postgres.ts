@@ -25,13 +25,16 @@ const escalationLock: EscalationLock = {
     // bound the wait; a session-level lock outlives that COMMIT.
     await send('BEGIN');
     try {
+      // The wait is bounded by lock_timeout alone, whatever statement_timeout the role has.
       await send(`SET LOCAL lock_timeout = ${Math.max(1, Math.ceil(waitMs))}`);
+      await send('SET LOCAL statement_timeout = 0');
       await send(`SELECT ${lock}(${ESCALATION_LOCK_KEY})`);
       await send('COMMIT');
       return true;
     } catch (err) {
       await send('ROLLBACK');
-      if (errorField(err, 'code') === '55P03') return false; // lock_not_available: the wait ran out
+      const code = errorField(err, 'code');
+      if (code === '55P03' || code === '57014') return false; // the wait ran out, or was cancelled: go on without
       throw err;
     }
   },
@@ -47,6 +50,7 @@ const lockWaitCancel: LockWaitCancel = {
     "WHERE pid = ANY(?) AND wait_event_type = 'Lock' AND wait_event <> 'advisory' " +
     "AND clock_timestamp() - query_start >= ? * interval '1 millisecond' OFFSET 0) AS waiting",
   isCancelled: (err) => errorField(err, 'code') === '57014', // query_canceled
+  unref: (connection) => (connection as { connection?: { stream?: { unref?(): void } } }).connection?.stream?.unref?.(),
 };
 
 export const postgres: Dialect = {

@@ -91,10 +91,12 @@ export class ContentionGate {
     this.lastLimitChange = this.clock.now();
   }
 
-  /** True while conflicts keep the limit below the pool's size. */
+  /** True while recent conflicts keep the limit below the pool's size. */
   get contended(): boolean {
+    this.recover();
     return this.limit < this.capacity;
   }
+
 
   /** True while escalated attempts wait for their turn. */
   get escalatedWaiting(): boolean {
@@ -102,6 +104,7 @@ export class ContentionGate {
   }
 
   snapshot(): Omit<ContentionStats, 'preempted'> {
+    this.recover();
     return { ...this.stats, concurrencyLimit: this.limit };
   }
 
@@ -109,17 +112,18 @@ export class ContentionGate {
     if (this.alone || this.escalatedWaiters.length > 0) return false;
     if (turn === 'escalated') return this.shared === 0;
     if (this.sharedWaiters.length > 0) return false;
-    return this.shared < this.limit || (this.recover() && this.shared < this.limit);
+    if (this.limit < this.capacity) this.recover();
+    return this.shared < this.limit;
   }
 
-  /** Doubles a lowered limit once a second has passed without a conflict; true when it rose. */
-  private recover(): boolean {
-    if (this.limit >= this.capacity) return false;
+  /** Doubles a lowered limit for each second that has passed without a conflict. */
+  private recover(): void {
+    if (this.limit >= this.capacity) return;
     const now = this.clock.now();
-    if (now - this.lastLimitChange < RECOVERY_MS) return false;
-    this.limit = Math.min(this.capacity, this.limit * 2);
-    this.lastLimitChange = now;
-    return true;
+    while (this.limit < this.capacity && now - this.lastLimitChange >= RECOVERY_MS) {
+      this.limit = Math.min(this.capacity, this.limit * 2);
+      this.lastLimitChange += RECOVERY_MS;
+    }
   }
 
   private take(turn: GateTurn): void {

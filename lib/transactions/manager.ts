@@ -17,13 +17,14 @@ import type {
   TransactionMeta,
 } from '../interfaces.js';
 import { dialectOf, type Dialect } from '../dialects/index.js';
-import { ContentionTimeoutError, TransientError, describeCause } from '../errors.js';
+import { ContentionTimeoutError, PreemptedError, TransientError, describeCause } from '../errors.js';
 import { systemClock } from '../support/clock.js';
 import { defaultLogger } from '../support/logger.js';
 import { delayPolicy, retryDelay, type DelayPolicy } from './backoff.js';
 import { TransactionAttempt, type AttemptEnvironment } from './transaction.js';
 import { knexBinder } from './bound-knex.js';
 import { ContentionGate } from './contention-gate.js';
+import type { ContentionEnvironment } from './contention-hold.js';
 import { LockWaitPreemption } from './preemption.js';
 
 type RetryListener = (event: RetryEvent) => void;
@@ -51,6 +52,11 @@ function poolLimits(knex: Knex): { size: number; acquireTimeoutMs: number } {
 
 const prepare = (tx: TransactionAttempt) => tx.prepare();
 
+/** What `tm.outside(fn)` leaves in the async context: no current transaction, but who started `fn`. */
+class OutsideOf {
+  constructor(readonly attempt: TransactionAttempt) {}
+}
+
 function mergeMeta(base: TransactionMeta | undefined, own: TransactionMeta | undefined, name: string): TransactionMeta {
   if (!base && own?.note !== undefined) return own; // the common case (a request's metadata): nothing to merge
   const meta: TransactionMeta = { ...base, ...own };
@@ -72,14 +78,14 @@ export class TransactionManager {
   /** Source of randomness for retry delays (the `random` option); workers use it for re-queue delays too. */
   readonly random: () => number;
   private readonly options: TransactionManagerOptions;
-  private readonly storage = new AsyncLocalStorage<TransactionAttempt>();
+  /** The attempt current in an async context, or where `outside()` left one. */
+  private readonly storage = new AsyncLocalStorage<TransactionAttempt | OutsideOf>();
   private readonly bridge: ContextBridge | undefined;
   private readonly retryListeners = new Set<RetryListener>();
   /** What each attempt needs from its manager. */
   private readonly environment: AttemptEnvironment;
   /** Where attempts take turns once they collide; undefined when `escalate` is off. */
-  private readonly gate: ContentionGate | undefined;
-  private readonly preemption: LockWaitPreemption | undefined;
+  private readonly contentionEnvironment: ContentionEnvironment | undefined;
 
   constructor(knex: Knex, options: TransactionManagerOptions = {}) {
     if (typeof knex !== 'function' || !knex.client) {
@@ -94,39 +100,36 @@ export class TransactionManager {
     this.clock = options.clock ?? systemClock;
     this.random = options.random ?? Math.random;
     this.bridge = options.bridge;
-    let preemption: LockWaitPreemption | undefined;
-    if (checkEscalate(options.escalate, 'escalate') !== false) {
-      const pool = poolLimits(knex);
-      const gate = new ContentionGate(pool.size, pool.acquireTimeoutMs, this.clock);
-      const cancel = this.dialect.lockWaitCancel;
-      if (cancel) {
-        const urgency = () => (gate.escalatedWaiting ? 'at once' : gate.contended ? 'after a while' : undefined);
-        preemption = new LockWaitPreemption(knex, cancel, this.logger, urgency);
-      }
-      this.gate = gate;
-      this.preemption = preemption;
-    }
+    if (checkEscalate(options.escalate, 'escalate') !== false) this.contentionEnvironment = this.contentionHandling(knex);
     this.environment = {
       knex,
       dialect: this.dialect,
       logger: this.logger,
       isTransient: (err) => this.isTransient(err),
       bindDb: knexBinder(knex),
-      contention: this.gate,
-      preemption,
+      contention: this.contentionEnvironment,
     };
+  }
+
+  private contentionHandling(knex: Knex): ContentionEnvironment {
+    const pool = poolLimits(knex);
+    const gate = new ContentionGate(pool.size, pool.acquireTimeoutMs, this.clock);
+    const cancel = this.dialect.lockWaitCancel;
+    const urgency = () => (gate.escalatedWaiting ? 'at once' : gate.contended ? 'after a while' : undefined);
+    const preemption = cancel && new LockWaitPreemption(knex, cancel, this.logger, urgency);
+    return { dialect: this.dialect, logger: this.logger, gate, preemption };
   }
 
   /** How attempts took turns under contention so far; undefined when `escalate` is off. */
   get contention(): ContentionStats | undefined {
-    const stats = this.gate?.snapshot();
-    return stats && { ...stats, preempted: this.preemption?.cancelled ?? 0 };
+    const contention = this.contentionEnvironment;
+    return contention && { ...contention.gate.snapshot(), preempted: contention.preemption?.cancelled ?? 0 };
   }
 
   /** The open transaction of this manager in the calling async context, or undefined. */
   get current(): Transaction | undefined {
     const tx = this.storage.getStore();
-    return tx?.isOpen ? tx : undefined;
+    return tx instanceof TransactionAttempt && tx.isOpen ? tx : undefined;
   }
 
   /** True for errors after which the whole transaction should be run again. */
@@ -156,7 +159,9 @@ export class TransactionManager {
    * started from inside a transaction (a worker, a timer) that must not join it.
    */
   outside<T>(fn: () => T): T {
-    return this.storage.exit(fn);
+    const store = this.storage.getStore();
+    const attempt = store instanceof OutsideOf ? store.attempt : store;
+    return attempt ? this.storage.run(new OutsideOf(attempt), fn) : this.storage.exit(fn);
   }
 
   /** Calls `listener` before each retry; returns a function that removes it. */
@@ -170,16 +175,18 @@ export class TransactionManager {
    * an open transaction of this manager, `fn` joins it instead.
    */
   async run<T>(fn: (tx: Transaction) => T | Promise<T>, options: RunOptions = {}): Promise<T> {
-    const joined = this.current;
-    if (joined) return fn(joined);
+    const store = this.storage.getStore();
+    if (store instanceof TransactionAttempt && store.isOpen) return fn(store);
+    const startedBy = store instanceof OutsideOf ? store.attempt : undefined;
 
     const name = options.name ?? fn.name;
     const retries = options.retries === undefined ? this.retries : checkRetries(options.retries, 'RunOptions.retries');
-    const gate = checkEscalate(options.escalate, 'RunOptions.escalate') === false ? undefined : this.gate;
+    const gate = checkEscalate(options.escalate, 'RunOptions.escalate') === false ? undefined : this.contentionEnvironment?.gate;
     let escalated = false;
     for (let attempt = 1; ; attempt++) {
       const turn = gate ? (escalated ? 'escalated' : 'shared') : undefined;
-      const tx = new TransactionAttempt(this.environment, attempt, mergeMeta(this.options.metadata?.(), options.metadata, name), options.isolationLevel, turn);
+      const meta = mergeMeta(this.options.metadata?.(), options.metadata, name);
+      const tx = new TransactionAttempt(this.environment, attempt, meta, options.isolationLevel, turn, startedBy);
       try {
         const value = await this.enter(tx, fn);
         // Before-commit hooks run inside the transaction's context too (nested calls join it).
@@ -197,7 +204,8 @@ export class TransactionManager {
           escalated = retry;
           gate.conflict(retry);
         }
-        if (!retry) throw err;
+        // A preempted statement's own error (a cancel) says nothing of why: the preemption does.
+        if (!retry) throw tx.doomedBy instanceof PreemptedError && !this.isTransient(err) ? tx.doomedBy : err;
         await this.pause(name, attempt, tx.doomedBy ?? err, retries, escalated, options.onRetry);
       }
     }

@@ -9,24 +9,18 @@
  *
  * PostgreSQL looks for a deadlock only after `deadlock_timeout` (1 s by default,
  * changeable only by a superuser), so a crowd caught in lock waits would
- * otherwise wait that long once per deadlock among them. Hardware lock elision
- * does the same: taking the fallback lock aborts the speculative transactions in
- * flight.
+ * otherwise wait that long once per deadlock among them.
  */
 import type { Knex } from 'knex';
 import type { LockWaitCancel } from '../dialects/index.js';
 import type { Logger } from '../interfaces.js';
 
-/** An ordinary attempt in its database transaction, as preemption sees it. */
+/** An ordinary attempt's database transaction, as preemption sees it. */
 export interface Preemptible {
-  /** The server's id of the attempt's session. */
+  /** The server's id of its session. */
   readonly sessionId: number;
-  /**
-   * A cancel may be on its way: a cancelled statement is a conflict, and the
-   * connection stays with the attempt until `settled` (so the cancel cannot hit
-   * whoever gets the connection next).
-   */
-  preemptionPending(settled: Promise<void>): void;
+  /** A cancel round is on its way; it resolves to the sessions it cancelled. */
+  candidateIn(round: Promise<ReadonlySet<number>>): void;
 }
 
 type QueryClient = {
@@ -37,12 +31,12 @@ type QueryClient = {
 
 /** How long the connection cancels are sent from stays open after its last round. */
 const CONNECTION_IDLE_MS = 5000;
+/** How long a round may take before its candidates stop waiting for it. */
+const ROUND_TIMEOUT_MS = 2000;
 /** Between two cancel rounds. */
 const ROUND_SPACING_MS = 10;
 /** How long a lock wait may last in a contended process, with no escalated attempt waiting, before it is cancelled. */
 const CONTENDED_WAIT_MS = 50;
-/** How long the attempts of a round keep their connections after it, for the cancel signals to land. */
-const SIGNAL_GRACE_MS = 10;
 
 export class LockWaitPreemption {
   private readonly inFlight = new Set<Preemptible>();
@@ -50,7 +44,7 @@ export class LockWaitPreemption {
   /** A connection of its own: the pool's may all be held by the attempts in question. Kept while rounds come often. */
   private connection: Promise<unknown> | undefined;
   private idleTimer: NodeJS.Timeout | undefined;
-  /** Statements cancelled so far. */
+  /** Lock waits cancelled so far (cancel signals sent). */
   cancelled = 0;
 
   constructor(
@@ -99,21 +93,33 @@ export class LockWaitPreemption {
 
   private async round(minWaitMs: number): Promise<void> {
     const candidates = [...this.inFlight];
-    let settle!: () => void;
-    const settled = new Promise<void>((resolve) => (settle = resolve));
-    for (const attempt of candidates) attempt.preemptionPending(settled);
+    const round = this.cancelLockWaits(candidates.map((c) => c.sessionId), minWaitMs);
+    for (const candidate of candidates) candidate.candidateIn(round);
+    this.cancelled += (await round).size;
+  }
+
+  /** The sessions among `ids` whose lock wait was cancelled; none when that could not be done within ROUND_TIMEOUT_MS. */
+  private async cancelLockWaits(ids: number[], minWaitMs: number): Promise<ReadonlySet<number>> {
+    let timer: NodeJS.Timeout | undefined;
+    const timeout = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new Error(`no answer within ${ROUND_TIMEOUT_MS} ms`)), ROUND_TIMEOUT_MS);
+    });
     try {
-      this.connection ??= this.client.acquireRawConnection();
-      const answer = await this.client.query(await this.connection, { sql: this.cancel.sql, bindings: [candidates.map((a) => a.sessionId), minWaitMs] });
-      this.cancelled += answer.response?.rows?.length ?? 0;
+      const cancel = async () => {
+        this.connection ??= this.client.acquireRawConnection().then((connection) => {
+          this.cancel.unref(connection); // an idle control connection must not keep the process alive
+          return connection;
+        });
+        const answer = await this.client.query(await this.connection, { sql: this.cancel.sql, bindings: [ids, minWaitMs] });
+        return new Set((answer.response?.rows ?? []).map((row) => Number(row.id)));
+      };
+      return await Promise.race([cancel(), timeout]);
     } catch (err) {
       this.closeConnection();
-      this.logger.warn({ err }, 'cancelling lock waits for an escalated attempt failed; it waits for them instead');
+      this.logger.warn({ err }, 'cancelling lock waits under contention failed; they are waited for instead');
+      return new Set();
     } finally {
-      // A cancel is a signal the server handles a moment later: give it that moment before the
-      // connections may change hands.
-      await new Promise((resolve) => setTimeout(resolve, SIGNAL_GRACE_MS).unref());
-      settle();
+      clearTimeout(timer);
     }
   }
 }

@@ -4,11 +4,11 @@
  */
 import type { Knex } from 'knex';
 import type { AfterCommitHook, Hook, IsolationLevel, Logger, Transaction, TransactionMeta } from '../interfaces.js';
-import type { Dialect, EscalationLockMode } from '../dialects/index.js';
+import type { Dialect } from '../dialects/index.js';
 import { CommitOutcomeUnknownError, CommitRolledBackError, PreemptedError, TransactionDoomedError, TransactionEndedError } from '../errors.js';
 import type { StatementGate } from './bound-knex.js';
-import type { ContentionGate, GateTurn } from './contention-gate.js';
-import type { LockWaitPreemption, Preemptible } from './preemption.js';
+import type { GateTurn } from './contention-gate.js';
+import { ContentionHold, type ContentionEnvironment } from './contention-hold.js';
 import { HookList } from './hooks.js';
 
 /** What an attempt needs from its manager. */
@@ -20,9 +20,7 @@ export interface AttemptEnvironment {
   /** Makes the `db` of an attempt. */
   bindDb(gate: StatementGate): Knex.Transaction;
   /** Where attempts take turns under contention; undefined when the manager's `escalate` is off. */
-  readonly contention: ContentionGate | undefined;
-  /** Cancels lock waits of ordinary attempts for escalated ones, where the database needs it (PostgreSQL). */
-  readonly preemption: LockWaitPreemption | undefined;
+  readonly contention: ContentionEnvironment | undefined;
 }
 
 type State = 'open' | 'ending' | 'committed' | 'aborted';
@@ -30,16 +28,13 @@ type State = 'open' | 'ending' | 'committed' | 'aborted';
 /** The queue of a transaction that has sent nothing yet: shared, as most requests send nothing. */
 const SETTLED: Promise<unknown> = Promise.resolve();
 
-/** knex drops a connection marked so instead of handing it out again. */
-type DisposableConnection = { __knex__disposed?: unknown };
-
 type PoolClient = {
   acquireConnection(): Promise<unknown>;
   releaseConnection(connection: unknown): Promise<void>;
   query(connection: unknown, obj: unknown): Promise<unknown>;
 };
 
-export class TransactionAttempt implements Transaction, StatementGate, Preemptible {
+export class TransactionAttempt implements Transaction, StatementGate {
   private boundDb: Knex.Transaction | undefined;
   private state: State = 'open';
   /** The connection of the open database transaction (BEGIN sent), while one is open. */
@@ -52,14 +47,10 @@ export class TransactionAttempt implements Transaction, StatementGate, Preemptib
   doomedBy: unknown;
   private dooming: Promise<void> | undefined;
   private savepoints = 0;
-  /** The turn this attempt holds at the contention gate, while its database transaction is open. */
-  private heldTurn: GateTurn | undefined;
-  /** How the open database transaction's connection holds the database's escalation lock, if it does. */
-  private escalationLockMode: EscalationLockMode | undefined;
-  /** The server's id of the open database transaction's session, while preemption may cancel its lock waits. */
-  sessionId = 0;
-  /** Until when a cancel of this attempt's lock wait may still land: its connection is kept till then. */
-  private preemption: Promise<void> | undefined;
+  /** What the open database transaction holds under contention (its turn at the gate, ...), if anything. */
+  private hold: ContentionHold | undefined;
+  /** The end of the previous database transaction (tx.commit()/tx.abort()), while it is under way. */
+  private releasing: Promise<void> | undefined;
   private readonly before = new HookList();
   private readonly afterCommitHooks = new HookList();
   private readonly afterAbortHooks = new HookList();
@@ -72,7 +63,18 @@ export class TransactionAttempt implements Transaction, StatementGate, Preemptib
     private readonly isolation: IsolationLevel | undefined,
     /** How this attempt takes turns at the contention gate; undefined: it takes no part. */
     private readonly turn: GateTurn | undefined,
+    /**
+     * The attempt this one was started from with `tm.outside()`, if any: while
+     * that one holds a turn it waits for this one, so this one must not wait for
+     * a turn behind it.
+     */
+    private readonly startedBy: TransactionAttempt | undefined,
   ) {
+  }
+
+  /** True while a database transaction of this attempt holds a turn at the gate. */
+  get holdsTurn(): boolean {
+    return this.hold !== undefined;
   }
 
   get escalated(): boolean {
@@ -130,7 +132,8 @@ export class TransactionAttempt implements Transaction, StatementGate, Preemptib
     } catch (err) {
       return Promise.reject(err);
     }
-    this.connection ??= this.begin();
+    // A statement sent while the previous database transaction is still ending begins the next one after it.
+    this.connection ??= this.releasing ? this.releasing.then(() => this.begin()) : this.begin();
     return this.connection;
   }
 
@@ -160,9 +163,9 @@ export class TransactionAttempt implements Transaction, StatementGate, Preemptib
   }
 
   private enqueue<T>(run: () => Promise<T>): Promise<T> {
-    const result = this.queue.then(run).catch((err: unknown) => {
+    const result = this.queue.then(run).catch(async (err: unknown) => {
       if (this.env.isTransient(err)) this.doom(err);
-      else if (this.preemption && this.env.dialect.lockWaitCancel!.isCancelled(err)) this.doom(new PreemptedError(err));
+      else if (this.hold && (await this.hold.wasPreempted(err))) this.doom(new PreemptedError(err));
       throw err;
     });
     this.queue = result.catch(() => undefined);
@@ -171,107 +174,48 @@ export class TransactionAttempt implements Transaction, StatementGate, Preemptib
 
   private async begin(): Promise<unknown> {
     let connection: unknown;
+    let hold: ContentionHold | undefined;
     try {
-      // The turn comes before the connection: whoever holds a turn can always get one.
-      const waiting = this.takeTurn();
-      if (waiting) await waiting;
+      // The turn comes before the connection: whoever holds a turn can get one once the attempts before it end.
+      const taking = this.takeTurn();
+      hold = taking instanceof Promise ? await taking : taking;
       connection = await this.pool.acquireConnection();
     } catch (err) {
       this.connection = undefined; // the next statement may try again
-      this.giveTurnBack();
+      hold?.leave();
       throw err;
     }
+    this.hold = hold;
     this.liveConnection = connection;
-    this.offerForPreemption(connection);
     try {
-      await this.takeEscalationLock(connection);
+      const locking = hold?.connected(connection, (sql) => this.send(connection, sql));
+      if (locking) await locking;
       for (const sql of this.env.dialect.begin(this.isolation)) await this.enqueue(() => this.send(connection, sql));
     } catch (err) {
       this.connection = undefined;
       this.liveConnection = undefined;
-      await this.giveConnectionBack(connection);
+      this.hold = undefined;
+      await this.giveConnectionBack(connection, hold);
       throw err;
     }
     return connection;
   }
 
-  private takeTurn(): Promise<void> | undefined {
-    const gate = this.env.contention;
-    const turn = this.turn;
-    if (!gate || !turn) return undefined;
-    const waiting = gate.enter(turn);
-    if (!waiting) {
-      this.heldTurn = turn;
-      return undefined;
+  private takeTurn(): ContentionHold | Promise<ContentionHold> | undefined {
+    const contention = this.env.contention;
+    if (!contention || !this.turn || this.startedBy?.holdsTurn) return undefined;
+    return ContentionHold.take(contention, this.turn);
+  }
+
+  /** Gives back what the database transaction held under contention, the connection, then the turn. */
+  private async giveConnectionBack(connection: unknown, hold: ContentionHold | undefined): Promise<void> {
+    try {
+      const ending = hold?.ending(connection, (sql) => this.send(connection, sql));
+      if (ending) await ending;
+      await this.pool.releaseConnection(connection);
+    } finally {
+      hold?.leave();
     }
-    if (turn === 'escalated') this.env.preemption?.request();
-    return waiting.then(() => {
-      this.heldTurn = turn;
-    });
-  }
-
-  preemptionPending(settled: Promise<void>): void {
-    this.preemption = settled;
-  }
-
-  /** An ordinary attempt's lock waits may be cancelled for an escalated one (where the database needs that). */
-  private offerForPreemption(connection: unknown): void {
-    const preemption = this.env.preemption;
-    if (!preemption || this.heldTurn !== 'shared') return;
-    const id = this.env.dialect.lockWaitCancel!.sessionId(connection);
-    if (id === undefined) return;
-    this.sessionId = id;
-    preemption.add(this);
-    if (this.env.contention!.contended) preemption.request();
-  }
-
-  private giveTurnBack(): void {
-    const turn = this.heldTurn;
-    if (!turn) return;
-    this.heldTurn = undefined;
-    this.env.contention!.leave(turn);
-  }
-
-  /**
-   * Escalated attempts of all processes take turns on a database lock (none for
-   * SQLite's single writer); where it has a shared mode, the ordinary attempts of
-   * a process that has seen conflicts hold it shared.
-   */
-  private async takeEscalationLock(connection: unknown): Promise<void> {
-    const lock = this.env.dialect.escalationLock;
-    const gate = this.env.contention;
-    if (!lock || !gate || !this.heldTurn) return;
-    const mode = this.heldTurn === 'escalated' ? 'exclusive' : lock.shared && gate.contended ? 'shared' : undefined;
-    if (!mode) return;
-    const waitMs = gate.timeoutMs;
-    if (await lock.acquire((sql) => this.send(connection, sql), mode, waitMs)) {
-      this.escalationLockMode = mode;
-    } else {
-      // Progress, not safety, depends on the lock: go on without it rather than fail the request.
-      this.env.logger.warn({ waitMs, mode }, `an attempt waited ${waitMs} ms for the escalation lock (${mode}) and goes on without it`);
-    }
-  }
-
-  /** Gives back the escalation lock, the connection and the turn, in that order. */
-  private async giveConnectionBack(connection: unknown): Promise<void> {
-    if (this.sessionId) {
-      this.env.preemption!.delete(this);
-      this.sessionId = 0;
-      await this.preemption;
-    }
-    const mode = this.escalationLockMode;
-    if (mode) {
-      this.escalationLockMode = undefined;
-      try {
-        await this.env.dialect.escalationLock!.release((sql) => this.send(connection, sql), mode);
-      } catch (err) {
-        // A pooled connection must not keep the lock: knex destroys a connection marked disposed.
-        (connection as DisposableConnection).__knex__disposed = err;
-        this.env.logger.warn({ err }, 'giving back the escalation lock failed; the connection is discarded');
-      }
-    }
-    await this.pool.releaseConnection(connection);
-    this.giveTurnBack();
   }
 
   /** Sends a control statement through the bound client, so knex's query events see it too. */
@@ -304,16 +248,28 @@ export class TransactionAttempt implements Transaction, StatementGate, Preemptib
    * statements already sent) and returns its connection to the pool. A failed
    * ROLLBACK is logged; a failed COMMIT is rolled back and thrown.
    */
-  private async release(sql: 'COMMIT' | 'ROLLBACK'): Promise<void> {
+  private release(sql: 'COMMIT' | 'ROLLBACK'): Promise<void> {
     const pending = this.connection;
-    if (pending === undefined) return;
+    if (pending === undefined) return SETTLED as Promise<void>;
     this.connection = undefined;
+    const releasing = this.endDatabaseTransaction(pending, sql);
+    this.releasing = releasing.then(
+      () => undefined,
+      () => undefined,
+    );
+    return releasing;
+  }
+
+  private async endDatabaseTransaction(pending: Promise<unknown>, sql: 'COMMIT' | 'ROLLBACK'): Promise<void> {
     let connection: unknown;
     try {
       connection = await pending;
     } catch {
       return; // BEGIN failed: there is no transaction to end
     }
+    // Still this database transaction's: the next one begins only once this release has ended.
+    const hold = this.hold;
+    this.hold = undefined;
     const end = (statement: string) =>
       this.enqueue(() => {
         // From here on, statements meant for this database transaction are refused.
@@ -334,7 +290,7 @@ export class TransactionAttempt implements Transaction, StatementGate, Preemptib
       await end('ROLLBACK').catch(() => undefined);
       throw this.env.dialect.isConnectionFailure(err) ? new CommitOutcomeUnknownError(err) : err;
     } finally {
-      await this.giveConnectionBack(connection);
+      await this.giveConnectionBack(connection, hold);
     }
     if (sql === 'COMMIT' && this.env.dialect.committedAsRollback(result)) throw new CommitRolledBackError();
   }

@@ -7,7 +7,7 @@
 import { after, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import knexFactory, { type Knex } from 'knex';
-import { ConflictError, ContentionTimeoutError, TransactionManager, type RetryEvent, type Transaction } from '../../lib/index.js';
+import { ConflictError, ContentionTimeoutError, PreemptedError, TransactionManager, type RetryEvent, type Transaction } from '../../lib/index.js';
 import { eachDialect } from '../support/databases.js';
 import { ManualClock, deferred, recordingLogger, until } from '../support/helpers.js';
 
@@ -121,6 +121,53 @@ eachDialect(
       assert.equal(await lockHolder(admin), undefined, 'given back with the transaction');
     });
 
+    it('a statement sent while tx.commit() is under way begins the next transaction after it: nothing of the first is left held', async () => {
+      const knex = database.knex({ acquireConnectionTimeout: 2000 });
+      const admin = database.knex({ pool: { min: 0, max: 1 } });
+      const tm = new TransactionManager(knex, { logger: recordingLogger() });
+      const overlapping = async (tx: Transaction) => {
+        await sessionId(tx);
+        await Promise.all([tx.commit(), tx.db.raw('SELECT 1')]);
+        await Promise.all([tx.abort(), tx.db.raw('SELECT 1')]);
+      };
+      await tm.run(overlapping); // ordinary turns
+      await tm.run(conflictOnce(overlapping)); // escalated turns, with the escalation lock
+      assert.equal(await lockHolder(admin), undefined, 'no pooled session keeps the escalation lock');
+      // A leaked turn would keep the next escalated attempt waiting until ContentionTimeoutError.
+      await tm.run(conflictOnce((tx) => sessionId(tx)));
+    });
+
+    it('an attempt that cannot get the escalation lock in time goes on without it, and says so', async () => {
+      const logger = recordingLogger();
+      const tm = new TransactionManager(database.knex({ acquireConnectionTimeout: 300 }), { logger });
+      const other = new TransactionManager(database.knex(), { logger: recordingLogger() });
+      const otherMayEnd = deferred();
+      const otherHolds = deferred();
+      const holding = other.run(
+        conflictOnce(async (tx) => {
+          await sessionId(tx);
+          otherHolds.resolve();
+          await otherMayEnd.promise;
+        }),
+      );
+      await otherHolds.promise;
+      await tm.run(conflictOnce((tx) => sessionId(tx)));
+      assert.ok(logger.lines.some((l) => l.level === 'warn' && /waited 300 ms for the escalation lock \(exclusive\) and goes on without it/.test(l.msg)));
+      otherMayEnd.resolve();
+      await holding;
+    });
+
+    it('a transaction started with tm.outside() and awaited inside another one does not wait behind it for a turn', async () => {
+      const tm = new TransactionManager(database.knex({ acquireConnectionTimeout: 1000 }), { logger: recordingLogger(), retries: 0 });
+      await assert.rejects(tm.run(() => Promise.reject(new ConflictError())), ConflictError);
+      assert.equal(tm.contention!.concurrencyLimit, 1, 'one attempt at a time: the inner one would wait for the outer');
+      const inner = await tm.run(async (tx) => {
+        await sessionId(tx);
+        return tm.outside(() => tm.run((innerTx) => sessionId(innerTx)));
+      });
+      assert.ok(inner, 'the inner transaction ran');
+    });
+
     it('a second manager’s escalated attempt (another process) waits until the first one ends', async () => {
       const first = new TransactionManager(database.knex(), { logger: recordingLogger() });
       const second = new TransactionManager(database.knex(), { logger: recordingLogger() });
@@ -205,6 +252,57 @@ eachDialect(
       assert.ok(preempted, 'the retry names the preemption');
       assert.equal(preempted.escalated, true);
     });
+
+    it('when no retry is left, a preempted attempt throws PreemptedError (transient), not the cancel', async () => {
+      const knex = database.knex();
+      const table = database.table('preempt_last');
+      await knex.schema.createTable(table, (t) => {
+        t.integer('id').primary();
+        t.integer('n').notNullable();
+      });
+      await knex(table).insert({ id: 1, n: 0 });
+      const tm = new TransactionManager(knex, { logger: recordingLogger() });
+      const blockerMayEnd = deferred();
+      const blockerHolds = deferred();
+      const blocker = knex.transaction(async (trx) => {
+        await trx(table).where({ id: 1 }).increment('n', 100);
+        blockerHolds.resolve();
+        await blockerMayEnd.promise;
+      });
+      await blockerHolds.promise;
+      const ordinary = tm.run((tx) => tx.db(table).where({ id: 1 }).increment('n', 1), { retries: 0 });
+      const outcome = ordinary.then(
+        () => 'committed',
+        (err: unknown) => err,
+      );
+      await until(
+        async () => (await knex.raw("SELECT COUNT(*)::int AS n FROM pg_stat_activity WHERE wait_event_type = 'Lock'")).rows[0].n > 0,
+        10_000,
+        'the ordinary attempt to wait for the row lock',
+      );
+      const escalated = tm.run(conflictOnce(async (tx) => tx.db(table).where({ id: 1 }).increment('n', 10)));
+      const err = await outcome;
+      blockerMayEnd.resolve();
+      await Promise.all([blocker, escalated]);
+      assert.ok(err instanceof PreemptedError, `got ${String(err)}`);
+      assert.equal(tm.isTransient(err), true);
+      assert.equal((err.cause as { code?: string }).code, '57014');
+    });
+
+    it('a statement_timeout of a contended process is the user’s error, not a preemption', async () => {
+      const tm = new TransactionManager(database.knex(), { logger: recordingLogger() });
+      await assert.rejects(tm.run(() => Promise.reject(new ConflictError()), { retries: 0 }), ConflictError);
+      let attempts = 0;
+      await assert.rejects(
+        tm.run(async (tx) => {
+          attempts++;
+          await tx.db.raw("SET LOCAL statement_timeout = '100ms'");
+          await tx.db.raw('SELECT pg_sleep(1)');
+        }),
+        (err: unknown) => (err as { code?: string }).code === '57014' && !(err instanceof PreemptedError),
+      );
+      assert.equal(attempts, 1, 'not retried');
+    });
   },
   ['postgres'],
 );
@@ -274,6 +372,17 @@ describe('the contention gate’s limits', () => {
     assert.equal(tm.contention!.concurrencyLimit, 2);
     othersMayEnd.resolve();
     await Promise.all(others);
+  });
+
+  it('the limit recovers with time alone, also when no attempt is held back by it', async () => {
+    const clock = new ManualClock();
+    const tm = new TransactionManager(pooled, { logger: recordingLogger(), clock, retries: 0 });
+    await assert.rejects(tm.run(() => Promise.reject(new ConflictError())), ConflictError);
+    assert.equal(tm.contention!.concurrencyLimit, 1);
+    await clock.advance(2000);
+    assert.equal(tm.contention!.concurrencyLimit, 4, 'doubled once for each second without a conflict');
+    await clock.advance(5000);
+    assert.equal(tm.contention!.concurrencyLimit, 8, 'never above the pool’s size');
   });
 
   it('refuses a RunOptions.escalate that is not a boolean', async () => {

@@ -1,0 +1,128 @@
+/**
+ * What one database transaction of an attempt holds under contention, from its
+ * BEGIN to its end: its turn at the manager's gate, the database's escalation
+ * lock when it needs it, and its place among the lock waits that may be
+ * cancelled (PostgreSQL). One per database transaction, so `tx.commit()`
+ * followed by a new statement never mixes up the two transactions' holds.
+ */
+import type { Dialect, EscalationLockMode, SendStatement } from '../dialects/index.js';
+import type { Logger } from '../interfaces.js';
+import type { ContentionGate, GateTurn } from './contention-gate.js';
+import type { LockWaitPreemption, Preemptible } from './preemption.js';
+
+/** What a hold needs from its manager. */
+export interface ContentionEnvironment {
+  readonly dialect: Dialect;
+  readonly logger: Logger;
+  readonly gate: ContentionGate;
+  readonly preemption: LockWaitPreemption | undefined;
+}
+
+/** The longest an attempt holding its turn waits for the escalation lock before it goes on without it. */
+const LOCK_WAIT_MS = 2000;
+/** How long a connection whose lock wait was cancelled is kept, for the cancel signal to land. */
+const SIGNAL_GRACE_MS = 5;
+
+/** knex drops a connection marked so instead of handing it out again. */
+type DisposableConnection = { __knex__disposed?: unknown };
+
+export class ContentionHold implements Preemptible {
+  private lockMode: EscalationLockMode | undefined;
+  sessionId = 0;
+  /** The cancel round this transaction was a candidate of, resolving to the sessions it cancelled. */
+  private round: Promise<ReadonlySet<number>> | undefined;
+  /** A cancel hit this transaction: a cancelled statement of it is a conflict. */
+  private preempted = false;
+  private left = false;
+
+  private constructor(
+    private readonly env: ContentionEnvironment,
+    readonly turn: GateTurn,
+  ) {}
+
+  /** Takes a turn: the hold at once when it is granted at once (the common case), else a promise of it. */
+  static take(env: ContentionEnvironment, turn: GateTurn): ContentionHold | Promise<ContentionHold> {
+    const hold = new ContentionHold(env, turn);
+    const waiting = env.gate.enter(turn);
+    if (!waiting) return hold;
+    if (turn === 'escalated') env.preemption?.request();
+    return waiting.then(() => hold);
+  }
+
+  /**
+   * Once the connection is there: joins the preemptible lock waits (an ordinary
+   * turn, where the database needs that) and takes the escalation lock when the
+   * turn needs it. Undefined when there is nothing to wait for.
+   */
+  connected(connection: unknown, send: SendStatement): Promise<void> | undefined {
+    const { dialect, gate, preemption } = this.env;
+    if (preemption && this.turn === 'shared') {
+      const id = dialect.lockWaitCancel!.sessionId(connection);
+      if (id !== undefined) {
+        this.sessionId = id;
+        preemption.add(this);
+        if (gate.contended) preemption.request();
+      }
+    }
+    const lock = dialect.escalationLock;
+    if (!lock) return undefined;
+    // Escalated attempts take the lock alone; where it has a shared mode, ordinary attempts of a
+    // process that has seen conflicts hold it shared, so escalated ones of other processes wait for them.
+    const mode = this.turn === 'escalated' ? 'exclusive' : lock.shared && gate.contended ? 'shared' : undefined;
+    return mode && this.lock(mode, send);
+  }
+
+  private async lock(mode: EscalationLockMode, send: SendStatement): Promise<void> {
+    const waitMs = Math.min(LOCK_WAIT_MS, this.env.gate.timeoutMs);
+    if (await this.env.dialect.escalationLock!.acquire(send, mode, waitMs)) {
+      this.lockMode = mode;
+    } else {
+      // Progress, not safety, depends on the lock: go on without it rather than hold up this process.
+      this.env.logger.warn({ waitMs, mode }, `an attempt waited ${waitMs} ms for the escalation lock (${mode}) and goes on without it`);
+    }
+  }
+
+  candidateIn(round: Promise<ReadonlySet<number>>): void {
+    this.round = round;
+  }
+
+  /** Whether `err`, a cancelled statement's error, came from a cancel aimed at this transaction's lock wait. */
+  wasPreempted(err: unknown): boolean | Promise<boolean> {
+    if (this.preempted) return true;
+    const round = this.round;
+    if (!round || !this.env.dialect.lockWaitCancel?.isCancelled(err)) return false;
+    return round.then((cancelled) => (this.preempted ||= cancelled.has(this.sessionId)));
+  }
+
+  /**
+   * Before the connection goes back to the pool: leaves the preemptible lock
+   * waits (keeping the connection until a cancel aimed at it has landed) and
+   * gives the escalation lock back. Undefined when there is nothing to wait for.
+   */
+  ending(connection: unknown, send: SendStatement): Promise<void> | undefined {
+    if (this.sessionId) this.env.preemption!.delete(this);
+    if (!this.round && !this.lockMode) return undefined;
+    return this.endAsync(connection, send);
+  }
+
+  private async endAsync(connection: unknown, send: SendStatement): Promise<void> {
+    if (this.round && (await this.round).has(this.sessionId)) await new Promise((resolve) => setTimeout(resolve, SIGNAL_GRACE_MS));
+    const mode = this.lockMode;
+    if (!mode) return;
+    this.lockMode = undefined;
+    try {
+      await this.env.dialect.escalationLock!.release(send, mode);
+    } catch (err) {
+      // A pooled connection must not keep the lock: knex destroys a connection marked disposed.
+      (connection as DisposableConnection).__knex__disposed = err;
+      this.env.logger.warn({ err }, 'giving back the escalation lock failed; the connection is discarded');
+    }
+  }
+
+  /** Gives the turn back (once). */
+  leave(): void {
+    if (this.left) return;
+    this.left = true;
+    this.env.gate.leave(this.turn);
+  }
+}
