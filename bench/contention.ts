@@ -33,6 +33,8 @@ const BALANCE = 100_000;
 /** Rows of the unrelated stream: one per touch loop, never touched by transfers. */
 const TOUCH_BASE = 1000;
 const REQUEST_TIMEOUT_MS = 120_000;
+/** The starvation part's steady state: requests sent this long after the hot stream started. */
+const STEADY_AFTER_MS = 2000;
 
 const list = (value: string) => value.split(',').map((s) => s.trim()).filter(Boolean);
 const databases = (process.env.BENCH_DB ?? 'both') === 'both' ? ['mysql', 'postgres'] : list(process.env.BENCH_DB!);
@@ -102,6 +104,8 @@ interface Answer {
   /** The HTTP status, or `timeout`/`error` when there was none. */
   status: string;
   ms: number;
+  /** When the request was sent (performance.now()). */
+  sent: number;
 }
 
 async function post(url: string): Promise<Answer> {
@@ -109,9 +113,9 @@ async function post(url: string): Promise<Answer> {
   try {
     const response = await fetch(url, { method: 'POST', signal: AbortSignal.timeout(REQUEST_TIMEOUT_MS) });
     await response.arrayBuffer();
-    return { status: String(response.status), ms: performance.now() - started };
+    return { status: String(response.status), ms: performance.now() - started, sent: started };
   } catch (err) {
-    return { status: (err as Error).name === 'TimeoutError' ? 'timeout' : 'error', ms: performance.now() - started };
+    return { status: (err as Error).name === 'TimeoutError' ? 'timeout' : 'error', ms: performance.now() - started, sent: started };
   }
 }
 
@@ -179,7 +183,18 @@ async function prepare(admin: Knex): Promise<void> {
   ]);
 }
 
-const resetHotRows = (admin: Knex) => admin(TABLE).whereIn('id', [1, 2]).update({ balance: BALANCE });
+/** Sets both hot rows back; retried, since requests a timed-out client left behind may still hold them (escalate: false). */
+async function resetHotRows(admin: Knex): Promise<void> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      await admin(TABLE).whereIn('id', [1, 2]).update({ balance: BALANCE });
+      return;
+    } catch (err) {
+      const { code, errno } = err as { code?: string; errno?: number };
+      if (attempt === 10 || !(code === '40P01' || errno === 1213)) throw err;
+    }
+  }
+}
 
 async function hotBalances(admin: Knex): Promise<[number, number]> {
   const rows = (await admin(TABLE).whereIn('id', [1, 2]).orderBy('id')) as { balance: number }[];
@@ -328,6 +343,9 @@ async function starvation(db: 'mysql' | 'postgres', admin: Knex): Promise<void> 
     console.log(`\n  starvation [${db}]: ${touchLoops} loops on unrelated rows, ${hotLoops} loops of transfers on the hot rows, ${starveMs / 1000} s each phase, one server process`);
     console.log(`    unrelated, alone      ${summary(alone)}`);
     console.log(`    unrelated, beside hot ${summary(beside)}   p99 ×${(pBeside / pAlone).toFixed(1)}`);
+    // The hot stream's first collision is waited out (PostgreSQL: deadlock_timeout); what follows is the steady state.
+    const steady = beside.filter((a) => a.sent >= started + STEADY_AFTER_MS);
+    console.log(`      sent after ${STEADY_AFTER_MS / 1000} s  ${summary(steady)}`);
     console.log(`    hot transfers         ${summary(hot)}   (the hot phase took ${(took / 1000).toFixed(1)} s)`);
     console.log(
       `    hot: ${stats.transferAttempts} attempts, ${stats.retries} retries, ${stats.escalatedRetries} escalated` +

@@ -8,7 +8,7 @@
  *   `run` may take several *attempts*.
  * - **attempt**: one execution of the function inside a fresh database
  *   transaction. A transient error ends the attempt and, while retries are left,
- *   starts the next one after a random delay.
+ *   starts the next one (escalated, or after a random delay with `escalate: false`).
  * - **transient error** (or **conflict**): an error that means "the whole
  *   transaction is gone, run it again": a deadlock, a serialization failure,
  *   `SQLITE_BUSY`, a Galera certification failure, or a {@link TransientError}
@@ -113,7 +113,10 @@ export interface TransactionManagerOptions {
    * PostgreSQL advisory lock); it starts without a random delay. Each conflict
    * also halves how many attempts may be in their database transaction at once
    * (doubled back each second without one, reset when the manager is idle, never
-   * above the pool's size). False restores plain retries after a random delay.
+   * above the pool's size); while it is lowered, ordinary attempts take the
+   * database lock too (shared on PostgreSQL), and on PostgreSQL their lock waits
+   * are cancelled and retried escalated rather than waited out until
+   * `deadlock_timeout`. False restores plain retries after a random delay.
    * Default true.
    */
   escalate?: boolean;
@@ -123,7 +126,7 @@ export interface TransactionManagerOptions {
 export interface ContentionStats {
   /** Attempts that ran escalated (alone) because they followed a conflict. */
   escalations: number;
-  /** Attempts that had to wait for their turn before their database transaction began. */
+  /** Attempts that waited for their turn before their database transaction began (and got it). */
   gateWaits: number;
   /** Milliseconds those attempts waited, summed. */
   gateWaitMs: number;
@@ -131,7 +134,7 @@ export interface ContentionStats {
   longestGateWaitMs: number;
   /** How many ordinary attempts may be in their database transaction at once now: the pool's size while nothing collides, halved by each conflict. */
   concurrencyLimit: number;
-  /** Lock waits of ordinary attempts cancelled for escalated ones (PostgreSQL; those attempts ran again, escalated). */
+  /** Lock waits of ordinary attempts cancelled under contention (PostgreSQL; those attempts ran again, escalated). */
   preempted: number;
 }
 

@@ -23,9 +23,10 @@ export type EscalationLockMode = 'exclusive' | 'shared';
  */
 export interface EscalationLock {
   /**
-   * True when the lock has a shared mode (PostgreSQL): ordinary attempts of a
-   * process that has seen conflicts take it shared, so an escalated attempt of
-   * another process waits for them and they wait for it.
+   * True when the lock has a shared mode (PostgreSQL). Ordinary attempts of a
+   * process that has seen conflicts take the lock too, so that an escalated
+   * attempt of another process waits for them and they wait for it: shared
+   * where it can be, else exclusive.
    */
   readonly shared: boolean;
   /** Waits up to `waitMs` for the lock; resolves false when that time ran out first. */

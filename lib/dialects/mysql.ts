@@ -15,8 +15,9 @@ const CONNECTION_ERRNOS = new Set([1053 /* ER_SERVER_SHUTDOWN */, 1927 /* ER_CON
 const ESCALATION_LOCK_NAME = "LEFT(CONCAT_WS('.', 'aftercommit.escalated', DATABASE()), 64)";
 
 const escalationLock: EscalationLock = {
-  shared: false, // named locks have one mode; InnoDB's immediate deadlock detection makes up for it
+  shared: false, // named locks have one mode
   async acquire(send, _mode, waitMs) {
+    // Both modes take the one named lock.
     // GET_LOCK answers 1 when taken, 0 when the wait ran out; the wait is rounded up to whole seconds.
     const answer = (await send(`SELECT GET_LOCK(${ESCALATION_LOCK_NAME}, ${Math.max(1, Math.ceil(waitMs / 1000))}) AS acquired`)) as {
       response: [{ acquired: number | null }[]];

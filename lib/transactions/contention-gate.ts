@@ -7,7 +7,7 @@
  *   collides this is a counter increment: no promise, no await.
  * - An *escalated* attempt (one that follows a conflict) enters alone: it waits
  *   until the attempts in flight have ended, and ordinary attempts that arrive
- *   meanwhile wait for it. Inside this process it cannot collide again.
+ *   meanwhile wait for it: it meets no other transaction of this manager.
  * - Each conflict halves how many ordinary attempts may be in flight (at least
  *   one): a crowd on hot rows then goes through one at a time instead of
  *   colliding in waves (on PostgreSQL every wave waits out deadlock_timeout). A
@@ -19,7 +19,8 @@
  *   a stream of retried transactions does not hold other work back for long.
  *
  * Attempts never wait here while holding a connection: the gate is passed before
- * the pool is asked, so whoever holds a turn can always get one.
+ * the pool is asked, so the connections are held by attempts that have their
+ * turn, and these end.
  */
 import type { Clock, ContentionStats } from '../interfaces.js';
 import { ContentionTimeoutError } from '../errors.js';

@@ -66,9 +66,10 @@ export class ContentionHold implements Preemptible {
     }
     const lock = dialect.escalationLock;
     if (!lock) return undefined;
-    // Escalated attempts take the lock alone; where it has a shared mode, ordinary attempts of a
-    // process that has seen conflicts hold it shared, so escalated ones of other processes wait for them.
-    const mode = this.turn === 'escalated' ? 'exclusive' : lock.shared && gate.contended ? 'shared' : undefined;
+    // Escalated attempts take the lock alone. Ordinary attempts of a process that has seen conflicts
+    // take it too, so that escalated ones of other processes wait for them instead of colliding:
+    // shared where the lock has that mode (PostgreSQL), else alone as well.
+    const mode = this.turn === 'escalated' ? 'exclusive' : gate.contended ? (lock.shared ? 'shared' : 'exclusive') : undefined;
     return mode && this.lock(mode, send);
   }
 
