@@ -210,41 +210,56 @@ eachDialect(
 eachDialect(
   'lock waits in the way of an escalated attempt are cancelled (PostgreSQL)',
   (database) => {
-    it('an ordinary attempt blocked on a row lock is cancelled, runs again escalated, and both commit', async () => {
+    /**
+     * A one-row counter table, a session outside the manager holding that row,
+     * and `waitingFor(ordinary)`: the ordinary attempt's statement shown waiting
+     * for the row lock.
+     */
+    async function heldCounter(base: string) {
       const knex = database.knex();
-      const table = database.table('preempt');
+      const table = database.table(base);
       await knex.schema.createTable(table, (t) => {
         t.integer('id').primary();
         t.integer('n').notNullable();
       });
       await knex(table).insert({ id: 1, n: 0 });
+      const release = deferred();
+      const holds = deferred();
+      const blocker = knex.transaction(async (trx) => {
+        await trx(table).where({ id: 1 }).increment('n', 100);
+        holds.resolve();
+        await release.promise;
+      });
+      await holds.promise;
+      const lockWaitShown = () =>
+        until(
+          async () => (await knex.raw("SELECT COUNT(*)::int AS n FROM pg_stat_activity WHERE wait_event_type = 'Lock'")).rows[0].n > 0,
+          10_000,
+          'the ordinary attempt to wait for the row lock',
+        );
+      const increment = (by: number) => (tx: Transaction) => tx.db(table).where({ id: 1 }).increment('n', by);
+      const endBlocker = () => {
+        release.resolve();
+        return blocker;
+      };
+      return { knex, table, lockWaitShown, increment, endBlocker };
+    }
+
+    it('an ordinary attempt blocked on a row lock is cancelled, runs again escalated, and both commit', async () => {
+      const { knex, table, lockWaitShown, increment, endBlocker } = await heldCounter('preempt');
       const tm = new TransactionManager(knex, { logger: recordingLogger() });
       const retries: RetryEvent[] = [];
       tm.onRetry((event) => retries.push(event));
-
-      // Another session (not this manager's) holds the row, so the ordinary attempt waits for a lock.
-      const blockerMayEnd = deferred();
-      const blockerHolds = deferred();
-      const blocker = knex.transaction(async (trx) => {
-        await trx(table).where({ id: 1 }).increment('n', 100);
-        blockerHolds.resolve();
-        await blockerMayEnd.promise;
-      });
-      await blockerHolds.promise;
       const ordinaryAttempts: boolean[] = [];
       const ordinary = tm.run(async (tx) => {
         ordinaryAttempts.push(tx.escalated);
-        await tx.db(table).where({ id: 1 }).increment('n', 1);
+        await increment(1)(tx);
       });
-      await until(
-        async () => (await knex.raw("SELECT COUNT(*)::int AS n FROM pg_stat_activity WHERE wait_event_type = 'Lock'")).rows[0].n > 0,
-        10_000,
-        'the ordinary attempt to wait for the row lock',
-      );
-      const escalated = tm.run(conflictOnce(async (tx) => tx.db(table).where({ id: 1 }).increment('n', 10)));
+      await lockWaitShown();
+      const escalated = tm.run(conflictOnce(increment(10)));
       await until(() => tm.contention!.preempted >= 1, 10_000, 'the lock wait to be cancelled');
-      blockerMayEnd.resolve();
-      await Promise.all([blocker, ordinary, escalated]);
+      await endBlocker();
+      await Promise.all([ordinary, escalated]);
 
       assert.deepEqual(ordinaryAttempts, [false, true], 'cancelled once, then run escalated');
       assert.equal((await knex(table).first('n')).n, 111, 'every increment committed once');
@@ -254,36 +269,17 @@ eachDialect(
     });
 
     it('when no retry is left, a preempted attempt throws PreemptedError (transient), not the cancel', async () => {
-      const knex = database.knex();
-      const table = database.table('preempt_last');
-      await knex.schema.createTable(table, (t) => {
-        t.integer('id').primary();
-        t.integer('n').notNullable();
-      });
-      await knex(table).insert({ id: 1, n: 0 });
+      const { knex, lockWaitShown, increment, endBlocker } = await heldCounter('preempt_last');
       const tm = new TransactionManager(knex, { logger: recordingLogger() });
-      const blockerMayEnd = deferred();
-      const blockerHolds = deferred();
-      const blocker = knex.transaction(async (trx) => {
-        await trx(table).where({ id: 1 }).increment('n', 100);
-        blockerHolds.resolve();
-        await blockerMayEnd.promise;
-      });
-      await blockerHolds.promise;
-      const ordinary = tm.run((tx) => tx.db(table).where({ id: 1 }).increment('n', 1), { retries: 0 });
-      const outcome = ordinary.then(
+      const outcome = tm.run(increment(1), { retries: 0 }).then(
         () => 'committed',
         (err: unknown) => err,
       );
-      await until(
-        async () => (await knex.raw("SELECT COUNT(*)::int AS n FROM pg_stat_activity WHERE wait_event_type = 'Lock'")).rows[0].n > 0,
-        10_000,
-        'the ordinary attempt to wait for the row lock',
-      );
-      const escalated = tm.run(conflictOnce(async (tx) => tx.db(table).where({ id: 1 }).increment('n', 10)));
+      await lockWaitShown();
+      const escalated = tm.run(conflictOnce(increment(10)));
       const err = await outcome;
-      blockerMayEnd.resolve();
-      await Promise.all([blocker, escalated]);
+      await endBlocker();
+      await escalated;
       assert.ok(err instanceof PreemptedError, `got ${String(err)}`);
       assert.equal(tm.isTransient(err), true);
       assert.equal((err.cause as { code?: string }).code, '57014');
