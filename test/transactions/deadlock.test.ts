@@ -79,6 +79,7 @@ eachDialect(
       assert.deepEqual(attempts.sort(), [1, 2], 'one transaction was the victim and ran twice');
       assert.deepEqual(await balances(s.knex, s.accounts), [110, 90]);
       assert.equal(s.retries.length, 1);
+      assert.equal(s.retries[0]!.escalated, true, 'the victim’s retry ran alone');
       const error = s.retries[0]!.error as { errno?: number; code?: string };
       if (database.name === 'mysql') assert.equal(error.errno, 1213);
       else assert.equal(error.code, '40P01');
@@ -133,7 +134,9 @@ eachDialect(
     it('goes through the retry classifier: the transaction is run again and lands once', async () => {
       const inject = await injectCommitFailure(database, s.knex, s.accounts);
       const committed: boolean[] = [];
+      const escalated: boolean[] = [];
       const attempts = await s.tm.run(async (tx) => {
+        escalated.push(tx.escalated);
         tx.afterCommit((ok) => committed.push(ok));
         await tx.db(s.accounts).where({ id: 1 }).decrement('balance', 10);
         await tx.db(s.accounts).where({ id: 2 }).increment('balance', 10);
@@ -146,6 +149,9 @@ eachDialect(
       assert.deepEqual(await balances(s.knex, s.accounts), [90, 110]);
       assert.equal(s.retries.length, 1);
       assert.ok(s.tm.isTransient(s.retries[0]!.error));
+      // 40001 at COMMIT (PostgreSQL), SQLITE_BUSY at COMMIT, Galera's certification failure (MariaDB): escalated too.
+      assert.deepEqual(escalated, [false, true]);
+      assert.equal(s.retries[0]!.escalated, true);
     });
   },
 );
