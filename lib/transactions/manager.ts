@@ -9,6 +9,7 @@ import type {
   Clock,
   ContentionStats,
   ContextBridge,
+  IsolationLevel,
   Logger,
   RetryEvent,
   RunOptions,
@@ -34,6 +35,14 @@ function checkRetries(retries: unknown, where: string): number {
     throw new TypeError(`${where} must be an integer >= 0, got ${String(retries)}`);
   }
   return retries;
+}
+
+const ISOLATION_LEVELS: readonly IsolationLevel[] = ['read committed', 'repeatable read', 'serializable'];
+
+/** The level goes into the BEGIN statement's text: only the documented ones pass. */
+function checkIsolationLevel(level: unknown): IsolationLevel | undefined {
+  if (level === undefined || ISOLATION_LEVELS.includes(level as IsolationLevel)) return level as IsolationLevel | undefined;
+  throw new TypeError(`RunOptions.isolationLevel must be one of ${ISOLATION_LEVELS.map((l) => `'${l}'`).join(', ')}, got ${JSON.stringify(level)}`);
 }
 
 function checkEscalate(escalate: unknown, where: string): boolean | undefined {
@@ -182,11 +191,12 @@ export class TransactionManager {
     const name = options.name ?? fn.name;
     const retries = options.retries === undefined ? this.retries : checkRetries(options.retries, 'RunOptions.retries');
     const gate = checkEscalate(options.escalate, 'RunOptions.escalate') === false ? undefined : this.contentionEnvironment?.gate;
+    const isolationLevel = checkIsolationLevel(options.isolationLevel);
     let escalated = false;
     for (let attempt = 1; ; attempt++) {
       const turn = gate ? (escalated ? 'escalated' : 'shared') : undefined;
       const meta = mergeMeta(this.options.metadata?.(), options.metadata, name);
-      const tx = new TransactionAttempt(this.environment, attempt, meta, options.isolationLevel, turn, startedBy);
+      const tx = new TransactionAttempt(this.environment, attempt, meta, isolationLevel, turn, startedBy);
       try {
         const value = await this.enter(tx, fn);
         // Before-commit hooks run inside the transaction's context too (nested calls join it).

@@ -46,3 +46,19 @@ eachDialect(
   },
   ['mysql', 'postgres'],
 );
+
+eachDialect('isolation level values', (database) => {
+  it('only the documented levels are accepted: the level is part of the BEGIN statement', async () => {
+    const knex = database.knex();
+    const table = database.table('iso_injection');
+    await knex.schema.createTable(table, (t) => t.increments('id'));
+    const tm = new TransactionManager(knex);
+    for (const level of [`read committed; insert into ${table} default values`, 'READ COMMITTED', 'snapshot', 1]) {
+      await assert.rejects(
+        tm.run((tx) => tx.db(table).count(), { isolationLevel: level as IsolationLevel }),
+        (err: unknown) => err instanceof TypeError && /isolationLevel must be one of 'read committed', 'repeatable read', 'serializable'/.test(err.message),
+      );
+    }
+    assert.equal(Number((await knex(table).count({ n: '*' }).first())!.n), 0, 'nothing was inserted');
+  });
+});
