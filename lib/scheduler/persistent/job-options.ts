@@ -16,8 +16,10 @@ export interface ResolvedJobOptions {
 const DEFAULT_BACKOFF: RetryDelay = { initial: 1000, factor: 2, max: 3_600_000 };
 const QUEUE = /^[A-Za-z0-9_.:-]{1,64}$/;
 
-/** The largest value the INT columns and Node's timers take. */
+/** The largest value the INT columns and Node's timers take (about 24.8 days in ms). */
 const INT_MAX = 2 ** 31 - 1;
+/** The last moment a Date can hold: run times beyond it cannot be stored or compared. */
+const LAST_DATE_MS = 8.64e15;
 
 function integerIn(value: unknown, what: string, min: number, max = INT_MAX): number {
   if (typeof value !== 'number' || !Number.isInteger(value) || value < min || value > max) {
@@ -26,21 +28,35 @@ function integerIn(value: unknown, what: string, min: number, max = INT_MAX): nu
   return value;
 }
 
+/**
+ * A job's backoff: its delays are added to the clock and stored as the next run
+ * time, so every bound must be a finite number of ms a timer can wait.
+ */
+function checkBackoff(backoff: RetryDelay, what: string): void {
+  if (typeof backoff !== 'object' || backoff === null) throw new TypeError(`${what} must be { initial?, factor?, max? }, got ${String(backoff)}`);
+  const policy = delayPolicy(backoff);
+  integerIn(policy.initial, `${what}.initial`, 0);
+  integerIn(policy.max, `${what}.max`, 0);
+  if (!(policy.factor <= 1000)) throw new TypeError(`${what}.factor must be from 1 to 1000, got ${policy.factor}`);
+}
+
 /** Checks options given to define() or with(), so mistakes surface where they are made. */
 export function checkJobOptions(options: JobOptions, where: string): JobOptions {
   const at = (field: string) => `${where}: ${field}`;
   if (options.runAt !== undefined && options.delay !== undefined) throw new TypeError(`${where}: give runAt or delay, not both`);
   if (options.runAt !== undefined) {
     const time = options.runAt instanceof Date ? options.runAt.getTime() : options.runAt;
-    if (typeof time !== 'number' || !Number.isFinite(time)) throw new TypeError(`${at('runAt')} must be a Date or ms since the epoch`);
+    if (typeof time !== 'number' || !(time >= 0 && time <= LAST_DATE_MS)) {
+      throw new TypeError(`${at('runAt')} must be a valid Date or ms since the epoch (from 0 to ${LAST_DATE_MS}), got ${String(options.runAt)}`);
+    }
   }
-  if (options.delay !== undefined) integerIn(options.delay, at('delay'), 0, Number.MAX_SAFE_INTEGER);
+  if (options.delay !== undefined) integerIn(options.delay, at('delay'), 0, LAST_DATE_MS - Date.now());
   if (options.priority !== undefined) integerIn(options.priority, at('priority'), -INT_MAX);
   if (options.queue !== undefined && !QUEUE.test(options.queue)) {
     throw new TypeError(`${at('queue')} must be 1-64 letters, digits, _ . : -, got ${JSON.stringify(options.queue)}`);
   }
   if (options.maxAttempts !== undefined) integerIn(options.maxAttempts, at('maxAttempts'), 1);
-  if (options.backoff !== undefined) delayPolicy(options.backoff);
+  if (options.backoff !== undefined) checkBackoff(options.backoff, at('backoff'));
   if (options.timeout !== undefined) integerIn(options.timeout, at('timeout'), 1);
   if (options.lease !== undefined) integerIn(options.lease, at('lease'), 100);
   if (options.dedupeKey !== undefined && (typeof options.dedupeKey !== 'string' || options.dedupeKey.length < 1 || options.dedupeKey.length > 191)) {

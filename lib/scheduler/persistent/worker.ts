@@ -68,6 +68,8 @@ class WorkerStoppingError extends Error {
   }
 }
 
+/** The longest re-queue delay a valid backoff gives (its `max` is at most 2^31 - 1 ms). */
+const MAX_REQUEUE_DELAY_MS = 2 ** 31 - 1;
 const noop = () => undefined;
 
 export class Worker {
@@ -343,11 +345,22 @@ export class Worker {
     const runs = row.runs + 1;
     const again = !final && (transient ? runs < this.host.maxRuns : failures < row.maxAttempts);
     if (again) {
-      const delay = Math.round(retryDelay(transient ? runs : failures, JSON.parse(row.backoff) as DelayPolicy, manager.random));
-      const requeued = await manager.run((tx) => store.requeue(tx.db, row.id, token, now + delay, { failures, error: outcome.error }), {
-        name: 'requeue a job',
-        escalate: false,
-      });
+      let requeued: number;
+      try {
+        const delay = Math.round(retryDelay(transient ? runs : failures, JSON.parse(row.backoff) as DelayPolicy, manager.random));
+        if (!(delay >= 0 && delay <= MAX_REQUEUE_DELAY_MS)) throw new RangeError(`its stored backoff ${row.backoff} gives a delay of ${delay} ms`);
+        requeued = await manager.run((tx) => store.requeue(tx.db, row.id, token, now + delay, { failures, error: outcome.error }), {
+          name: 'requeue a job',
+          escalate: false,
+        });
+      } catch (err) {
+        if (manager.isUnavailable(err) || manager.isTransient(err)) throw err; // the lease brings it back
+        // A run that cannot be re-queued (a stored backoff that makes no sense) fails for what it is,
+        // instead of being re-run until its worker counts as lost.
+        this.host.logger.error({ err, id: row.id, job: row.name }, `worker ${this.id}: job ${row.name} (${row.id}) could not be re-queued; it fails`);
+        const error = { name: 'RequeueError', message: `the run failed and could not be re-queued: ${storedError(err).message}` };
+        return this.settle(row, token, { state: 'failed', error, cause: err, attempt: outcome.attempt }, { final: true });
+      }
       if (requeued) this.host.emitSafely('retried', { id: row.id, name: row.name, attempt: outcome.attempt, error: outcome.cause });
       return;
     }
