@@ -147,6 +147,19 @@ export class UnstorableValueError extends Error {
   }
 }
 
+/**
+ * `schedule()` in a transaction whose user cannot own a job: `tx.meta.user` is
+ * not a string or number, or the request's user gave no id. Refused so that no
+ * job becomes readable by everyone by mistake.
+ */
+export class JobOwnerError extends Error {
+  readonly code = 'AFTERCOMMIT_JOB_OWNER';
+  constructor(message: string) {
+    super(`cannot schedule: ${message}`);
+    this.name = 'JobOwnerError';
+  }
+}
+
 /** An entity of a context no longer exists. */
 export class EntityNotFoundError extends Error {
   readonly code = 'AFTERCOMMIT_ENTITY_NOT_FOUND';

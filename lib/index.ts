@@ -23,6 +23,7 @@ export {
   NoTransactionError,
   UnknownJobError,
   UnstorableValueError,
+  JobOwnerError,
   EntityNotFoundError,
   EntityNotAllowedError,
   SchedulerStoppedError,

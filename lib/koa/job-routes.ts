@@ -18,6 +18,12 @@ export interface JobRoutesOptions {
 
 const NOT_FOUND = { error: 'no such job' };
 
+/** Who polls: the request's user when it is an id; anyone else (no user, or one without an id) sees only jobs without an owner. */
+function pollerOf(ctx: Context): string | number | null {
+  const user = ctx.transaction.meta.user as unknown;
+  return typeof user === 'string' || typeof user === 'number' ? user : null;
+}
+
 export function jobRoutes({ prefix = '/jobs', consume = true }: JobRoutesOptions = {}): Middleware {
   const base = `/${prefix.replace(/^\/+|\/+$/g, '')}/`;
 
@@ -31,7 +37,7 @@ export function jobRoutes({ prefix = '/jobs', consume = true }: JobRoutesOptions
     ctx.set('Cache-Control', 'no-store');
     // Unknown, malformed and someone else's ids get the same answer: an id reveals nothing.
     const result = isScheduleId(id)
-      ? await ctx.scheduler.getResult(id, { visibleTo: ctx.transaction.meta.user ?? null, consume: consume && ctx.method === 'GET' }) // a HEAD (a link preview, a monitor) must not consume
+      ? await ctx.scheduler.getResult(id, { visibleTo: pollerOf(ctx), consume: consume && ctx.method === 'GET' }) // a HEAD (a link preview, a monitor) must not consume
       : ({ state: 'unknown' } as const);
     if (result.state === 'unknown') {
       ctx.status = 404;

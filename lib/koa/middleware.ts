@@ -24,9 +24,16 @@ export interface AftercommitOptions {
   /** The scheduler handlers reach as `ctx.scheduler` (either kind); also gives `ctx.persistentContext`. */
   scheduler?: Scheduler;
   /**
-   * The transaction metadata of a request. Default: `user` from `ctx.state.user`
-   * (itself, or its `id` or `name`) and `note` `METHOD path`. `extension.requestId`
-   * is always added.
+   * The id of the request's user, who owns the jobs it schedules (only they can
+   * poll them); undefined for none. Default: `ctx.state.user` itself when it is a
+   * string or number, else its `id`, else its `sub`. A user from which no id can
+   * be read makes `schedule()` refuse with JobOwnerError.
+   */
+  user?: (ctx: Context) => unknown;
+  /**
+   * The transaction metadata of a request. Default: `user` as the `user` option
+   * gives it and `note` `METHOD path`. `extension.requestId` is always added.
+   * A `user` that is not a string or number makes `schedule()` refuse.
    */
   metadata?: (ctx: Context) => TransactionMeta;
   /** Roll back instead of committing when this returns true after the handlers. Default: a 5xx status. */
@@ -76,6 +83,10 @@ export function aftercommit(options: AftercommitOptions, ...middleware: Middlewa
   }
   const chain = compose(middleware);
   const metadata = options.metadata;
+  if (options.user !== undefined && typeof options.user !== 'function') {
+    throw new TypeError('aftercommit(options): options.user must be a function (ctx) => the id of the request’s user');
+  }
+  if (options.user && metadata) throw new TypeError('aftercommit(options): give user or metadata, not both (metadata sets user itself)');
   const rollbackOn = options.rollbackOn ?? ((ctx: Context) => ctx.status >= 500);
   const header = options.requestIdHeader ?? 'X-Request-Id';
   const retryAfter = options.retryAfter ?? 1;
@@ -88,7 +99,7 @@ export function aftercommit(options: AftercommitOptions, ...middleware: Middlewa
     const requestId = requestIdOf(ctx, header);
     ctx.res.setHeader(header, requestId);
     const line = requestLine(ctx);
-    const meta = metadata ? withRequestId(metadata(ctx), requestId) : defaultMetadata(ctx, line, requestId);
+    const meta = metadata ? withRequestId(metadata(ctx), requestId) : defaultMetadata(ctx, line, requestId, options.user);
     const start = requestStart(ctx);
     const snapshot = snapshotResponse(ctx);
     defineDbGetter(ctx);

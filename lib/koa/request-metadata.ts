@@ -2,19 +2,36 @@
 import { randomBytes } from 'node:crypto';
 import type { Context } from 'koa';
 import type { TransactionMeta } from '../interfaces.js';
+import { UnidentifiedUser } from '../scheduler/owner.js';
+
+/** What aftercommit can read an owner from: an id as it is, a BigInt or an ObjectId-like object as its text. */
+function asOwner(value: unknown): string | number | undefined {
+  if (typeof value === 'string' || typeof value === 'number') return value;
+  if (typeof value === 'bigint') return String(value);
+  if (typeof value === 'object' && value !== null && value.toString !== Object.prototype.toString) return String(value);
+  return undefined;
+}
 
 /**
- * The user of the request: `ctx.state.user` itself when it is an id, else its
- * `id` or `name`. A BigInt, or an object with its own toString (a MongoDB
- * ObjectId), becomes its text.
+ * The owner of the request's jobs: what `ownerOf(ctx)` returns when given, else
+ * `ctx.state.user` itself when it is an id, else its `id`, else its `sub` (a JWT
+ * or OIDC subject). Never a display name: two people may share one. A user that
+ * is set but gives no id becomes an UnidentifiedUser, which schedule() refuses.
  */
-function requestUser(ctx: Context): string | number | undefined {
+export function requestUser(ctx: Context, ownerOf?: (ctx: Context) => unknown): string | number | UnidentifiedUser | undefined {
+  if (ownerOf) {
+    const owner = ownerOf(ctx);
+    if (owner === undefined || owner === null) return undefined;
+    return asOwner(owner) ?? new UnidentifiedUser(`aftercommit({ user }) returned a value of type ${typeof owner}`);
+  }
   const user = ctx.state.user as unknown;
-  const id = typeof user === 'object' && user !== null ? ((user as { id?: unknown }).id ?? (user as { name?: unknown }).name) : user;
-  if (typeof id === 'string' || typeof id === 'number') return id;
-  if (typeof id === 'bigint') return String(id);
-  if (typeof id === 'object' && id !== null && id.toString !== Object.prototype.toString) return String(id);
-  return undefined;
+  if (user === undefined || user === null) return undefined;
+  if (typeof user !== 'object') return asOwner(user) ?? new UnidentifiedUser(`ctx.state.user (a ${typeof user})`);
+  const { id, sub } = user as { id?: unknown; sub?: unknown };
+  const owner = asOwner(id ?? sub);
+  if (owner !== undefined) return owner;
+  const keys = Object.keys(user).slice(0, 8).join(', ');
+  return new UnidentifiedUser(`ctx.state.user (an object with ${keys ? `keys ${keys}` : 'no keys'})`);
 }
 
 /** `METHOD path` of a request. */
@@ -22,11 +39,12 @@ export function requestLine(ctx: Context): string {
   return `${ctx.method} ${ctx.path}`;
 }
 
-/** The default metadata: the user from ctx.state.user, `METHOD path` as note, the request id. */
-export function defaultMetadata(ctx: Context, line: string, requestId: string): TransactionMeta {
-  const user = requestUser(ctx);
+/** The default metadata: the request's user (see requestUser), `METHOD path` as note, the request id. */
+export function defaultMetadata(ctx: Context, line: string, requestId: string, ownerOf?: (ctx: Context) => unknown): TransactionMeta {
+  const user = requestUser(ctx, ownerOf);
   const extension = { requestId };
-  return user === undefined ? { note: line, extension } : { user, note: line, extension };
+  // An UnidentifiedUser travels as the user so that schedule() can refuse it with its description.
+  return user === undefined ? { note: line, extension } : { user: user as string, note: line, extension };
 }
 
 /** The app's own metadata, with the request id added to its extension. */

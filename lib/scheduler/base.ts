@@ -27,6 +27,7 @@ import { PersistentContext } from '../context/persistent-context.js';
 import { ValueCodec } from './codec.js';
 import { Limiter } from './limiter.js';
 import { storedError } from './stored-error.js';
+import { jobOwner } from './owner.js';
 
 const JOB_NAME = /^[A-Za-z0-9_.:-]{1,100}$/;
 
@@ -126,6 +127,13 @@ export abstract class SchedulerBase extends EventEmitter<SchedulerEvents> {
   load<T = Record<string, unknown>>(table: string, key: EntityKey): Promise<T> {
     const tx = this.transaction(`load('${table}', …)`);
     return this.entities.load(tx.db, ref(table, key), `load('${table}', ${JSON.stringify(key)})`) as Promise<T>;
+  }
+
+  /** The transaction `schedule()` writes to, once it is known who will own the job (see jobOwner). */
+  protected schedulingTransaction(): Transaction {
+    const tx = this.transaction('schedule()');
+    jobOwner(tx.meta);
+    return tx;
   }
 
   /** The open transaction `what` needs, or a clear error. */

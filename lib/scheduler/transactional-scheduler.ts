@@ -68,7 +68,7 @@ export class TransactionalScheduler extends SchedulerBase implements Scheduler {
    */
   schedule(job: string | JobFunction, ...args: unknown[]): string {
     if (this.stopped) throw new SchedulerStoppedError('schedule()');
-    const tx = this.transaction('schedule()');
+    const tx = this.schedulingTransaction();
     const name = typeof job === 'function' ? this.nameOf(job) ?? (job.name || 'anonymous') : job;
     const fn = typeof job === 'function' ? job : this.job(job);
     const entry: Entry = {

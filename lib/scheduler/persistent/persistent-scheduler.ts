@@ -148,16 +148,23 @@ export class PersistentTransactionalScheduler extends SchedulerBase implements S
       if (!visibleTo({ user: local.owner ?? undefined }, options)) return { state: 'unknown' };
       return local.progress ? { state: 'pending', progress: local.progress } : { state: 'pending' };
     }
-    const row = await this.store.get(tx?.db ?? this.manager.knex, id);
-    if (!row || (row.expiresAt !== null && row.expiresAt <= this.manager.clock.now())) return { state: 'unknown' };
-    if (!visibleTo({ user: row.owner ?? undefined }, options)) return { state: 'unknown' };
-    if (row.state === 'pending' || row.state === 'running') {
-      return row.progress ? { state: 'pending', progress: row.progress } : { state: 'pending' };
+    const db = tx?.db ?? this.manager.knex;
+    const viewer = options.visibleTo === undefined || options.visibleTo === null ? options.visibleTo : String(options.visibleTo);
+    const status = await this.store.status(db, id, viewer);
+    if (!status || (status.expiresAt !== null && status.expiresAt <= this.manager.clock.now())) return { state: 'unknown' };
+    // The query checked the owner already; checked again here, the same way as for jobs not yet written, so that
+    // a table whose owner column still ignores case (before migration 2) cannot widen what a caller sees.
+    if (!visibleTo({ user: status.owner ?? undefined }, options)) return { state: 'unknown' };
+    if (status.state === 'pending' || status.state === 'running') {
+      return status.progress ? { state: 'pending', progress: status.progress } : { state: 'pending' };
     }
+    // Only now, for whoever may see it, the result or error itself.
+    const outcome = await this.store.outcome(db, id);
+    if (!outcome) return { state: 'unknown' }; // fetched and deleted by another transaction, or expired, meanwhile
     if (tx && options.consume !== false) tx.afterCommit((ok) => ok && this.consume(id));
-    return row.state === 'done'
-      ? { state: 'done', value: this.codec.decodeValue(row.result!) }
-      : { state: 'failed', error: JSON.parse(row.error!) as StoredError };
+    return outcome.state === 'done'
+      ? { state: 'done', value: this.codec.decodeValue(outcome.result!) }
+      : { state: 'failed', error: JSON.parse(outcome.error!) as StoredError };
   }
 
   /**
@@ -188,7 +195,7 @@ export class PersistentTransactionalScheduler extends SchedulerBase implements S
   }
 
   private newJob(options: JobOptions, job: string | JobFunction, args: unknown[]): NewJob {
-    const tx = this.transaction('schedule()');
+    const tx = this.schedulingTransaction();
     const name = typeof job === 'function' ? this.nameOf(job) : job;
     if (name === undefined) {
       throw new TypeError('PersistentTransactionalScheduler runs jobs by name: define(name, fn) the function and schedule its name');
@@ -216,7 +223,7 @@ export class PersistentTransactionalScheduler extends SchedulerBase implements S
 
   /** The current transaction's jobs to insert before it commits (one INSERT for all of them). */
   private batch(): NewJob[] {
-    const tx = this.transaction('schedule()');
+    const tx = this.schedulingTransaction();
     let batch = this.batches.get(tx);
     if (!batch) {
       const rows: NewJob[] = [];
@@ -234,13 +241,13 @@ export class PersistentTransactionalScheduler extends SchedulerBase implements S
 
   /** Inserts a job with a dedupe key at once, in a savepoint: a pending job with the key wins. */
   private async insertDeduped(row: NewJob): Promise<string> {
-    const tx = this.transaction('schedule()');
+    const tx = this.schedulingTransaction();
     const key = row.dedupeKey!;
     try {
       await tx.db.transaction(async (savepoint) => this.store.insert(savepoint, [row]));
     } catch (err) {
       if (!this.manager.dialect.isUniqueViolation(err)) throw err;
-      const existing = await this.store.pendingWithKey(tx.db, key);
+      const existing = await this.store.pendingWithKey(tx.db, row.owner, key);
       if (existing) return existing;
       // The holder started (and gave up its key) between the two statements: run the whole transaction again.
       throw new ConflictError(`the job holding dedupe key ${JSON.stringify(key)} started meanwhile`, { cause: err });
