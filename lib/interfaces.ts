@@ -154,6 +154,14 @@ export interface RunOptions {
   /** Called before each retry of this call (after the manager's `onRetry` listeners). */
   onRetry?: (event: RetryEvent) => void;
   /**
+   * Ends the call from outside when it aborts: the attempt in flight has its
+   * database transaction ended at once (a server's connection is closed, so the
+   * database rolls back and frees its locks, even while a statement waits or the
+   * function never returns), no attempt follows, and `run` rejects with the
+   * signal's reason. Once the function has returned, its COMMIT is let finish.
+   */
+  signal?: AbortSignal;
+  /**
    * False: this call takes no part in the manager's contention handling: its
    * attempts never wait for a turn and its retries wait a random delay instead
    * of running alone. Default: the manager's `escalate`.
@@ -197,6 +205,12 @@ export interface Transaction {
   readonly attempt: number;
   /** True when this attempt follows a conflict and runs alone (see `TransactionManagerOptions.escalate`). */
   readonly escalated: boolean;
+  /**
+   * Aborted when the attempt is ended from outside: `RunOptions.signal` aborted
+   * (a request's timeout, a client that went away, a job past its timeout).
+   * Its transaction is already rolled back then; stop waiting on anything.
+   */
+  readonly signal: AbortSignal;
   /** True once a statement has been sent in the current database transaction (a connection is held). */
   readonly began: boolean;
   /** True after {@link Transaction.setRollbackOnly}. */

@@ -56,6 +56,19 @@ export interface LockWaitCancel {
   unref(connection: unknown): void;
 }
 
+/**
+ * How much one multi-row INSERT may carry. A larger batch is split into several
+ * statements (in the same transaction), each within all three bounds.
+ */
+export interface InsertLimits {
+  /** Bound values per statement. */
+  readonly bindings: number;
+  /** Rows per statement. */
+  readonly rows: number;
+  /** Bytes of values per statement, counted as UTF-8 text before the driver escapes or encodes them. */
+  readonly bytes: number;
+}
+
 /** What the transaction manager needs to know about one database family. */
 export interface Dialect {
   /** The family, for messages and for tests. */
@@ -94,10 +107,25 @@ export interface Dialect {
    * open job transaction.
    */
   readonly singleWriter: boolean;
+  /** How much one multi-row INSERT may carry; the persistent scheduler splits larger batches of jobs. */
+  readonly insertLimits: InsertLimits;
+  /**
+   * Makes `table` store its text as UTF-8 (all of Unicode) and compare it byte
+   * for byte (case and trailing spaces count), whatever the database's defaults;
+   * it does nothing where text already is so.
+   */
+  exactUtf8Text(db: Knex | Knex.Transaction, table: string): Promise<void>;
   /** The lock escalated attempts of all processes take turns on; none where there is a single writer anyway. */
   readonly escalationLock: EscalationLock | undefined;
   /** How to cancel lock waits under contention; none where deadlocks are found at once (InnoDB) or cannot happen (SQLite). */
   readonly lockWaitCancel: LockWaitCancel | undefined;
+  /**
+   * Ends the transaction open on `connection` from outside, whatever is running
+   * on it (a statement waiting for a lock, a handler that never returns): a
+   * server's connection is closed, so the server rolls back and frees the locks;
+   * SQLite's is rolled back in place. True when the connection is gone.
+   */
+  abortTransaction(connection: unknown): boolean;
 }
 
 const byKnexDialect: Record<string, Dialect> = {

@@ -1,4 +1,4 @@
-import type { Dialect, EscalationLock } from './index.js';
+import type { Dialect, EscalationLock, InsertLimits } from './index.js';
 import { errorField } from '../support/error-field.js';
 
 /** errno values after which InnoDB has rolled back the whole transaction. */
@@ -26,6 +26,21 @@ const escalationLock: EscalationLock = {
   },
   release: (send) => send(`DO RELEASE_LOCK(${ESCALATION_LOCK_NAME})`),
 };
+
+/**
+ * A statement travels as one packet, at most max_allowed_packet: 16 MiB by
+ * default on MariaDB 10.6+, 64 MiB on MySQL 8. Values are sent as escaped text,
+ * up to twice their size, so 4 MiB of values stays within half the smaller
+ * default. 65,535 is the most placeholders a prepared statement takes.
+ */
+const insertLimits: InsertLimits = { bindings: 65_535, rows: Number.POSITIVE_INFINITY, bytes: 4 * 1024 * 1024 };
+
+/**
+ * Binary utf8mb4 collations that do not pad: utf8mb4_bin ignores trailing spaces
+ * (PAD SPACE), so 'key' and 'key ' would still be one key. MySQL 8.0.17+ has the
+ * first, MariaDB 10.2+ the second.
+ */
+const EXACT_COLLATIONS = ['utf8mb4_0900_bin', 'utf8mb4_nopad_bin'];
 
 export const mysql: Dialect = {
   name: 'mysql',
@@ -57,6 +72,25 @@ export const mysql: Dialect = {
   // A session lock: it outlives the implicit commits that DDL causes in MySQL.
   migrationLock: (name) => ({ acquire: `SELECT GET_LOCK('${name}', 120) AS acquired`, release: `SELECT RELEASE_LOCK('${name}')` }),
   singleWriter: false,
+  insertLimits,
+  async exactUtf8Text(db, table) {
+    const [rows] = (await db.raw(
+      `SELECT COLLATION_NAME AS name FROM information_schema.COLLATIONS WHERE COLLATION_NAME IN (${EXACT_COLLATIONS.map(() => '?').join(', ')})`,
+      EXACT_COLLATIONS,
+    )) as [{ name: string }[]];
+    const collation = EXACT_COLLATIONS.find((name) => rows.some((row) => row.name === name));
+    if (!collation) {
+      throw new Error(`${table} needs a binary utf8mb4 collation without padding (${EXACT_COLLATIONS.join(' or ')}): MySQL 8.0.17+ or MariaDB 10.2+`);
+    }
+    // Every text column and the table's default (for columns added later). From a smaller character set
+    // (latin1), MySQL widens TEXT to MEDIUMTEXT and MEDIUMTEXT to LONGTEXT so that they hold as many characters.
+    await db.raw(`ALTER TABLE ?? CONVERT TO CHARACTER SET utf8mb4 COLLATE ${collation}`, [table]);
+  },
   escalationLock,
   lockWaitCancel: undefined, // InnoDB finds a deadlock the moment it forms
+  // destroy(), not end(): end() waits behind the statement in progress.
+  abortTransaction: (connection) => {
+    (connection as { destroy(): void }).destroy();
+    return true;
+  },
 };

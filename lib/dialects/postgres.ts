@@ -1,11 +1,33 @@
-import type { Dialect, EscalationLock, LockWaitCancel } from './index.js';
+import type { Dialect, EscalationLock, InsertLimits, LockWaitCancel } from './index.js';
 import { errorField } from '../support/error-field.js';
 
 const ROLLED_BACK_SQLSTATES = new Set(['40001' /* serialization_failure */, '40P01' /* deadlock_detected */]);
 const SQLSTATE = /^[0-9A-Z]{5}$/;
 const SOCKET_ERRORS = new Set(['ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'EPIPE', 'EHOSTUNREACH', 'ENOTFOUND', 'EAI_AGAIN']);
+/**
+ * Class 08 (connection_exception) codes that are the server's verdict on what
+ * this client sent, not a lost or refused connection: the same request fails the
+ * same way however often and however late it is sent again, so they are neither
+ * a broken connection nor the database being unavailable (no 503, no re-queue).
+ * The rest of the class (08000, 08001, 08003, 08006, 08007) is a connection that
+ * could not be made or was lost.
+ */
+const VERDICTS_IN_CLASS_08 = new Set([
+  '08P01', // protocol_violation: e.g. a Bind message with more than 65,535 parameters
+  '08004', // sqlserver_rejected_establishment_of_sqlconnection: refused by the server's rules, not for want of capacity
+]);
+
+/** A connection that broke or could not be made (class 08 but its verdicts), or the server going down under us (57P0x). */
+const isLostConnection = (sqlState: string) => (sqlState.startsWith('08') && !VERDICTS_IN_CLASS_08.has(sqlState)) || sqlState.startsWith('57P0');
+
 /** node-postgres's own errors for a connection that broke (they carry no code; knex prefixes the SQL). */
 const LOST_CONNECTION_MESSAGES = /\b(Connection terminated|Client has encountered a connection error|Client was closed and is not queryable)/;
+
+/**
+ * The Bind message counts parameters in 16 bits. It is built whole in memory on
+ * both sides (the server takes up to 1 GB): 16 MiB of values bounds that.
+ */
+const insertLimits: InsertLimits = { bindings: 65_535, rows: Number.POSITIVE_INFINITY, bytes: 16 * 1024 * 1024 };
 
 /** Advisory locks are per database already. */
 const ESCALATION_LOCK_KEY = "hashtext('aftercommit.escalated')";
@@ -63,10 +85,9 @@ export const postgres: Dialect = {
   isConnectionFailure(err) {
     const code = errorField(err, 'code');
     // No SQLSTATE means the error did not come from the server's verdict
-    // ("Connection terminated unexpectedly", ECONNRESET, ...). Class 08 is
-    // connection_exception; 57P0x is the server going down under us.
+    // ("Connection terminated unexpectedly", ECONNRESET, ...).
     if (typeof code !== 'string' || !SQLSTATE.test(code)) return true;
-    return code.startsWith('08') || code.startsWith('57P0');
+    return isLostConnection(code);
   },
   // knex's pg client resolves with { response: pg.Result }; the command tag is the server's answer.
   committedAsRollback: (result) => (result as { response?: { command?: string } } | undefined)?.response?.command === 'ROLLBACK',
@@ -74,7 +95,7 @@ export const postgres: Dialect = {
     const code = errorField(err, 'code');
     if (code === undefined) return err instanceof Error && LOST_CONNECTION_MESSAGES.test(err.message);
     if (typeof code !== 'string') return false;
-    return typeof errorField(err, 'syscall') === 'string' || code.startsWith('08') || code.startsWith('57P0') || SOCKET_ERRORS.has(code);
+    return typeof errorField(err, 'syscall') === 'string' || isLostConnection(code) || SOCKET_ERRORS.has(code);
   },
   isUniqueViolation: (err) => errorField(err, 'code') === '23505',
   lockForClaim: (query) => query.forUpdate().skipLocked(),
@@ -82,6 +103,15 @@ export const postgres: Dialect = {
   // Released by the COMMIT; DDL is transactional in PostgreSQL.
   migrationLock: (name) => ({ acquire: `SELECT pg_advisory_xact_lock(hashtext('${name}'))` }),
   singleWriter: false,
+  insertLimits,
+  // The encoding is the database's, chosen when it was created: no table can have another. A database's
+  // default collation is deterministic, and deterministic collations tell apart strings that differ in any byte.
+  exactUtf8Text: async () => undefined,
   escalationLock,
   lockWaitCancel,
+  abortTransaction: (connection) => {
+    // Closing the socket: end() would wait for the query in progress.
+    (connection as { connection: { stream: { destroy(): void } } }).connection.stream.destroy();
+    return true;
+  },
 };

@@ -28,6 +28,16 @@ export const sqlite: Dialect = {
   lockingRead: (query) => query, // one writer: there is nothing newer to see
   migrationLock: () => ({}),
   singleWriter: true,
+  // knex writes a multi-row INSERT as a compound SELECT: at most SQLITE_MAX_COMPOUND_SELECT (500) rows and
+  // SQLITE_MAX_VARIABLE_NUMBER (32,766 since SQLite 3.32) values. Values are bound in-process: no bytes travel.
+  insertLimits: { bindings: 32_766, rows: 500, bytes: Number.POSITIVE_INFINITY },
+  exactUtf8Text: async () => undefined, // text is UTF-8, and columns compare with BINARY unless declared otherwise
   escalationLock: undefined, // BEGIN IMMEDIATE already admits one writer at a time
   lockWaitCancel: undefined,
+  // Synchronous: nothing runs on the connection while JavaScript runs this, so it rolls back in place.
+  abortTransaction: (connection) => {
+    const db = connection as { inTransaction: boolean; exec(sql: string): unknown };
+    if (db.inTransaction) db.exec('ROLLBACK');
+    return false;
+  },
 };

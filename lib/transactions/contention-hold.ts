@@ -120,6 +120,12 @@ export class ContentionHold implements Preemptible {
     }
   }
 
+  /** The connection's session was closed from outside: nothing of it is to be given back but the turn. */
+  abandon(): void {
+    if (this.sessionId) this.env.preemption!.delete(this);
+    this.lockMode = undefined;
+  }
+
   /** Gives the turn back (once). */
   leave(): void {
     if (this.left) return;

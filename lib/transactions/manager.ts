@@ -61,6 +61,28 @@ function poolLimits(knex: Knex): { size: number; acquireTimeoutMs: number } {
 
 const prepare = (tx: TransactionAttempt) => tx.prepare();
 
+/**
+ * `work()`'s result, unless `signal` aborts first: then `tx` is ended from
+ * outside and this rejects with the signal's reason, without waiting for `work`.
+ */
+function endedBy<T>(signal: AbortSignal, tx: TransactionAttempt, work: () => Promise<T>): Promise<T> {
+  signal.throwIfAborted();
+  return new Promise<T>((resolve, reject) => {
+    const abort = () => void tx.terminate(signal.reason as Error).then(() => reject(signal.reason));
+    signal.addEventListener('abort', abort, { once: true });
+    work().then(
+      (value) => {
+        signal.removeEventListener('abort', abort);
+        resolve(value);
+      },
+      (err: unknown) => {
+        signal.removeEventListener('abort', abort);
+        reject(err);
+      },
+    );
+  });
+}
+
 /** What `tm.outside(fn)` leaves in the async context: no current transaction, but who started `fn`. */
 class OutsideOf {
   constructor(readonly attempt: TransactionAttempt) {}
@@ -192,19 +214,28 @@ export class TransactionManager {
     const retries = options.retries === undefined ? this.retries : checkRetries(options.retries, 'RunOptions.retries');
     const gate = checkEscalate(options.escalate, 'RunOptions.escalate') === false ? undefined : this.contentionEnvironment?.gate;
     const isolationLevel = checkIsolationLevel(options.isolationLevel);
+    const signal = options.signal;
+    signal?.throwIfAborted();
     let escalated = false;
     for (let attempt = 1; ; attempt++) {
       const turn = gate ? (escalated ? 'escalated' : 'shared') : undefined;
       const meta = mergeMeta(this.options.metadata?.(), options.metadata, name);
       const tx = new TransactionAttempt(this.environment, attempt, meta, isolationLevel, turn, startedBy);
       try {
-        const value = await this.enter(tx, fn);
-        // Before-commit hooks run inside the transaction's context too (nested calls join it).
-        if (tx.hasWorkBeforeCommit) await this.enter(tx, prepare);
+        let value: T;
+        if (signal) {
+          // The function's part (up to the COMMIT) can be ended from outside.
+          value = await endedBy(signal, tx, () => this.enterAndPrepare(tx, fn));
+        } else {
+          // The same, without the extra promise: most calls have no signal.
+          value = await this.enter(tx, fn);
+          if (tx.hasWorkBeforeCommit) await this.enter(tx, prepare);
+        }
         const finishing = tx.finish();
         if (finishing) await finishing;
         return value;
       } catch (err) {
+        if (tx.terminatedBy) throw tx.terminatedBy; // ended from outside: no other attempt
         // A doomed attempt failed because of what rolled it back, whatever fn made of that.
         const conflict = this.isTransient(tx.doomedBy ?? err);
         const retry = attempt <= retries && conflict;
@@ -216,9 +247,16 @@ export class TransactionManager {
         }
         // A preempted statement's own error (a cancel) says nothing of why: the preemption does.
         if (!retry) throw tx.doomedBy instanceof PreemptedError && !this.isTransient(err) ? tx.doomedBy : err;
-        await this.pause(name, attempt, tx.doomedBy ?? err, retries, escalated, options.onRetry);
+        await this.pause(name, attempt, tx.doomedBy ?? err, retries, escalated, options.onRetry, signal);
       }
     }
+  }
+
+  /** Calls fn(tx) in the transaction's context, then its before-commit hooks (nested calls join it there too). */
+  private async enterAndPrepare<T>(tx: TransactionAttempt, fn: (tx: Transaction) => T | Promise<T>): Promise<T> {
+    const value = await this.enter(tx, fn);
+    if (tx.hasWorkBeforeCommit) await this.enter(tx, prepare);
+    return value;
   }
 
   /** Returns `fn` wrapped so that each call runs in a transaction (or joins the current one). */
@@ -255,6 +293,7 @@ export class TransactionManager {
     retries: number,
     escalated: boolean,
     onRetry: RetryListener | undefined,
+    signal: AbortSignal | undefined,
   ): Promise<void> {
     // An escalated attempt waits for its turn instead of a random delay.
     const delay = escalated ? 0 : retryDelay(attempt, this.delay, this.random);
@@ -267,6 +306,7 @@ export class TransactionManager {
     const event = { name: label, attempt, error, delay, escalated };
     for (const listener of this.retryListeners) listener(event);
     onRetry?.(event);
-    if (!escalated) await this.clock.sleep(delay);
+    if (!escalated) await this.clock.sleep(delay, signal);
+    signal?.throwIfAborted();
   }
 }

@@ -28,6 +28,9 @@ type State = 'open' | 'ending' | 'committed' | 'aborted';
 /** The queue of a transaction that has sent nothing yet: shared, as most requests send nothing. */
 const SETTLED: Promise<unknown> = Promise.resolve();
 
+/** knex drops a connection marked so instead of handing it out again. */
+type DisposableConnection = { __knex__disposed?: unknown };
+
 type PoolClient = {
   acquireConnection(): Promise<unknown>;
   releaseConnection(connection: unknown): Promise<void>;
@@ -51,6 +54,9 @@ export class TransactionAttempt implements Transaction, StatementGate {
   private hold: ContentionHold | undefined;
   /** The end of the previous database transaction (tx.commit()/tx.abort()), while it is under way. */
   private releasing: Promise<void> | undefined;
+  /** Why the attempt was ended from outside (see terminate()), if it was. */
+  terminatedBy: Error | undefined;
+  private controller: AbortController | undefined;
   private readonly before = new HookList();
   private readonly afterCommitHooks = new HookList();
   private readonly afterAbortHooks = new HookList();
@@ -75,6 +81,50 @@ export class TransactionAttempt implements Transaction, StatementGate {
   /** True while a database transaction of this attempt holds a turn at the gate. */
   get holdsTurn(): boolean {
     return this.hold !== undefined;
+  }
+
+  /** Aborted when the attempt is ended from outside; made on first use. */
+  get signal(): AbortSignal {
+    this.controller ??= new AbortController();
+    if (this.terminatedBy && !this.controller.signal.aborted) this.controller.abort(this.terminatedBy);
+    return this.controller.signal;
+  }
+
+  /**
+   * Ends the attempt from outside, whatever its function is doing: a statement
+   * in progress, or an await that never settles. The database transaction is
+   * ended without waiting for anything queued on its connection (a server's
+   * connection is closed, so the server rolls back and frees its locks), the
+   * turn and the connection go back, the after-abort hooks run, and everything
+   * the attempt tries later fails with `reason`.
+   */
+  async terminate(reason: Error): Promise<void> {
+    if (this.ended || this.terminatedBy) return;
+    this.terminatedBy = reason;
+    this.controller?.abort(reason);
+    this.state = 'ending';
+    const connection = this.liveConnection;
+    this.connection = undefined;
+    this.liveConnection = undefined;
+    if (connection !== undefined) await this.abandonConnection(connection, reason);
+    this.state = 'aborted';
+    await this.runAbortHooks();
+  }
+
+  /** Ends the database transaction on `connection` from outside and lets the pool have the connection (or drop it). */
+  private async abandonConnection(connection: unknown, reason: Error): Promise<void> {
+    const hold = this.hold;
+    this.hold = undefined;
+    try {
+      // The escalation lock, if held, goes with the closed session.
+      if (this.env.dialect.abortTransaction(connection)) (connection as DisposableConnection).__knex__disposed = reason;
+      hold?.abandon();
+      await this.pool.releaseConnection(connection);
+    } catch (err) {
+      this.env.logger.warn({ err }, 'ending a transaction from outside: giving its connection back failed');
+    } finally {
+      hold?.leave();
+    }
   }
 
   get escalated(): boolean {
@@ -185,6 +235,12 @@ export class TransactionAttempt implements Transaction, StatementGate {
       hold?.leave();
       throw err;
     }
+    if (this.terminatedBy) {
+      // Ended from outside while it waited for its turn or its connection.
+      await this.pool.releaseConnection(connection);
+      hold?.leave();
+      throw this.terminatedBy;
+    }
     this.hold = hold;
     this.liveConnection = connection;
     try {
@@ -192,6 +248,7 @@ export class TransactionAttempt implements Transaction, StatementGate {
       if (locking) await locking;
       for (const sql of this.env.dialect.begin(this.isolation)) await this.enqueue(() => this.send(connection, sql));
     } catch (err) {
+      if (this.terminatedBy) throw this.terminatedBy; // terminate() has given everything back
       this.connection = undefined;
       this.liveConnection = undefined;
       this.hold = undefined;
@@ -239,6 +296,7 @@ export class TransactionAttempt implements Transaction, StatementGate {
   }
 
   private assertUsable(what: string): void {
+    if (this.terminatedBy) throw this.terminatedBy;
     this.assertOpen(what);
     if (this.doomedBy !== undefined) throw new TransactionDoomedError(this.doomedBy);
   }

@@ -31,7 +31,7 @@ export interface Scheduling {
   schedule(job: string | JobFunction, ...args: unknown[]): string;
 }
 
-/** Schedules with a dedupe key: resolves to the id of the pending job with that key, or of the new one. */
+/** Schedules with a dedupe key: resolves to the id of the same owner's pending job with that key, or of the new one. */
 export interface DedupedScheduling {
   schedule(job: string | JobFunction, ...args: unknown[]): Promise<string>;
 }
@@ -114,7 +114,7 @@ export class PersistentTransactionalScheduler extends SchedulerBase implements S
     return this.with({}).schedule(job, ...args);
   }
 
-  /** Schedules with options; with a `dedupeKey`, `schedule()` resolves to the id (the first one's while it is pending). */
+  /** Schedules with options; with a `dedupeKey`, `schedule()` resolves to the id (the owner's first one's while it is pending). */
   with(options: JobOptions & { dedupeKey: string }): DedupedScheduling;
   with(options: JobOptions): Scheduling;
   with(options: JobOptions): Scheduling | DedupedScheduling {
@@ -175,8 +175,9 @@ export class PersistentTransactionalScheduler extends SchedulerBase implements S
   async remove(id: string): Promise<void> {
     if (!isScheduleId(id)) return;
     const tx = this.manager.current;
-    const batch = tx && this.batches.get(tx);
-    if (batch) batch.splice(0, batch.length, ...batch.filter((row) => row.id !== id));
+    const batch = (tx && this.batches.get(tx)) ?? [];
+    const unflushed = batch.findIndex((row) => row.id === id);
+    if (unflushed !== -1) batch.splice(unflushed, 1); // in place: a batch may hold 100,000s of jobs
     const cancel = () => this.localRuns.get(id)?.controller.abort(new JobCancelledError(id));
     if (!tx) cancel(); // first: with SQLite, the job's transaction may hold the lock the DELETE needs
     await this.store.remove(tx?.db ?? this.manager.knex, id);
@@ -239,7 +240,7 @@ export class PersistentTransactionalScheduler extends SchedulerBase implements S
     return batch;
   }
 
-  /** Inserts a job with a dedupe key at once, in a savepoint: a pending job with the key wins. */
+  /** Inserts a job with a dedupe key at once, in a savepoint: a pending job of the same owner with the key wins. */
   private async insertDeduped(row: NewJob): Promise<string> {
     const tx = this.schedulingTransaction();
     const key = row.dedupeKey!;

@@ -4,6 +4,7 @@
  */
 import type { Knex } from 'knex';
 import type { TransactionManager } from '../../transactions/manager.js';
+import { dialectOf } from '../../dialects/index.js';
 
 /** Names of the scheduler's tables. */
 export interface TableNames {
@@ -66,6 +67,34 @@ const steps: Step[] = [
     },
     async down(db, { jobs, schema }) {
       await db.schema.dropTableIfExists(jobs).dropTableIfExists(schema);
+    },
+  },
+  {
+    // Text in UTF-8 compared exactly, and dedupe keys scoped by owner.
+    version: 2,
+    async up(db, { jobs }) {
+      // First, so that the column and indexes added below are created in the exact collation too.
+      await dialectOf(db).exactUtf8Text(db, jobs);
+      await db.schema.alterTable(jobs, (t) => {
+        t.dropUnique(['dedupe_key'], `${jobs}_dedupe`);
+        // A key is its owner's: two users scheduling with the same key get a job each.
+        t.unique(['owner', 'dedupe_key'], { indexName: `${jobs}_owner_dedupe` });
+        // A unique index never finds two NULLs equal, so (NULL, key) needs an index of its own: the key
+        // again, set only for jobs scheduled without an owner (and cleared with dedupe_key).
+        t.string('anonymous_dedupe_key', 191).nullable().unique({ indexName: `${jobs}_anonymous_dedupe` });
+      });
+      await db(jobs).whereNull('owner').whereNotNull('dedupe_key').update({ anonymous_dedupe_key: db.ref('dedupe_key') });
+    },
+    async down(db, { jobs, schema }) {
+      // The text stays UTF-8 and exact: converting it back could lose characters.
+      await db.schema.alterTable(jobs, (t) => {
+        t.dropUnique(['anonymous_dedupe_key'], `${jobs}_anonymous_dedupe`);
+        t.dropUnique(['owner', 'dedupe_key'], `${jobs}_owner_dedupe`);
+      });
+      await db.schema.alterTable(jobs, (t) => t.dropColumn('anonymous_dedupe_key'));
+      // Fails while two owners hold the same key: one key per table is what version 1 allows.
+      await db.schema.alterTable(jobs, (t) => t.unique(['dedupe_key'], { indexName: `${jobs}_dedupe` }));
+      await db(schema).where({ version: 2 }).delete(); // so that migrate() applies it again
     },
   },
 ];

@@ -6,7 +6,7 @@
  * another worker has claimed the job.
  */
 import type { Knex } from 'knex';
-import type { Dialect } from '../../dialects/index.js';
+import type { Dialect, InsertLimits } from '../../dialects/index.js';
 import type { JobProgress, StoredError } from '../../interfaces.js';
 import type { TableNames } from './schema.js';
 
@@ -59,12 +59,53 @@ export interface NewJob {
   createdAt: number;
 }
 
+/** What getResult reads of a job before it knows the caller may see its outcome: no arguments, no result. */
+export interface JobStatus {
+  owner: string | null;
+  state: JobState;
+  expiresAt: number | null;
+  progress?: JobProgress;
+}
+
+/** Who asks about a job: trusted code that sees every job (undefined), an anonymous caller who sees jobs without an owner (null), or a user who also sees their own. */
+export type Viewer = string | null | undefined;
+
 const num = (value: unknown): number => Number(value);
 const numOrNull = (value: unknown): number | null => (value === null || value === undefined ? null : Number(value));
 
-function fromRow(r: Record<string, unknown>): JobRow {
+function progressOf(r: Record<string, unknown>): { progress?: JobProgress } {
   const fraction = numOrNull(r.progress_fraction);
   const message = r.progress_message as string | null;
+  if (fraction === null) return {};
+  return { progress: message ? { fraction, message } : { fraction } };
+}
+
+/**
+ * Splits rows into runs that each fit one INSERT within `limits`; a row larger
+ * than the byte bound goes alone (the database then judges it).
+ */
+function statementsOf(rows: readonly Record<string, unknown>[], limits: InsertLimits): Record<string, unknown>[][] {
+  const statements: Record<string, unknown>[][] = [];
+  let current: Record<string, unknown>[] = [];
+  let bytes = 0;
+  for (const row of rows) {
+    const values = Object.values(row);
+    const rowBytes = values.reduce<number>((sum, value) => sum + Buffer.byteLength(String(value)), 0);
+    const fits =
+      current.length + 1 <= limits.rows && (current.length + 1) * values.length <= limits.bindings && bytes + rowBytes <= limits.bytes;
+    if (!fits && current.length > 0) {
+      statements.push(current);
+      current = [];
+      bytes = 0;
+    }
+    current.push(row);
+    bytes += rowBytes;
+  }
+  if (current.length > 0) statements.push(current);
+  return statements;
+}
+
+function fromRow(r: Record<string, unknown>): JobRow {
   return {
     id: r.id as string,
     name: r.name as string,
@@ -84,7 +125,7 @@ function fromRow(r: Record<string, unknown>): JobRow {
     lease: (r.lease as string | null) ?? null,
     lockedBy: (r.locked_by as string | null) ?? null,
     lockedUntil: numOrNull(r.locked_until),
-    ...(fraction === null ? {} : { progress: message ? { fraction, message } : { fraction } }),
+    ...progressOf(r),
     result: (r.result as string | null) ?? null,
     error: (r.error as string | null) ?? null,
     finishedAt: numOrNull(r.finished_at),
@@ -102,35 +143,35 @@ export class JobStore {
     return db(this.tables.jobs);
   }
 
-  /** Writes new jobs (in the scheduling transaction). */
+  /** Writes new jobs (in the scheduling transaction), in as few INSERTs as the database's limits allow. */
   async insert(db: Db, jobs: readonly NewJob[]): Promise<void> {
-    if (jobs.length === 0) return;
-    await this.jobs(db).insert(
-      jobs.map((j) => ({
-        id: j.id,
-        name: j.name,
-        queue: j.queue,
-        state: 'pending',
-        priority: j.priority,
-        run_at: j.runAt,
-        args: j.args,
-        meta: j.meta,
-        owner: j.owner,
-        runs: 0,
-        failures: 0,
-        max_attempts: j.maxAttempts,
-        backoff: j.backoff,
-        timeout_ms: j.timeoutMs,
-        lease_ms: j.leaseMs,
-        dedupe_key: j.dedupeKey,
-        created_at: j.createdAt,
-      })),
-    );
+    const rows = jobs.map((j) => ({
+      id: j.id,
+      name: j.name,
+      queue: j.queue,
+      state: 'pending',
+      priority: j.priority,
+      run_at: j.runAt,
+      args: j.args,
+      meta: j.meta,
+      owner: j.owner,
+      runs: 0,
+      failures: 0,
+      max_attempts: j.maxAttempts,
+      backoff: j.backoff,
+      timeout_ms: j.timeoutMs,
+      lease_ms: j.leaseMs,
+      dedupe_key: j.dedupeKey,
+      anonymous_dedupe_key: j.owner === null ? j.dedupeKey : null,
+      created_at: j.createdAt,
+    }));
+    for (const statement of statementsOf(rows, this.dialect.insertLimits)) await this.jobs(db).insert(statement);
   }
 
-  /** The id of the pending job holding `key`, if any: the latest committed row, not the transaction's snapshot. */
-  async pendingWithKey(db: Db, key: string): Promise<string | undefined> {
-    const row = await this.dialect.lockingRead(this.jobs(db).where({ dedupe_key: key }).first('id'));
+  /** The id of `owner`'s pending job holding `key`, if any: the latest committed row, not the transaction's snapshot. */
+  async pendingWithKey(db: Db, owner: string | null, key: string): Promise<string | undefined> {
+    const holder = owner === null ? { anonymous_dedupe_key: key } : { owner, dedupe_key: key };
+    const row = await this.dialect.lockingRead(this.jobs(db).where(holder).first('id'));
     return (row as { id?: string } | undefined)?.id;
   }
 
@@ -168,9 +209,22 @@ export class JobStore {
     return (await this.dialect.lockForClaim(query)).map(fromRow);
   }
 
-  async get(db: Db, id: string): Promise<JobRow | undefined> {
-    const row = await this.jobs(db).where({ id }).first();
-    return row ? fromRow(row) : undefined;
+  /**
+   * The state of job `id` if `viewer` may see it. The owner check is part of the
+   * WHERE clause, and no large column is read, so a job of someone else's costs
+   * what an unknown id does.
+   */
+  async status(db: Db, id: string, viewer: Viewer): Promise<JobStatus | undefined> {
+    const query = this.jobs(db).where({ id });
+    if (viewer !== undefined) query.andWhere((q) => (viewer === null ? q.whereNull('owner') : q.whereNull('owner').orWhere({ owner: viewer })));
+    const row = await query.first('owner', 'state', 'expires_at', 'progress_fraction', 'progress_message');
+    if (!row) return undefined;
+    return { owner: (row.owner as string | null) ?? null, state: row.state as JobState, expiresAt: numOrNull(row.expires_at), ...progressOf(row) };
+  }
+
+  /** What a finished job left: its stored result or error; undefined once the row is gone or not finished. */
+  async outcome(db: Db, id: string): Promise<{ state: 'done' | 'failed'; result: string | null; error: string | null } | undefined> {
+    return this.jobs(db).where({ id }).whereIn('state', ['done', 'failed']).first('state', 'result', 'error');
   }
 
   /** Marks claimed jobs running under a new lease; a pending job gives up its dedupe key. */
@@ -187,6 +241,7 @@ export class JobStore {
           locked_by: lease.worker,
           locked_until: lease.now + leaseMs,
           dedupe_key: null,
+          anonymous_dedupe_key: null,
           runs: db.raw('runs + 1'),
         });
     }
