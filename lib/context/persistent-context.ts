@@ -15,7 +15,7 @@ function toRef(value: unknown, where: string, entities: Entities): EntityRef {
         'and a context cannot tell its table and key: give ref(table, key) instead, or a row loaded with scheduler.load()',
     );
   }
-  entities.where(entity); // refuse a table that is not allowed now, not only in the job
+  entities.where(entity); // refuse a table, or a key of a type, that is not allowed now, not only in the job
   return entity;
 }
 

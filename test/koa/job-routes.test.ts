@@ -34,7 +34,7 @@ eachDialect('jobRoutes', (database) => {
       { id: 'bob', orders: 5 },
     ]);
     const tm = new TransactionManager(knex, { logger: recordingLogger() });
-    scheduler = new TransactionalScheduler(tm, { entities: { [users]: 'id' } });
+    scheduler = new TransactionalScheduler(tm, { entities: { [users]: { id: 'string' } } }); // ids are names
     scheduler.define('report', async (job: JobHandle, context: PersistentContext, label: string) => {
       await job.progress(0.5, 'half way');
       await gates.get(label)!.promise;
