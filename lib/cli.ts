@@ -2,7 +2,7 @@
 /**
  * aftercommit's command line:
  *   npx aftercommit migrate [--jobs ./jobs.js]
- *   npx aftercommit worker  [--jobs ./jobs.js] [--concurrency N] [--queues a,b] [--stop-timeout ms]
+ *   npx aftercommit worker  [--jobs ./jobs.js] [--concurrency N] [--queues a,b] [--stop-timeout ms] [--grace ms]
  *
  * The jobs module exports (as `scheduler` or default) the app's
  * PersistentTransactionalScheduler, with its jobs defined.
@@ -14,7 +14,12 @@ import type { PersistentTransactionalScheduler } from './scheduler/persistent/pe
 
 const usage = `usage:
   aftercommit migrate [--jobs ./jobs.js]
-  aftercommit worker  [--jobs ./jobs.js] [--concurrency N] [--queues a,b] [--stop-timeout ms]
+  aftercommit worker  [--jobs ./jobs.js] [--concurrency N] [--queues a,b] [--stop-timeout ms] [--grace ms]
+
+On SIGTERM or SIGINT the worker stops claiming and gives running jobs --stop-timeout ms
+(default 30000) to finish, then aborts their signal; a job still running --grace ms
+(default 5000) later has its transaction ended and goes back to the queue. A second
+signal exits at once.
 
 The jobs module exports (as \`scheduler\` or as default) a PersistentTransactionalScheduler
 with its jobs defined. TypeScript modules: run with node --import tsx.`;
@@ -53,6 +58,7 @@ async function main(): Promise<void> {
       concurrency: { type: 'string' },
       queues: { type: 'string' },
       'stop-timeout': { type: 'string' },
+      grace: { type: 'string' },
       help: { type: 'boolean', short: 'h' },
     },
   });
@@ -74,7 +80,9 @@ async function main(): Promise<void> {
   if (command !== 'worker') fail(`unknown command ${command}`);
 
   const stopTimeout = positiveInteger(values['stop-timeout'], 'stop-timeout') ?? 30_000; // checked before any job is claimed
+  const grace = positiveInteger(values.grace, 'grace') ?? 5000;
   const worker = scheduler.worker({
+    grace,
     concurrency: positiveInteger(values.concurrency, 'concurrency'),
     queues: values.queues?.split(',').map((q) => q.trim()).filter(Boolean),
   }).start();
@@ -82,9 +90,12 @@ async function main(): Promise<void> {
 
   let stopping = false;
   const stop = async (signal: string) => {
-    if (stopping) return;
+    if (stopping) {
+      console.log(`aftercommit: ${signal} again: exiting at once; the jobs still running go back to the queue when their leases expire`);
+      process.exit(signal === 'SIGINT' ? 130 : 143);
+    }
     stopping = true;
-    console.log(`aftercommit: ${signal}: stopping worker ${worker.id} (running jobs get ${stopTimeout} ms)`);
+    console.log(`aftercommit: ${signal}: stopping worker ${worker.id} (running jobs get ${stopTimeout} ms, then ${grace} ms before they are ended)`);
     await worker.stop({ timeout: stopTimeout });
     await knex.destroy();
     console.log(`aftercommit: worker ${worker.id} stopped`);

@@ -260,6 +260,12 @@ export interface JobProgress {
 export interface StoredError {
   name: string;
   message: string;
+  /** For a database error (`name` is `DatabaseError`): the driver's code, e.g. `ER_DUP_ENTRY`, `23505`, `SQLITE_CONSTRAINT_UNIQUE`; its `message` is then a fixed description of that kind of error, never the database's text. */
+  code?: string;
+  /** For a database error: its SQLSTATE, when the driver reports one (MySQL/MariaDB, PostgreSQL). */
+  sqlState?: string;
+  /** For a MySQL/MariaDB error: its error number, e.g. 1062. */
+  errno?: number;
 }
 
 /** What `getResult(id)` resolves to. */
@@ -338,6 +344,9 @@ export interface ArgumentCodec<T = unknown> {
 /** The primary key of an entity: one value, or column → value for a composite key. */
 export type EntityKey = string | number | { readonly [column: string]: string | number };
 
+/** The JavaScript type a key column's values must have in a ref: `'integer'` a safe integer number, `'string'` a string (see `SchedulerOptions.entities`). */
+export type EntityKeyType = 'integer' | 'string';
+
 /** Options shared by both schedulers. */
 export interface SchedulerOptions {
   /** How many jobs run at once in this process; more wait in a queue. Default 4. */
@@ -345,11 +354,15 @@ export interface SchedulerOptions {
   /** How long (ms) a finished result is kept when nobody fetches it. Default 3,600,000 (the seed's 3600 s). */
   ttl?: number;
   /**
-   * The tables jobs may load entities from, each with its primary key column(s),
-   * e.g. `{ users: 'id', order_lines: ['order_id', 'line'] }`. A context naming any
-   * other table is refused, when it is built and when it is loaded.
+   * The tables jobs may load entities from, each with its primary key column(s)
+   * and their types, e.g. `{ users: { id: 'integer' }, invites: { token: 'string' },
+   * order_lines: { order_id: 'integer', line: 'integer' } }`. A context naming any
+   * other table, or giving a key of another type, is refused, when it is built and
+   * when it is loaded. Columns named without a type (`{ users: 'id' }`,
+   * `['order_id', 'line']`, the older forms) take integer keys only: a safe
+   * integer, or its decimal digits as a string, compared as that string.
    */
-  entities?: Readonly<Record<string, string | readonly string[]>>;
+  entities?: Readonly<Record<string, string | readonly string[] | Readonly<Record<string, EntityKeyType>>>>;
   /** Extra codecs for argument and result types beyond JSON, Date and entity contexts (e.g. {@link bigIntCodec}). */
   codecs?: readonly ArgumentCodec[];
   /** Largest size (bytes, once encoded) of a job's arguments. Default 65,536. */
@@ -416,4 +429,11 @@ export interface WorkerOptions {
   maxPollInterval?: number;
   /** How the worker names itself in `locked_by`. Default `<host>:<pid>:<random>`. */
   id?: string;
+  /**
+   * Ms a job whose signal was aborted (its timeout passed, it was removed, the
+   * worker is stopping) has to end by itself; after that its transaction is ended
+   * from outside (its connection closed, so the database rolls back and frees the
+   * locks), its slot freed and its lease no longer renewed. Default 5,000.
+   */
+  grace?: number;
 }

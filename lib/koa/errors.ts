@@ -41,3 +41,25 @@ export class RetriesExhaustedError extends Error {
     this.headers = { 'Retry-After': String(retryAfterSeconds) };
   }
 }
+
+/** The request ran past aftercommit's `timeout`: its transaction was ended from outside (rolled back). 503. */
+export class RequestTimeoutError extends Error {
+  readonly code = 'AFTERCOMMIT_REQUEST_TIMEOUT';
+  readonly status = 503;
+  readonly expose = true;
+  constructor(readonly timeoutMs: number) {
+    super(`the request took longer than ${timeoutMs} ms; it was stopped and nothing of it is committed`);
+    this.name = 'RequestTimeoutError';
+  }
+}
+
+/** The client went away before the request's transaction committed: it was rolled back (see `commitWhenClientGone`). */
+export class ClientGoneError extends Error {
+  readonly code = 'AFTERCOMMIT_CLIENT_GONE';
+  readonly status = 499; // nginx's "client closed request": nobody reads it
+  readonly expose = false;
+  constructor() {
+    super('the client went away before the request committed; its transaction was rolled back');
+    this.name = 'ClientGoneError';
+  }
+}

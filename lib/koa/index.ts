@@ -3,7 +3,7 @@ import type { PersistentContextLike, Scheduler, Transaction } from '../interface
 
 export { aftercommit, type AftercommitOptions } from './middleware.js';
 export { jobRoutes, type JobRoutesOptions } from './job-routes.js';
-export { DatabaseUnavailableError, RetriesExhaustedError, RetryNotSafeError } from './errors.js';
+export { ClientGoneError, DatabaseUnavailableError, RequestTimeoutError, RetriesExhaustedError, RetryNotSafeError } from './errors.js';
 
 declare module 'koa' {
   interface DefaultContext {

@@ -11,7 +11,7 @@ import type { Context, DefaultContext, DefaultState, Middleware, Next } from 'ko
 import type { RetryEvent, Scheduler, Transaction, TransactionMeta } from '../interfaces.js';
 import type { TransactionManager } from '../transactions/manager.js';
 import { compose } from './compose.js';
-import { DatabaseUnavailableError, RetriesExhaustedError, RetryNotSafeError } from './errors.js';
+import { ClientGoneError, DatabaseUnavailableError, RequestTimeoutError, RetriesExhaustedError, RetryNotSafeError } from './errors.js';
 import { TransactionEndedError } from '../errors.js';
 import { defaultMetadata, requestIdOf, requestLine, withRequestId } from './request-metadata.js';
 import { restoreResponse, snapshotResponse } from './response-snapshot.js';
@@ -46,6 +46,41 @@ export interface AftercommitOptions {
   retries?: number;
   /** Called before each retry of a request, e.g. for a metrics counter. */
   onRetry?: (event: RetryEvent, ctx: Context) => void;
+  /**
+   * Ms a request may take, retries included, before its transaction is ended
+   * from outside (its connection closed, so the database rolls back and frees its
+   * locks, even while the handler waits) and the client gets 503
+   * RequestTimeoutError; `ctx.transaction.signal` tells the handler. 0: none.
+   * Default 30,000.
+   */
+  timeout?: number;
+  /**
+   * Commit a request whose client went away before the commit. Default false:
+   * its transaction is ended at once and rolled back (ClientGoneError), since
+   * nobody will see the answer.
+   */
+  commitWhenClientGone?: boolean;
+}
+
+/**
+ * What ends a request from outside: its deadline, and the client going away
+ * before the response is sent. Undefined when neither applies.
+ */
+function endOfRequest(ctx: Context, timeout: number, watchClient: boolean): { signal: AbortSignal; stop(): void } | undefined {
+  if (timeout === 0 && !watchClient) return undefined;
+  const controller = new AbortController();
+  const timer = timeout > 0 ? setTimeout(() => controller.abort(new RequestTimeoutError(timeout)), timeout) : undefined;
+  const clientGone = () => {
+    if (!ctx.res.writableFinished) controller.abort(new ClientGoneError());
+  };
+  if (watchClient) ctx.res.once('close', clientGone);
+  return {
+    signal: controller.signal,
+    stop() {
+      clearTimeout(timer);
+      if (watchClient) ctx.res.off('close', clientGone);
+    },
+  };
 }
 
 /** Apps whose context prototype already has the `ctx.db` getter. */
@@ -89,6 +124,11 @@ export function aftercommit(options: AftercommitOptions, ...middleware: Middlewa
   if (options.user && metadata) throw new TypeError('aftercommit(options): give user or metadata, not both (metadata sets user itself)');
   const rollbackOn = options.rollbackOn ?? ((ctx: Context) => ctx.status >= 500);
   const header = options.requestIdHeader ?? 'X-Request-Id';
+  const timeout = options.timeout ?? 30_000;
+  if (!(Number.isInteger(timeout) && timeout >= 0 && timeout <= 2 ** 31 - 1)) {
+    throw new TypeError(`aftercommit(options): timeout must be an integer number of ms from 0 (none) to 2147483647, got ${String(options.timeout)}`);
+  }
+  const watchClient = options.commitWhenClientGone !== true;
   const retryAfter = options.retryAfter ?? 1;
   const persistentContext = (positional?: readonly unknown[], named?: Readonly<Record<string, unknown>>) => {
     if (!scheduler) throw new Error('ctx.persistentContext needs a scheduler: pass one in aftercommit({ manager, scheduler })');
@@ -107,6 +147,7 @@ export function aftercommit(options: AftercommitOptions, ...middleware: Middlewa
     ctx.persistentContext = persistentContext;
     let lastError: unknown;
     let attempts = 0;
+    const ending = endOfRequest(ctx, timeout, watchClient);
 
     try {
       await manager.run(
@@ -128,6 +169,7 @@ export function aftercommit(options: AftercommitOptions, ...middleware: Middlewa
           name: line,
           metadata: meta,
           retries: options.retries,
+          signal: ending?.signal,
           onRetry: (event) => {
             lastError = event.error;
             options.onRetry?.(event, ctx);
@@ -143,8 +185,12 @@ export function aftercommit(options: AftercommitOptions, ...middleware: Middlewa
       } else if (manager.isUnavailable(err)) {
         manager.logger.error({ err, requestId }, `${line}: the database is unavailable`);
         throw new DatabaseUnavailableError(retryAfter, err);
+      } else if (err instanceof RequestTimeoutError) {
+        manager.logger.error({ err, requestId }, `${line}: ${err.message}`);
       }
       throw err;
+    } finally {
+      ending?.stop();
     }
     await next();
   }

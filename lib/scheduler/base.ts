@@ -45,6 +45,8 @@ export interface JobRun {
   progress(progress: JobProgress): Promise<void>;
   /** Called inside the job's transaction with the stored result, before it commits. */
   beforeCommit?(tx: Transaction, result: string): Promise<void>;
+  /** Ends the run from outside when it aborts, even if the job ignores its signal (see RunOptions.signal). */
+  end?: AbortSignal;
 }
 
 /** How a run ended. */
@@ -191,6 +193,7 @@ export abstract class SchedulerBase extends EventEmitter<SchedulerEvents> {
         {
           name: `job ${run.name}`,
           metadata: { ...run.meta, note: `job ${run.name}` },
+          signal: run.end,
           onRetry: (event) => this.emitSafely('retried', { id: run.id, name: run.name, attempt: event.attempt, error: event.error }),
         },
       );

@@ -70,6 +70,8 @@ class WorkerStoppingError extends Error {
 
 /** The longest re-queue delay a valid backoff gives (its `max` is at most 2^31 - 1 ms). */
 const MAX_REQUEUE_DELAY_MS = 2 ** 31 - 1;
+/** What stop() allows, beyond the grace, for the jobs ended from outside to be handed back. */
+const HAND_BACK_MS = 5000;
 const noop = () => undefined;
 
 export class Worker {
@@ -88,6 +90,8 @@ export class Worker {
   private unregister: () => void = noop;
   private nextLeaseCheck = 0;
   private nextSweep = 0;
+  /** Ms a job whose signal was aborted has before it is ended from outside. */
+  private readonly grace: number;
 
   constructor(
     private readonly host: WorkerHost,
@@ -101,6 +105,10 @@ export class Worker {
     if (this.queues.length === 0) throw new TypeError('queues must name at least one queue');
     this.minPoll = options.minPollInterval ?? 50;
     this.maxPoll = options.maxPollInterval ?? 2000;
+    this.grace = options.grace ?? 5000;
+    if (!Number.isInteger(this.grace) || this.grace < 0 || this.grace > 2 ** 31 - 1) {
+      throw new TypeError(`grace must be an integer number of ms from 0 to 2147483647, got ${String(options.grace)}`);
+    }
   }
 
   /** Jobs this worker is running now. */
@@ -140,7 +148,8 @@ export class Worker {
     this.unregister();
     if (!(await this.settled(timeout))) {
       for (const { local } of this.active.values()) local.controller.abort(new WorkerStoppingError(this.id));
-      await this.settled(timeout);
+      // Jobs that ignore their signal are ended from outside after the grace; handing them back takes a moment more.
+      await this.settled(this.grace + HAND_BACK_MS);
     }
     this.state = 'stopped';
   }
@@ -269,6 +278,7 @@ export class Worker {
     }
     const stopBeating = new AbortController();
     void this.heartbeat(row, token, local, stopBeating.signal);
+    const end = this.endAfterGrace(local.controller.signal, stopBeating.signal);
     if (row.timeoutMs !== null) {
       manager.clock.sleep(row.timeoutMs, stopBeating.signal).then(
         () => local.controller.abort(new JobTimeoutError(row.name, row.timeoutMs!)),
@@ -286,6 +296,7 @@ export class Worker {
         signal: local.controller.signal,
         previousRuns: row.runs,
         progress: (progress) => this.progress(row, token, local, progress),
+        end,
         beforeCommit: async (tx, result) => {
           const at = manager.clock.now();
           // Fencing: the result (and with it the job's writes) commits only while the claim is still ours.
@@ -310,6 +321,24 @@ export class Worker {
       const ownCommitLost = outcome.cause instanceof CommitOutcomeUnknownError && local.commitFailedIn === outcome.attempt - row.runs;
       await this.settle(row, token, outcome, { abortReason: local.controller.signal.reason, ownCommitLost });
     }
+  }
+
+  /**
+   * A signal that aborts `grace` ms after `jobSignal` (timeout, removal, stop),
+   * with its reason, unless the run has ended by then (`runEnded`): the job's
+   * transaction is then ended from outside, whether or not the job listens.
+   */
+  private endAfterGrace(jobSignal: AbortSignal, runEnded: AbortSignal): AbortSignal {
+    const end = new AbortController();
+    jobSignal.addEventListener(
+      'abort',
+      () => {
+        const timer = setTimeout(() => end.abort(jobSignal.reason), this.grace);
+        runEnded.addEventListener('abort', () => clearTimeout(timer), { once: true });
+      },
+      { once: true },
+    );
+    return end.signal;
   }
 
   /** Records a failed run: re-queued with backoff while attempts remain, failed for good after. */
