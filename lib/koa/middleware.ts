@@ -16,6 +16,8 @@ import { TransactionEndedError } from '../errors.js';
 import { defaultMetadata, requestIdOf, requestLine, withRequestId } from './request-metadata.js';
 import { restoreResponse, snapshotResponse } from './response-snapshot.js';
 import { abandonResponse, requestStart, unsafeToRetry } from './retry-safety.js';
+import { RUN_STOPPER, RunStopper } from '../transactions/run-stopper.js';
+import type { InternalRunOptions } from '../transactions/manager.js';
 
 /** Options of {@link aftercommit}. */
 export interface AftercommitOptions {
@@ -62,25 +64,53 @@ export interface AftercommitOptions {
   commitWhenClientGone?: boolean;
 }
 
+/** Whether the client of `ctx` has gone away before the response was sent. */
+function clientGone(ctx: Context): boolean {
+  return !ctx.res.writableFinished && (ctx.res.destroyed || ctx.req.socket?.destroyed === true);
+}
+
 /**
- * What ends a request from outside: its deadline, and the client going away
- * before the response is sent. Undefined when neither applies.
+ * Ends the requests of one aftercommit() from outside: at their deadline, and
+ * when their client has gone away. One timer looks at all requests in flight
+ * (and runs only while there are some): a timer and a listener per request would
+ * cost more than the rest of the adaptation.
  */
-function endOfRequest(ctx: Context, timeout: number, watchClient: boolean): { signal: AbortSignal; stop(): void } | undefined {
-  if (timeout === 0 && !watchClient) return undefined;
-  const controller = new AbortController();
-  const timer = timeout > 0 ? setTimeout(() => controller.abort(new RequestTimeoutError(timeout)), timeout) : undefined;
-  const clientGone = () => {
-    if (!ctx.res.writableFinished) controller.abort(new ClientGoneError());
-  };
-  if (watchClient) ctx.res.once('close', clientGone);
-  return {
-    signal: controller.signal,
-    stop() {
-      clearTimeout(timer);
-      if (watchClient) ctx.res.off('close', clientGone);
-    },
-  };
+class RequestWatch {
+  private readonly inFlight = new Map<Context, { stopper: RunStopper; deadline: number }>();
+  private timer: NodeJS.Timeout | undefined;
+  private readonly tick: number;
+
+  constructor(
+    private readonly timeout: number,
+    private readonly watchClient: boolean,
+  ) {
+    this.tick = timeout > 0 ? Math.min(250, Math.max(10, Math.floor(timeout / 4))) : 250;
+  }
+
+  /** A stopper for the request, watched until `forget(ctx)`; undefined when nothing is watched. */
+  watch(ctx: Context): RunStopper | undefined {
+    if (this.timeout === 0 && !this.watchClient) return undefined;
+    const stopper = new RunStopper();
+    this.inFlight.set(ctx, { stopper, deadline: this.timeout > 0 ? Date.now() + this.timeout : Infinity });
+    this.timer ??= setInterval(() => this.check(), this.tick).unref();
+    return stopper;
+  }
+
+  forget(ctx: Context): void {
+    this.inFlight.delete(ctx);
+    if (this.inFlight.size === 0 && this.timer) {
+      clearInterval(this.timer);
+      this.timer = undefined;
+    }
+  }
+
+  private check(): void {
+    const now = Date.now();
+    for (const [ctx, { stopper, deadline }] of this.inFlight) {
+      if (now >= deadline) stopper.stop(new RequestTimeoutError(this.timeout));
+      else if (this.watchClient && clientGone(ctx)) stopper.stop(new ClientGoneError());
+    }
+  }
 }
 
 /** Apps whose context prototype already has the `ctx.db` getter. */
@@ -129,6 +159,7 @@ export function aftercommit(options: AftercommitOptions, ...middleware: Middlewa
     throw new TypeError(`aftercommit(options): timeout must be an integer number of ms from 0 (none) to 2147483647, got ${String(options.timeout)}`);
   }
   const watchClient = options.commitWhenClientGone !== true;
+  const requests = new RequestWatch(timeout, watchClient);
   const retryAfter = options.retryAfter ?? 1;
   const persistentContext = (positional?: readonly unknown[], named?: Readonly<Record<string, unknown>>) => {
     if (!scheduler) throw new Error('ctx.persistentContext needs a scheduler: pass one in aftercommit({ manager, scheduler })');
@@ -147,7 +178,16 @@ export function aftercommit(options: AftercommitOptions, ...middleware: Middlewa
     ctx.persistentContext = persistentContext;
     let lastError: unknown;
     let attempts = 0;
-    const ending = endOfRequest(ctx, timeout, watchClient);
+    const runOptions: InternalRunOptions = {
+      name: line,
+      metadata: meta,
+      retries: options.retries,
+      [RUN_STOPPER]: requests.watch(ctx),
+      onRetry: (event) => {
+        lastError = event.error;
+        options.onRetry?.(event, ctx);
+      },
+    };
 
     try {
       await manager.run(
@@ -164,17 +204,9 @@ export function aftercommit(options: AftercommitOptions, ...middleware: Middlewa
           ctx.transaction = tx;
           await chain(ctx);
           if (rollbackOn(ctx)) tx.setRollbackOnly();
+          if (watchClient && clientGone(ctx)) throw new ClientGoneError(); // nobody will see the answer: no commit
         },
-        {
-          name: line,
-          metadata: meta,
-          retries: options.retries,
-          signal: ending?.signal,
-          onRetry: (event) => {
-            lastError = event.error;
-            options.onRetry?.(event, ctx);
-          },
-        },
+        runOptions,
       );
     } catch (err) {
       if (err instanceof RetryNotSafeError) {
@@ -190,7 +222,7 @@ export function aftercommit(options: AftercommitOptions, ...middleware: Middlewa
       }
       throw err;
     } finally {
-      ending?.stop();
+      requests.forget(ctx);
     }
     await next();
   }

@@ -27,6 +27,10 @@ import { knexBinder } from './bound-knex.js';
 import { ContentionGate } from './contention-gate.js';
 import type { ContentionEnvironment } from './contention-hold.js';
 import { LockWaitPreemption } from './preemption.js';
+import { RUN_STOPPER, RunStopper } from './run-stopper.js';
+
+/** RunOptions as adapters inside the package may give them. */
+export type InternalRunOptions = RunOptions & { [RUN_STOPPER]?: RunStopper };
 
 type RetryListener = (event: RetryEvent) => void;
 
@@ -62,21 +66,20 @@ function poolLimits(knex: Knex): { size: number; acquireTimeoutMs: number } {
 const prepare = (tx: TransactionAttempt) => tx.prepare();
 
 /**
- * `work()`'s result, unless `signal` aborts first: then `tx` is ended from
- * outside and this rejects with the signal's reason, without waiting for `work`.
+ * `work()`'s result, unless the call is stopped first: then `tx` is ended from
+ * outside and this rejects with the reason, without waiting for `work`.
  */
-function endedBy<T>(signal: AbortSignal, tx: TransactionAttempt, work: () => Promise<T>): Promise<T> {
-  signal.throwIfAborted();
+function endedBy<T>(stopper: RunStopper, tx: TransactionAttempt, work: T | Promise<T>): Promise<T> {
+  if (stopper.reason) return Promise.reject(stopper.reason);
   return new Promise<T>((resolve, reject) => {
-    const abort = () => void tx.terminate(signal.reason as Error).then(() => reject(signal.reason));
-    signal.addEventListener('abort', abort, { once: true });
-    work().then(
+    stopper.listen((reason) => void tx.terminate(reason).then(() => reject(reason)));
+    Promise.resolve(work).then(
       (value) => {
-        signal.removeEventListener('abort', abort);
+        stopper.listen(undefined);
         resolve(value);
       },
       (err: unknown) => {
-        signal.removeEventListener('abort', abort);
+        stopper.listen(undefined);
         reject(err);
       },
     );
@@ -214,23 +217,18 @@ export class TransactionManager {
     const retries = options.retries === undefined ? this.retries : checkRetries(options.retries, 'RunOptions.retries');
     const gate = checkEscalate(options.escalate, 'RunOptions.escalate') === false ? undefined : this.contentionEnvironment?.gate;
     const isolationLevel = checkIsolationLevel(options.isolationLevel);
-    const signal = options.signal;
-    signal?.throwIfAborted();
+    const stopper = (options as InternalRunOptions)[RUN_STOPPER] ?? (options.signal && RunStopper.of(options.signal));
+    if (stopper?.reason) throw stopper.reason;
     let escalated = false;
     for (let attempt = 1; ; attempt++) {
       const turn = gate ? (escalated ? 'escalated' : 'shared') : undefined;
       const meta = mergeMeta(this.options.metadata?.(), options.metadata, name);
       const tx = new TransactionAttempt(this.environment, attempt, meta, isolationLevel, turn, startedBy);
       try {
-        let value: T;
-        if (signal) {
-          // The function's part (up to the COMMIT) can be ended from outside.
-          value = await endedBy(signal, tx, () => this.enterAndPrepare(tx, fn));
-        } else {
-          // The same, without the extra promise: most calls have no signal.
-          value = await this.enter(tx, fn);
-          if (tx.hasWorkBeforeCommit) await this.enter(tx, prepare);
-        }
+        // With a stopper, the function and its before-commit hooks can be ended from outside.
+        const value = stopper ? await endedBy(stopper, tx, this.enter(tx, fn)) : await this.enter(tx, fn);
+        // Before-commit hooks run inside the transaction's context too (nested calls join it).
+        if (tx.hasWorkBeforeCommit) await (stopper ? endedBy(stopper, tx, this.enter(tx, prepare)) : this.enter(tx, prepare));
         const finishing = tx.finish();
         if (finishing) await finishing;
         return value;
@@ -247,16 +245,10 @@ export class TransactionManager {
         }
         // A preempted statement's own error (a cancel) says nothing of why: the preemption does.
         if (!retry) throw tx.doomedBy instanceof PreemptedError && !this.isTransient(err) ? tx.doomedBy : err;
-        await this.pause(name, attempt, tx.doomedBy ?? err, retries, escalated, options.onRetry, signal);
+        await this.pause(name, attempt, tx.doomedBy ?? err, retries, escalated, options.onRetry, options.signal);
+        if (stopper?.reason) throw stopper.reason;
       }
     }
-  }
-
-  /** Calls fn(tx) in the transaction's context, then its before-commit hooks (nested calls join it there too). */
-  private async enterAndPrepare<T>(tx: TransactionAttempt, fn: (tx: Transaction) => T | Promise<T>): Promise<T> {
-    const value = await this.enter(tx, fn);
-    if (tx.hasWorkBeforeCommit) await this.enter(tx, prepare);
-    return value;
   }
 
   /** Returns `fn` wrapped so that each call runs in a transaction (or joins the current one). */
@@ -307,6 +299,5 @@ export class TransactionManager {
     for (const listener of this.retryListeners) listener(event);
     onRetry?.(event);
     if (!escalated) await this.clock.sleep(delay, signal);
-    signal?.throwIfAborted();
   }
 }
