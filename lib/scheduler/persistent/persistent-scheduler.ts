@@ -222,7 +222,7 @@ export class PersistentTransactionalScheduler extends SchedulerBase implements S
     };
   }
 
-  /** The current transaction's jobs to insert before it commits (one INSERT for all of them). */
+  /** The current transaction's jobs to insert before it commits (in as few INSERTs as the database allows). */
   private batch(): NewJob[] {
     const tx = this.schedulingTransaction();
     let batch = this.batches.get(tx);
