@@ -60,8 +60,14 @@ function databaseCodes(err: Error): DatabaseCodes | undefined {
   if (DRIVER_MESSAGE in err) return codes({ code: typeof code === 'string' ? code : undefined });
   // mysql2's own errors for a connection that failed (PROTOCOL_CONNECTION_LOST, ECONNRESET, ...).
   if (errorField(err, 'fatal') === true && typeof code === 'string') return { code };
+  // Any other error of a statement sent through the root knex (pg's "Connection terminated
+  // unexpectedly", a socket error): knex put the SQL with its bound values in front of the message.
+  if (KNEX_SQL_PREFIX.test(err.message)) return codes({ code: typeof code === 'string' ? code : undefined });
   return undefined;
 }
+
+/** The start of a message knex wrote: a statement, then ` - ` and the driver's message. */
+const KNEX_SQL_PREFIX = /^\s*(select|insert|update|delete|with|create|alter|drop|truncate|replace|call|begin|commit|rollback|savepoint|set|lock)\b[\s\S]* - /i;
 
 /** Descriptions of the errors jobs meet most, by the codes each database gives them. */
 const KNOWN: [description: string, codes: readonly string[]][] = [
