@@ -56,10 +56,10 @@ export class ContentionHold implements Preemptible {
    */
   connected(connection: unknown, send: SendStatement): Promise<void> | undefined {
     const { dialect, gate, preemption } = this.env;
-    if (preemption && this.turn === 'shared') {
-      const id = dialect.lockWaitCancel!.sessionId(connection);
-      if (id !== undefined) {
-        this.sessionId = id;
+    if (preemption) {
+      // Every hold knows its session (a late cancel may land on any); only ordinary ones may be cancelled.
+      this.sessionId = dialect.lockWaitCancel!.sessionId(connection) ?? 0;
+      if (this.sessionId && this.turn === 'shared') {
         preemption.add(this);
         if (gate.contended) preemption.request();
       }
@@ -90,9 +90,12 @@ export class ContentionHold implements Preemptible {
   /** Whether `err`, a cancelled statement's error, came from a cancel aimed at this transaction's lock wait. */
   wasPreempted(err: unknown): boolean | Promise<boolean> {
     if (this.preempted) return true;
+    const { dialect, preemption } = this.env;
+    if (!preemption || !dialect.lockWaitCancel!.isCancelled(err)) return false;
+    if (this.sessionId && preemption.cancelledLately(this.sessionId)) return (this.preempted = true);
     const round = this.round;
-    if (!round || !this.env.dialect.lockWaitCancel?.isCancelled(err)) return false;
-    return round.then((cancelled) => (this.preempted ||= cancelled.has(this.sessionId)));
+    if (!round) return false;
+    return round.then((cancelled) => (this.preempted ||= cancelled.has(this.sessionId) || preemption.cancelledLately(this.sessionId)));
   }
 
   /**

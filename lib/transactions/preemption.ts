@@ -33,6 +33,8 @@ type QueryClient = {
 const CONNECTION_IDLE_MS = 5000;
 /** How long a round may take before its candidates stop waiting for it. */
 const ROUND_TIMEOUT_MS = 2000;
+/** How long after a cancel a cancelled statement on that session still counts as preempted. */
+const LATE_SIGNAL_MS = 2000;
 /** Between two cancel rounds. */
 const ROUND_SPACING_MS = 10;
 /** How long a lock wait may last in a contended process, with no escalated attempt waiting, before it is cancelled. */
@@ -46,6 +48,8 @@ export class LockWaitPreemption {
   private idleTimer: NodeJS.Timeout | undefined;
   /** Lock waits cancelled so far (cancel signals sent). */
   cancelled = 0;
+  /** When a cancel was last sent to each session, for LATE_SIGNAL_MS. */
+  private readonly cancelledAt = new Map<number, number>();
 
   constructor(
     private readonly knex: Knex,
@@ -95,7 +99,21 @@ export class LockWaitPreemption {
     const candidates = [...this.inFlight];
     const round = this.cancelLockWaits(candidates.map((c) => c.sessionId), minWaitMs);
     for (const candidate of candidates) candidate.candidateIn(round);
-    this.cancelled += (await round).size;
+    const cancelled = await round;
+    this.cancelled += cancelled.size;
+    const now = Date.now();
+    for (const [id, at] of this.cancelledAt) if (now - at > LATE_SIGNAL_MS) this.cancelledAt.delete(id);
+    for (const id of cancelled) this.cancelledAt.set(id, now);
+  }
+
+  /**
+   * True when a cancel was sent to session `id` lately: a signal that the server
+   * handled late may have hit the next transaction on that connection, which is
+   * then preempted too rather than failed.
+   */
+  cancelledLately(id: number): boolean {
+    const at = this.cancelledAt.get(id);
+    return at !== undefined && Date.now() - at <= LATE_SIGNAL_MS;
   }
 
   /** The sessions among `ids` whose lock wait was cancelled; none when that could not be done within ROUND_TIMEOUT_MS. */
