@@ -5,6 +5,7 @@
  * cancelled (PostgreSQL). One per database transaction, so `tx.commit()`
  * followed by a new statement never mixes up the two transactions' holds.
  */
+import { discardOnRelease } from './discard.js';
 import type { Dialect, EscalationLockMode, SendStatement } from '../dialects/index.js';
 import type { Logger } from '../interfaces.js';
 import type { ContentionGate, GateTurn } from './contention-gate.js';
@@ -22,9 +23,6 @@ export interface ContentionEnvironment {
 const LOCK_WAIT_MS = 2000;
 /** How long a connection whose lock wait was cancelled is kept, for the cancel signal to land. */
 const SIGNAL_GRACE_MS = 5;
-
-/** knex drops a connection marked so instead of handing it out again. */
-type DisposableConnection = { __knex__disposed?: unknown };
 
 export class ContentionHold implements Preemptible {
   private lockMode: EscalationLockMode | undefined;
@@ -118,7 +116,7 @@ export class ContentionHold implements Preemptible {
       await this.env.dialect.escalationLock!.release(send, mode);
     } catch (err) {
       // A pooled connection must not keep the lock: knex destroys a connection marked disposed.
-      (connection as DisposableConnection).__knex__disposed = err;
+      discardOnRelease(connection, err);
       this.env.logger.warn({ err }, 'giving back the escalation lock failed; the connection is discarded');
     }
   }

@@ -2,6 +2,7 @@
  * One attempt of a transaction: the lazily-begun database transaction, its
  * hooks, and the rules for what may still reach the server.
  */
+import { discardOnRelease } from './discard.js';
 import type { Knex } from 'knex';
 import type { AfterCommitHook, Hook, IsolationLevel, Logger, Transaction, TransactionMeta } from '../interfaces.js';
 import type { Dialect } from '../dialects/index.js';
@@ -27,9 +28,6 @@ type State = 'open' | 'ending' | 'committed' | 'aborted';
 
 /** The queue of a transaction that has sent nothing yet: shared, as most requests send nothing. */
 const SETTLED: Promise<unknown> = Promise.resolve();
-
-/** knex drops a connection marked so instead of handing it out again. */
-type DisposableConnection = { __knex__disposed?: unknown };
 
 type PoolClient = {
   acquireConnection(): Promise<unknown>;
@@ -117,7 +115,7 @@ export class TransactionAttempt implements Transaction, StatementGate {
     this.hold = undefined;
     try {
       // The escalation lock, if held, goes with the closed session.
-      if (this.env.dialect.abortTransaction(connection)) (connection as DisposableConnection).__knex__disposed = reason;
+      if (this.env.dialect.abortTransaction(connection)) discardOnRelease(connection, reason);
       hold?.abandon();
       await this.pool.releaseConnection(connection);
     } catch (err) {
