@@ -3,35 +3,21 @@
  * owner: one user is never handed the id of another user's job, and keys of
  * jobs scheduled without a user are still unique among themselves.
  */
-import { after, before, beforeEach, it } from 'node:test';
+import { beforeEach, it } from 'node:test';
 import assert from 'node:assert/strict';
-import type { Knex } from 'knex';
-import { PersistentTransactionalScheduler, TransactionManager, type TransactionMeta } from '../../lib/index.js';
+import type { TransactionMeta } from '../../lib/index.js';
 import { eachDialect } from '../support/databases.js';
-import { finished, recordingLogger } from '../support/helpers.js';
+import { persistentSuite } from '../support/persistent-suite.js';
+import { finished } from '../support/helpers.js';
 
 eachDialect('dedupeKey', (database) => {
-  let knex: Knex;
-  let tm: TransactionManager;
-  let scheduler: PersistentTransactionalScheduler;
-  let prefix: string;
+  const suite = persistentSuite(database, 'dd', (scheduler) => scheduler.define('report', async () => undefined));
 
-  before(async () => {
-    knex = database.knex();
-    prefix = `${database.table('dd')}_`;
-    tm = new TransactionManager(knex, { logger: recordingLogger() });
-    scheduler = new PersistentTransactionalScheduler(tm, { tablePrefix: prefix });
-    scheduler.define('report', async () => undefined);
-    await scheduler.migrate();
-  });
-
-  after(() => knex.schema.dropTableIfExists(`${prefix}jobs`).dropTableIfExists(`${prefix}schema`));
-
-  beforeEach(() => knex(`${prefix}jobs`).delete());
+  beforeEach(() => suite.knex(`${suite.prefix}jobs`).delete());
 
   /** Schedules with `key` in a transaction of its own, for `user` (none when undefined). */
   const scheduleAs = (user: TransactionMeta['user'], key: string) =>
-    tm.run(() => scheduler.with({ dedupeKey: key }).schedule('report'), { metadata: { user } });
+    suite.tm.run(() => suite.scheduler.with({ dedupeKey: key }).schedule('report'), { metadata: { user } });
 
   it('keys that differ only in case are two keys', async () => {
     const upper = await scheduleAs('alice', 'report:Alice');
@@ -52,8 +38,8 @@ eachDialect('dedupeKey', (database) => {
     const alices = await scheduleAs('alice', 'monthly');
     const bobs = await scheduleAs('bob', 'monthly');
     assert.notEqual(bobs, alices);
-    assert.equal((await scheduler.getResult(bobs, { visibleTo: 'bob' })).state, 'pending');
-    assert.equal((await scheduler.getResult(alices, { visibleTo: 'bob' })).state, 'unknown');
+    assert.equal((await suite.scheduler.getResult(bobs, { visibleTo: 'bob' })).state, 'pending');
+    assert.equal((await suite.scheduler.getResult(alices, { visibleTo: 'bob' })).state, 'unknown');
   });
 
   it('owners that differ only in case are two owners', async () => {
@@ -62,8 +48,8 @@ eachDialect('dedupeKey', (database) => {
   });
 
   it('the same owner gets the first id, in the same transaction and in later ones', async () => {
-    const [first, second] = await tm.run(
-      async () => [await scheduler.with({ dedupeKey: 'monthly' }).schedule('report'), await scheduler.with({ dedupeKey: 'monthly' }).schedule('report')],
+    const [first, second] = await suite.tm.run(
+      async () => [await suite.scheduler.with({ dedupeKey: 'monthly' }).schedule('report'), await suite.scheduler.with({ dedupeKey: 'monthly' }).schedule('report')],
       { metadata: { user: 42 } },
     );
     assert.equal(second, first);
@@ -77,17 +63,17 @@ eachDialect('dedupeKey', (database) => {
     const alices = await scheduleAs('alice', 'monthly');
     assert.notEqual(alices, anonymous);
     assert.equal(await scheduleAs(undefined, 'monthly'), anonymous);
-    assert.equal(Number((await knex(`${prefix}jobs`).count({ n: '*' }))[0]!.n), 2);
+    assert.equal(Number((await suite.knex(`${suite.prefix}jobs`).count({ n: '*' }))[0]!.n), 2);
   });
 
   it('a key is free again once its job started, for its owner only (also without a user)', async () => {
     const scheduleIn = (user: TransactionMeta['user'], queue: string) =>
-      tm.run(() => scheduler.with({ dedupeKey: 'monthly', queue }).schedule('report'), { metadata: { user } });
+      suite.tm.run(() => suite.scheduler.with({ dedupeKey: 'monthly', queue }).schedule('report'), { metadata: { user } });
     const anonymous = await scheduleIn(undefined, 'now');
     const alices = await scheduleIn('alice', 'later');
-    const worker = scheduler.worker({ queues: ['now'], minPollInterval: 10, maxPollInterval: 50 }).start();
+    const worker = suite.scheduler.worker({ queues: ['now'], minPollInterval: 10, maxPollInterval: 50 }).start();
     try {
-      assert.equal((await finished(scheduler, anonymous)).state, 'done');
+      assert.equal((await finished(suite.scheduler, anonymous)).state, 'done');
     } finally {
       await worker.stop();
     }
