@@ -72,7 +72,7 @@ function clientGone(ctx: Context): boolean {
 /**
  * Ends the requests of one aftercommit() from outside: at their deadline, and
  * when their client has gone away. One timer looks at all requests in flight
- * (and runs only while there are some): a timer and a listener per request would
+ * (and stops a tick after the last one): a timer and a listener per request would
  * cost more than the rest of the adaptation.
  */
 class RequestWatch {
@@ -98,13 +98,15 @@ class RequestWatch {
 
   forget(ctx: Context): void {
     this.inFlight.delete(ctx);
-    if (this.inFlight.size === 0 && this.timer) {
-      clearInterval(this.timer);
-      this.timer = undefined;
-    }
   }
 
   private check(): void {
+    // Stopped on a tick, not when the last request leaves: one request at a time would restart it each time.
+    if (this.inFlight.size === 0) {
+      clearInterval(this.timer);
+      this.timer = undefined;
+      return;
+    }
     const now = Date.now();
     for (const [ctx, { stopper, deadline }] of this.inFlight) {
       if (now >= deadline) stopper.stop(new RequestTimeoutError(this.timeout));
