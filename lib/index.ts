@@ -1,14 +1,9 @@
 export { TransactionManager } from './transactions/manager.js';
 export { clsBridge } from './transactions/cls-bridge.js';
-export { TransactionalScheduler, type SchedulerStats, type StopOptions } from './scheduler/transactional-scheduler.js';
+export { TransactionalScheduler } from './scheduler/transactional-scheduler.js';
 export { bigIntCodec } from './scheduler/codec.js';
-export {
-  PersistentTransactionalScheduler,
-  type Scheduling,
-  type DedupedScheduling,
-  type PersistentSchedulerStats,
-} from './scheduler/persistent/persistent-scheduler.js';
-export { Worker, type WorkerStopOptions } from './scheduler/persistent/worker.js';
+export { PersistentTransactionalScheduler } from './scheduler/persistent/persistent-scheduler.js';
+export { Worker } from './scheduler/persistent/worker.js';
 export { ref, EntityRef } from './context/ref.js';
 export { PersistentContext } from './context/persistent-context.js';
 export {

@@ -371,6 +371,23 @@ export interface SchedulerOptions {
   maxResultBytes?: number;
 }
 
+/** Counts of the schedules a scheduler knows, by state. */
+export interface SchedulerStats {
+  /** Waiting for their scheduling transaction to commit. */
+  scheduled: number;
+  /** Committed, waiting for a free slot. */
+  queued: number;
+  running: number;
+  done: number;
+  failed: number;
+}
+
+/** Options of `stop()`. */
+export interface StopOptions {
+  /** How long (ms) running jobs may go on before their signal is aborted. Default 10,000. */
+  timeout?: number;
+}
+
 /** Events a scheduler emits, for logging and metrics. */
 export interface SchedulerEvents {
   /** A job committed its result. */
@@ -417,6 +434,25 @@ export interface PersistentSchedulerOptions extends SchedulerOptions {
   maxRuns?: number;
 }
 
+/** Schedules with options: `scheduler.with({ runAt, priority, ... }).schedule(job, ...args)`. */
+export interface Scheduling {
+  schedule(job: string | JobFunction, ...args: unknown[]): string;
+}
+
+/** Schedules with a dedupe key: resolves to the id of the same owner's pending job with that key, or of the new one. */
+export interface DedupedScheduling {
+  schedule(job: string | JobFunction, ...args: unknown[]): Promise<string>;
+}
+
+/** Counts of the jobs in the table, by state, and the age (ms) of the oldest due pending job. */
+export interface PersistentSchedulerStats {
+  pending: number;
+  running: number;
+  done: number;
+  failed: number;
+  oldestDueMs: number | null;
+}
+
 /** Options of `scheduler.worker()`. */
 export interface WorkerOptions {
   /** Jobs this worker runs at once. Default: the scheduler's `concurrency`. */
@@ -436,4 +472,10 @@ export interface WorkerOptions {
    * locks), its slot freed and its lease no longer renewed. Default 5,000.
    */
   grace?: number;
+}
+
+/** Options of `worker.stop()`. */
+export interface WorkerStopOptions {
+  /** How long (ms) running jobs may go on; then their signal is aborted and they are handed back. Default 30,000. */
+  timeout?: number;
 }

@@ -10,6 +10,8 @@ import type {
   ScheduleResult,
   Scheduler,
   SchedulerOptions,
+  SchedulerStats,
+  StopOptions,
   StoredError,
   TransactionMeta,
 } from '../interfaces.js';
@@ -33,23 +35,6 @@ interface Entry {
   error?: StoredError;
   /** When an unfetched result is forgotten. */
   expiresAt?: number;
-}
-
-/** Counts of the schedules a scheduler knows, by state. */
-export interface SchedulerStats {
-  /** Waiting for their scheduling transaction to commit. */
-  scheduled: number;
-  /** Committed, waiting for a free slot. */
-  queued: number;
-  running: number;
-  done: number;
-  failed: number;
-}
-
-/** Options of `stop()`. */
-export interface StopOptions {
-  /** How long (ms) running jobs may go on before their signal is aborted. Default 10,000. */
-  timeout?: number;
 }
 
 export class TransactionalScheduler extends SchedulerBase implements Scheduler {

@@ -6,12 +6,15 @@
  */
 import type { Knex } from 'knex';
 import type {
+  DedupedScheduling,
   GetResultOptions,
   JobFunction,
   JobOptions,
   PersistentSchedulerOptions,
+  PersistentSchedulerStats,
   ScheduleResult,
   Scheduler,
+  Scheduling,
   StoredError,
   Transaction,
   TransactionMeta,
@@ -25,25 +28,6 @@ import { checkJobOptions, resolveJobOptions } from './job-options.js';
 import { migrate, migrationSource, tableNames } from './schema.js';
 import { JobStore, type JobState, type NewJob } from './store.js';
 import { Worker, type LocalRun, type WorkerHost } from './worker.js';
-
-/** Schedules with options: `scheduler.with({ runAt, priority, ... }).schedule(job, ...args)`. */
-export interface Scheduling {
-  schedule(job: string | JobFunction, ...args: unknown[]): string;
-}
-
-/** Schedules with a dedupe key: resolves to the id of the same owner's pending job with that key, or of the new one. */
-export interface DedupedScheduling {
-  schedule(job: string | JobFunction, ...args: unknown[]): Promise<string>;
-}
-
-/** Counts of the jobs in the table, by state, and the age (ms) of the oldest due pending job. */
-export interface PersistentSchedulerStats {
-  pending: number;
-  running: number;
-  done: number;
-  failed: number;
-  oldestDueMs: number | null;
-}
 
 /** meta.user as stored for the visibility check (a column of 191 characters). */
 function ownerOf(meta: TransactionMeta): string | null {

@@ -16,6 +16,7 @@ import type {
   Transaction,
   TransactionMeta,
   WorkerOptions,
+  WorkerStopOptions,
 } from '../../interfaces.js';
 import type { TransactionManager } from '../../transactions/manager.js';
 import { CommitOutcomeUnknownError, JobCancelledError, JobTimeoutError, LeaseLostError, UnknownJobError } from '../../errors.js';
@@ -52,12 +53,6 @@ export interface WorkerHost {
   runJob(run: JobRun): Promise<JobOutcome>;
   reportFailure(run: { id: string; name: string }, outcome: Extract<JobOutcome, { state: 'failed' }>): void;
   register(worker: Worker): () => void;
-}
-
-/** Options of `worker.stop()`. */
-export interface WorkerStopOptions {
-  /** How long (ms) running jobs may go on; then their signal is aborted and they are handed back. Default 30,000. */
-  timeout?: number;
 }
 
 /** Why a stopping worker aborts a job: it goes back to the queue for another worker, unchanged. */
