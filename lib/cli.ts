@@ -11,6 +11,7 @@ import { resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
 import type { PersistentTransactionalScheduler } from './scheduler/persistent/persistent-scheduler.js';
+import { INT_MAX, integerIn } from './support/validate.js';
 
 const usage = `usage:
   aftercommit migrate [--jobs ./jobs.js]
@@ -43,11 +44,15 @@ async function loadScheduler(path: string): Promise<PersistentTransactionalSched
   return scheduler;
 }
 
+/** The option's value as an integer from 1 up to what a timer takes, or the usage and exit code 2. */
 function positiveInteger(value: string | undefined, option: string): number | undefined {
   if (value === undefined) return undefined;
-  const n = Number(value);
-  if (!Number.isInteger(n) || n < 1) fail(`--${option} must be a whole number >= 1, got ${value}`);
-  return n;
+  try {
+    return integerIn(Number(value), `--${option}`, 1);
+  } catch {
+    // Name the text as typed: `Number('ten')` would show as NaN.
+    fail(`--${option} must be a whole number from 1 to ${INT_MAX}, got ${value}`);
+  }
 }
 
 async function main(): Promise<void> {

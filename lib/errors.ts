@@ -4,14 +4,29 @@
  */
 
 /**
+ * The base of the errors `aftercommit` throws: `err instanceof AftercommitError`
+ * tells them from the database's and the application's own.
+ */
+export abstract class AftercommitError extends Error {
+  /** A machine-readable code that stays the same across releases and messages, e.g. `AFTERCOMMIT_CONFLICT`. */
+  abstract readonly code: string;
+
+  constructor(message: string, options?: ErrorOptions) {
+    super(message, options);
+    // The class's own name, e.g. `ConflictError`: stored failures and logs report it,
+    // so the build must keep class names (a bundler may rename or wrap classes).
+    this.name = new.target.name;
+  }
+}
+
+/**
  * The transaction is gone and running it again may succeed. Throw it (or a
  * subclass) from application code to ask the transaction manager for a retry.
  */
-export class TransientError extends Error {
+export class TransientError extends AftercommitError {
   readonly code: string = 'AFTERCOMMIT_TRANSIENT';
   constructor(message = 'transient error: the transaction should be run again', options?: ErrorOptions) {
     super(message, options);
-    this.name = new.target.name;
   }
 }
 
@@ -53,7 +68,7 @@ export class PreemptedError extends TransientError {
 }
 
 /** The connection was lost while COMMIT was under way: the work may or may not be committed. */
-export class CommitOutcomeUnknownError extends Error {
+export class CommitOutcomeUnknownError extends AftercommitError {
   readonly code = 'AFTERCOMMIT_COMMIT_OUTCOME_UNKNOWN';
   constructor(cause: unknown) {
     super(
@@ -61,12 +76,11 @@ export class CommitOutcomeUnknownError extends Error {
         'the transaction committed; it is not retried. Check the data before repeating the work.',
       { cause },
     );
-    this.name = 'CommitOutcomeUnknownError';
   }
 }
 
 /** COMMIT was answered with a rollback: a statement of the transaction had failed and the code went on (PostgreSQL). */
-export class CommitRolledBackError extends Error {
+export class CommitRolledBackError extends AftercommitError {
   readonly code = 'AFTERCOMMIT_COMMIT_ROLLED_BACK';
   constructor() {
     super(
@@ -74,19 +88,17 @@ export class CommitRolledBackError extends Error {
         '(its error was caught and ignored), which aborts a PostgreSQL transaction. Use tx.db.transaction(fn) ' +
         '(a savepoint) around a statement whose failure you want to survive.',
     );
-    this.name = 'CommitRolledBackError';
   }
 }
 
 /** A statement or hook was used on a transaction that has already ended. */
-export class TransactionEndedError extends Error {
+export class TransactionEndedError extends AftercommitError {
   readonly code = 'AFTERCOMMIT_TRANSACTION_ENDED';
   constructor(what: string) {
     super(
       `${what}: this transaction has already ended. Use tm.current (or ctx.transaction) inside ` +
         'tm.run() instead of keeping a transaction past its end.',
     );
-    this.name = 'TransactionEndedError';
   }
 }
 
@@ -96,7 +108,7 @@ export class TransactionEndedError extends Error {
  * fewer ordinary ones are let in at once. Treated like an exhausted pool: the Koa
  * adaptation answers 503.
  */
-export class ContentionTimeoutError extends Error {
+export class ContentionTimeoutError extends AftercommitError {
   readonly code = 'AFTERCOMMIT_CONTENTION_TIMEOUT';
   constructor(readonly waitedMs: number) {
     super(
@@ -104,16 +116,14 @@ export class ContentionTimeoutError extends Error {
         'look for a transaction that stays open long (a handler waiting while it holds row locks, or one that awaits ' +
         "a separate transaction of the same manager), or raise knex's acquireConnectionTimeout",
     );
-    this.name = 'ContentionTimeoutError';
   }
 }
 
 /** An operation that needs an open transaction was called outside one. */
-export class NoTransactionError extends Error {
+export class NoTransactionError extends AftercommitError {
   readonly code = 'AFTERCOMMIT_NO_TRANSACTION';
   constructor(what: string) {
     super(`${what} needs an open transaction: call it inside tm.run(), a tm.wrap()ped function or a request guarded by aftercommit()`);
-    this.name = 'NoTransactionError';
   }
 }
 
@@ -127,24 +137,19 @@ export function describeCause(err: unknown): string {
 }
 
 /** `schedule()` named a job that no `define()` registered. */
-export class UnknownJobError extends Error {
+export class UnknownJobError extends AftercommitError {
   readonly code = 'AFTERCOMMIT_UNKNOWN_JOB';
   constructor(name: string, known: string[]) {
     super(
       `no job named '${name}' is defined (defined: ${known.length ? known.map((k) => `'${k}'`).join(', ') : 'none'}); ` +
         `register it with scheduler.define('${name}', fn) before scheduling it`,
     );
-    this.name = 'UnknownJobError';
   }
 }
 
 /** A job argument or result cannot be stored (a function, a cycle, a class instance, too large, ...). */
-export class UnstorableValueError extends Error {
+export class UnstorableValueError extends AftercommitError {
   readonly code = 'AFTERCOMMIT_UNSTORABLE';
-  constructor(message: string) {
-    super(message);
-    this.name = 'UnstorableValueError';
-  }
 }
 
 /**
@@ -152,16 +157,15 @@ export class UnstorableValueError extends Error {
  * not a string or number, or the request's user gave no id. Refused so that no
  * job becomes readable by everyone by mistake.
  */
-export class JobOwnerError extends Error {
+export class JobOwnerError extends AftercommitError {
   readonly code = 'AFTERCOMMIT_JOB_OWNER';
   constructor(message: string) {
     super(`cannot schedule: ${message}`);
-    this.name = 'JobOwnerError';
   }
 }
 
 /** An entity of a context no longer exists. */
-export class EntityNotFoundError extends Error {
+export class EntityNotFoundError extends AftercommitError {
   readonly code = 'AFTERCOMMIT_ENTITY_NOT_FOUND';
   constructor(
     readonly table: string,
@@ -169,51 +173,58 @@ export class EntityNotFoundError extends Error {
     where: string,
   ) {
     super(`${where}: no row in '${table}' with key ${JSON.stringify(key)} (it was deleted after the job was scheduled?)`);
-    this.name = 'EntityNotFoundError';
   }
 }
 
 /** An entity names a table jobs may not load from, or gives a key that does not fit the table's primary key. */
-export class EntityNotAllowedError extends Error {
+export class EntityNotAllowedError extends AftercommitError {
   readonly code = 'AFTERCOMMIT_ENTITY_NOT_ALLOWED';
-  constructor(message: string) {
-    super(message);
-    this.name = 'EntityNotAllowedError';
-  }
 }
 
 /** The scheduler was stopped: it takes no new schedules, and aborts jobs that outlive `stop()`'s deadline. */
-export class SchedulerStoppedError extends Error {
+export class SchedulerStoppedError extends AftercommitError {
   readonly code = 'AFTERCOMMIT_SCHEDULER_STOPPED';
   constructor(what: string) {
     super(`${what}: the scheduler has been stopped`);
-    this.name = 'SchedulerStoppedError';
   }
 }
 
 /** The schedule was removed while its job ran. */
-export class JobCancelledError extends Error {
+export class JobCancelledError extends AftercommitError {
   readonly code = 'AFTERCOMMIT_JOB_CANCELLED';
   constructor(id: string) {
     super(`schedule ${id} was removed while its job ran; the job's writes are rolled back`);
-    this.name = 'JobCancelledError';
   }
 }
 
 /** A job's claim is no longer its own: its lease expired and another worker took the job, or it was removed. */
-export class LeaseLostError extends Error {
+export class LeaseLostError extends AftercommitError {
   readonly code = 'AFTERCOMMIT_LEASE_LOST';
   constructor(id: string) {
     super(`job ${id} is no longer claimed by this worker (its lease expired and another worker took it, or it was removed); its writes are rolled back`);
-    this.name = 'LeaseLostError';
   }
 }
 
 /** A job ran longer than its `timeout`. */
-export class JobTimeoutError extends Error {
+export class JobTimeoutError extends AftercommitError {
   readonly code = 'AFTERCOMMIT_JOB_TIMEOUT';
   constructor(name: string, timeout: number) {
     super(`job ${name} ran longer than its timeout of ${timeout} ms; its signal was aborted and its writes are rolled back`);
-    this.name = 'JobTimeoutError';
+  }
+}
+
+/** A job's workers kept dying or losing its lease: it was claimed `maxRuns` times and never finished, so it fails for good. */
+export class WorkerLostError extends AftercommitError {
+  readonly code = 'AFTERCOMMIT_WORKER_LOST';
+  constructor(jobName: string, runs: number) {
+    super(`job ${jobName} was started ${runs} times and each time its worker died or lost its lease`);
+  }
+}
+
+/** A run of a job failed and could not be put back in the queue for another (e.g. its stored backoff gives no valid delay), so the job fails. */
+export class RequeueError extends AftercommitError {
+  readonly code = 'AFTERCOMMIT_REQUEUE_FAILED';
+  constructor(reason: string, options?: ErrorOptions) {
+    super(`the run failed and could not be re-queued: ${reason}`, options);
   }
 }
