@@ -7,6 +7,7 @@ export { Worker } from './scheduler/persistent/worker.js';
 export { ref, EntityRef } from './context/ref.js';
 export { PersistentContext } from './context/persistent-context.js';
 export {
+  AftercommitError,
   TransientError,
   ConflictError,
   TransactionDoomedError,
@@ -25,6 +26,7 @@ export {
   JobCancelledError,
   LeaseLostError,
   JobTimeoutError,
+  WorkerLostError,
+  RequeueError,
 } from './errors.js';
-export type { Dialect } from './dialects/index.js';
 export type * from './interfaces.js';

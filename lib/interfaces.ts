@@ -1,5 +1,6 @@
 /**
- * Public types of `aftercommit`.
+ * The public types of `aftercommit` are here, those of `aftercommit/koa` in
+ * lib/koa/interfaces.ts.
  *
  * Terminology
  * -----------
@@ -22,7 +23,6 @@
  *   it travels with every job the transaction schedules.
  */
 import type { Knex } from 'knex';
-import type { EntityRef } from './context/ref.js';
 
 /** Who a transaction runs for and why; kept on `tx.meta` and handed to scheduled jobs. */
 export interface TransactionMeta {
@@ -84,7 +84,7 @@ export interface ContextBridge {
 
 /** Options of a {@link TransactionManager}. */
 export interface TransactionManagerOptions {
-  /** Extra attempts after a transient error (the seed's `retry_number`). Default 3. */
+  /** Extra attempts after a transient error, so a call makes at most `retries + 1` attempts. Default 3. */
   retries?: number;
   /** Bounds of the random delay between attempts. */
   delay?: RetryDelay;
@@ -231,7 +231,7 @@ export interface Transaction {
   setRollbackOnly(): void;
 }
 
-// ---- schedulers (API.md §2) -------------------------------------------------
+// ---- schedulers --------------------------------------------------------------
 
 /**
  * More terminology
@@ -245,7 +245,7 @@ export interface Transaction {
  *   (`failed`); fetched with `getResult(id)` and deleted when the fetching
  *   transaction commits, or after `ttl` when nobody fetches it.
  * - **entity context**: table and primary key of rows handed to a job, re-loaded in
- *   the job's own transaction (API.md §3).
+ *   the job's own transaction.
  */
 
 /** How far a running job has come, as reported by `job.progress()`. */
@@ -268,7 +268,14 @@ export interface StoredError {
   errno?: number;
 }
 
-/** What `getResult(id)` resolves to. */
+/**
+ * Where a job is in its life, in every scheduler and in the jobs table:
+ * `pending` (committed, waiting to be due, for a worker or for a free slot),
+ * `running`, `done` (its result committed) or `failed` (for good).
+ */
+export type JobState = 'pending' | 'running' | 'done' | 'failed';
+
+/** What `getResult(id)` resolves to: a running job reads `pending` (with its progress), an id nobody may see `unknown`. */
 export type ScheduleResult<T = unknown> =
   | { state: 'unknown' }
   | { state: 'pending'; progress?: JobProgress }
@@ -283,7 +290,7 @@ export interface GetResultOptions {
    * user. Leave it out to skip the check (trusted code).
    */
   visibleTo?: string | number | null;
-  /** Delete a done/failed result when the fetching transaction commits (the seed's protocol). Default true. */
+  /** Delete a done/failed result when the fetching transaction commits: fetching consumes the result. Default true. */
   consume?: boolean;
 }
 
@@ -305,17 +312,40 @@ export interface PersistentContextLike {
   names(): string[];
   get<T = Record<string, unknown>>(key: number | string): Promise<T>;
   /** The table and key of entity `key`, without loading it. */
-  ref(key: number | string): EntityRef;
+  ref(key: number | string): EntityReference;
+}
+
+/**
+ * Where a run of a job stands. Three counts, each with one meaning; each only
+ * goes up over the job's life (`transactionAttempt` starts at 1 in each run).
+ */
+export interface JobCounts {
+  /**
+   * Which try of the job against `maxAttempts` this is: 1 at first, one more
+   * after each run that failed with an error of the job's own and was re-queued.
+   * Conflicts, crashes and hand-backs run the same attempt again. Never above
+   * `maxAttempts`: `attempt === maxAttempts` is the last try.
+   */
+  readonly attempt: number;
+  /**
+   * The number of this run among the job's runs: 1 at first, one more each
+   * time a worker claims it again (after a failure, a conflict that outlasted
+   * the transaction's retries, a crash or a lost lease; not after a stopping
+   * worker handed it back). Bounded by the persistent scheduler's `maxRuns`.
+   */
+  readonly run: number;
+  /** The attempt of this run's transaction: 1, then 2, 3, … when a conflict re-runs the job at once (`retries`). */
+  readonly transactionAttempt: number;
 }
 
 /** What a job function receives first, before the scheduled arguments. */
-export interface JobHandle {
+export interface JobHandle extends JobCounts {
   /** The schedule id. */
   readonly id: string;
   /** The job's name. */
   readonly name: string;
-  /** 1 on the first run; counts every start, including retries after conflicts and re-runs after a crash. */
-  readonly attempt: number;
+  /** Tries allowed for errors of the job's own (`JobOptions.maxAttempts`; 1 for the in-memory scheduler). */
+  readonly maxAttempts: number;
   /** The scheduling transaction's metadata: `meta.user` is whom the job runs for. */
   readonly meta: TransactionMeta;
   /** The job's own transaction (knex bound to it). */
@@ -344,6 +374,18 @@ export interface ArgumentCodec<T = unknown> {
 /** The primary key of an entity: one value, or column → value for a composite key. */
 export type EntityKey = string | number | { readonly [column: string]: string | number };
 
+/**
+ * A row named by its table and primary key: what an `EntityRef` made by
+ * `ref(table, key)` shows. Described here by its shape, so these public types
+ * need no import of the class.
+ */
+export interface EntityReference {
+  readonly table: string;
+  readonly key: EntityKey;
+  /** `table` and the key as JSON, for messages. */
+  toString(): string;
+}
+
 /** The JavaScript type a key column's values must have in a ref: `'integer'` a safe integer number, `'string'` a string (see `SchedulerOptions.entities`). */
 export type EntityKeyType = 'integer' | 'string';
 
@@ -351,7 +393,7 @@ export type EntityKeyType = 'integer' | 'string';
 export interface SchedulerOptions {
   /** How many jobs run at once in this process; more wait in a queue. Default 4. */
   concurrency?: number;
-  /** How long (ms) a finished result is kept when nobody fetches it. Default 3,600,000 (the seed's 3600 s). */
+  /** How long (ms) a finished result is kept when nobody fetches it. Default 3,600,000 (one hour). */
   ttl?: number;
   /**
    * The tables jobs may load entities from, each with its primary key column(s)
@@ -374,9 +416,9 @@ export interface SchedulerOptions {
 /** Counts of the schedules a scheduler knows, by state. */
 export interface SchedulerStats {
   /** Waiting for their scheduling transaction to commit. */
-  scheduled: number;
+  uncommitted: number;
   /** Committed, waiting for a free slot. */
-  queued: number;
+  pending: number;
   running: number;
   done: number;
   failed: number;
@@ -391,16 +433,20 @@ export interface StopOptions {
 /** Events a scheduler emits, for logging and metrics. */
 export interface SchedulerEvents {
   /** A job committed its result. */
-  succeeded: [event: { id: string; name: string; attempt: number; durationMs: number }];
-  /** A job failed; its writes were rolled back. */
-  failed: [event: { id: string; name: string; attempt: number; error: StoredError }];
-  /** A job runs again: its transaction hit a transient error, or (persistent scheduler) a failed run is re-queued. */
-  retried: [event: { id: string; name: string; attempt: number; error: unknown }];
+  succeeded: [event: JobCounts & { id: string; name: string; durationMs: number }];
+  /** A job failed for good; its writes were rolled back. `run` is the run that failed (the last one lost, for WorkerLostError). */
+  failed: [event: Omit<JobCounts, 'transactionAttempt'> & { id: string; name: string; error: StoredError }];
+  /**
+   * A job runs again: its transaction hit a transient error and runs again at
+   * once (`transactionAttempt` is the one that failed), or (persistent scheduler)
+   * a failed run was re-queued (`attempt` and `run` are those of the run that failed).
+   */
+  retried: [event: JobCounts & { id: string; name: string; error: unknown }];
   /** A running job's claim was taken over (its lease expired) or the schedule was removed: its writes roll back. */
   'lost-lease': [event: { id: string; name: string; worker: string }];
 }
 
-// ---- the persistent scheduler (API.md §2) ----------------------------------
+// ---- the persistent scheduler -----------------------------------------------
 
 /** How and when one job runs (persistent scheduler): given to `define()` as defaults, or per schedule with `with()`. */
 export interface JobOptions {
@@ -412,7 +458,7 @@ export interface JobOptions {
   priority?: number;
   /** The queue; workers take the queues they are given. Default `default`. */
   queue?: string;
-  /** Runs allowed for application errors: 1 means no retry (the seed's behaviour). Default 1. */
+  /** Runs allowed for application errors: 1 means a job that throws fails at once, without a retry. Default 1. */
   maxAttempts?: number;
   /** Delay before re-running a failed job: uniform(0, bound), the bound growing by factor. Default 1 s, ×2, up to 1 h. */
   backoff?: RetryDelay;
@@ -478,4 +524,125 @@ export interface WorkerOptions {
 export interface WorkerStopOptions {
   /** How long (ms) running jobs may go on; then their signal is aborted and they are handed back. Default 30,000. */
   timeout?: number;
+}
+
+// ---- dialects -----------------------------------------------------------------
+
+/** Runs one statement on an attempt's connection; resolves to knex's query object (its `response` is the driver's answer). */
+export type SendStatement = (sql: string) => Promise<unknown>;
+
+/** How an attempt holds the escalation lock: alone (escalated), or beside other ordinary attempts of contended processes. */
+export type EscalationLockMode = 'exclusive' | 'shared';
+
+/**
+ * The lock escalated attempts of all processes take turns on. It is a session
+ * lock, taken on the attempt's connection before BEGIN (so a REPEATABLE READ
+ * snapshot is not taken while waiting) and given back after COMMIT or ROLLBACK;
+ * a connection that breaks gives it back by itself.
+ */
+export interface EscalationLock {
+  /**
+   * True when the lock has a shared mode (PostgreSQL). Ordinary attempts of a
+   * process that has seen conflicts take the lock too, so that an escalated
+   * attempt of another process waits for them and they wait for it: shared
+   * where it can be, else exclusive.
+   */
+  readonly shared: boolean;
+  /** Waits up to `waitMs` for the lock; resolves false when that time ran out first. */
+  acquire(send: SendStatement, mode: EscalationLockMode, waitMs: number): Promise<boolean>;
+  /** Gives the lock back. */
+  release(send: SendStatement, mode: EscalationLockMode): Promise<unknown>;
+}
+
+/**
+ * Cancelling the lock waits of ordinary attempts under contention: for a
+ * database that looks for deadlocks only after a wait (PostgreSQL's
+ * deadlock_timeout), where a crowd caught in lock waits would otherwise break
+ * its deadlocks one wait at a time.
+ */
+export interface LockWaitCancel {
+  /** The server's id of a connection's session, once connected. */
+  sessionId(connection: unknown): number | undefined;
+  /**
+   * One statement that cancels the statements of the sessions in its first
+   * binding (an array of ids) that wait for a row or table lock and began at
+   * least its second binding (milliseconds) ago; it returns their ids as `id`.
+   */
+  readonly sql: string;
+  /** True for the error a statement cancelled so fails with. */
+  isCancelled(err: unknown): boolean;
+  /** Lets the process exit while the connection the cancels are sent from is open. */
+  unref(connection: unknown): void;
+}
+
+/**
+ * How much one multi-row INSERT may carry. A larger batch is split into several
+ * statements (in the same transaction), each within all three bounds.
+ */
+export interface InsertLimits {
+  /** Bound values per statement. */
+  readonly bindings: number;
+  /** Rows per statement. */
+  readonly rows: number;
+  /** Bytes of values per statement, counted as UTF-8 text before the driver escapes or encodes them. */
+  readonly bytes: number;
+}
+
+/** What the transaction manager needs to know about one database family. */
+export interface Dialect {
+  /** The family, for messages and for tests. */
+  readonly name: 'mysql' | 'postgresql' | 'sqlite';
+  /** The statements that open a read-write transaction, at the given isolation level or the database's default. */
+  begin(isolation?: IsolationLevel): string[];
+  /**
+   * True when `err` means the database rolled the whole transaction back (or
+   * must), so running it again may succeed. Decided by errno/SQLSTATE/code only.
+   */
+  isTransient(err: unknown, options: { retryLockWaitTimeout: boolean }): boolean;
+  /** True when `err` came from a broken connection rather than from the server's verdict on a statement. */
+  isConnectionFailure(err: unknown): boolean;
+  /**
+   * True when the result of a COMMIT says the database rolled back instead
+   * (PostgreSQL answers COMMIT with ROLLBACK, and no error, when a statement of
+   * the transaction failed and the code went on).
+   */
+  committedAsRollback(result: unknown): boolean;
+  /** True when `err` says the database cannot be reached or went away (connection refused or lost, server shutting down). */
+  isUnavailable(err: unknown): boolean;
+  /** True when `err` is a unique-key violation. */
+  isUniqueViolation(err: unknown): boolean;
+  /** Makes a claim's SELECT skip rows other workers hold (FOR UPDATE SKIP LOCKED), where the database needs it. */
+  lockForClaim(query: Knex.QueryBuilder): Knex.QueryBuilder;
+  /** Makes a SELECT read the latest committed rows, not the transaction's snapshot (FOR SHARE), where that differs. */
+  lockingRead(query: Knex.QueryBuilder): Knex.QueryBuilder;
+  /**
+   * Statements that serialise migrations across processes inside one transaction
+   * (on one connection), or none where the transaction itself is exclusive.
+   */
+  migrationLock(name: string): { acquire?: string; release?: string };
+  /**
+   * One writer at a time (SQLite): a second connection cannot write while a
+   * transaction holds the write lock, so progress cannot be written beside an
+   * open job transaction.
+   */
+  readonly singleWriter: boolean;
+  /** How much one multi-row INSERT may carry; the persistent scheduler splits larger batches of jobs. */
+  readonly insertLimits: InsertLimits;
+  /**
+   * Makes `table` store its text as UTF-8 (all of Unicode) and compare it byte
+   * for byte (case and trailing spaces count), whatever the database's defaults;
+   * it does nothing where text already is so.
+   */
+  exactUtf8Text(db: Knex | Knex.Transaction, table: string): Promise<void>;
+  /** The lock escalated attempts of all processes take turns on; none where there is a single writer anyway. */
+  readonly escalationLock: EscalationLock | undefined;
+  /** How to cancel lock waits under contention; none where deadlocks are found at once (InnoDB) or cannot happen (SQLite). */
+  readonly lockWaitCancel: LockWaitCancel | undefined;
+  /**
+   * Ends the transaction open on `connection` from outside, whatever is running
+   * on it (a statement waiting for a lock, a handler that never returns): a
+   * server's connection is closed, so the server rolls back and frees the locks;
+   * SQLite's is rolled back in place. True when the connection is gone.
+   */
+  abortTransaction(connection: unknown): boolean;
 }

@@ -1,7 +1,7 @@
-// The test command (`npm test`, i.e. `node --import tsx test/run.ts`): type-checks, probes the database servers, then
-// runs every test file with node's test runner. Server suites are skipped with a
-// notice when a server is down, and are required (a failure) when CI=true or
-// AFTERCOMMIT_REQUIRE_SERVERS=1.
+// The test command (`npm test`, i.e. `node --import tsx test/run.ts`): type-checks, checks that no module imports
+// itself through others (type-only imports included), probes the database servers, then runs every test file with
+// node's test runner. Server suites are skipped with a notice when a server is down, and are required (a failure)
+// when CI=true or AFTERCOMMIT_REQUIRE_SERVERS=1. --no-typecheck skips both static checks.
 import { spawnSync } from 'node:child_process';
 import { readdirSync, statSync } from 'node:fs';
 import { join } from 'node:path';
@@ -13,6 +13,8 @@ const args = process.argv.slice(2);
 if (!args.includes('--no-typecheck')) {
   const tsc = spawnSync('npx', ['--no-install', 'tsc', '--noEmit', '-p', '.'], { stdio: 'inherit' });
   if (tsc.status !== 0) process.exit(tsc.status ?? 1);
+  const circles = spawnSync('npm', ['run', '--silent', 'check:circles'], { stdio: 'inherit' });
+  if (circles.status !== 0) process.exit(circles.status ?? 1);
 }
 
 const available: string[] = [];

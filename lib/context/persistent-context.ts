@@ -1,6 +1,6 @@
 /**
  * PersistentContext: entities handed from a request to a job by table and
- * primary key, re-loaded in the job's own transaction (the seed's `context`).
+ * primary key, re-loaded in the job's own transaction.
  */
 import type { TransactionManager } from '../transactions/manager.js';
 import { NoTransactionError, UnstorableValueError } from '../errors.js';

@@ -1,12 +1,13 @@
 /**
- * References to rows: table and primary key, never the row itself (API.md §3).
+ * References to rows: table and primary key, never the row itself, so a job
+ * re-loads the row in its own transaction and sees what is committed then.
  */
-import type { EntityKey } from '../interfaces.js';
+import type { EntityKey, EntityReference } from '../interfaces.js';
 
 const IDENTIFIER = /^[A-Za-z_][A-Za-z0-9_]*$/;
 
 /** A row named by its table and primary key. */
-export class EntityRef {
+export class EntityRef implements EntityReference {
   constructor(
     readonly table: string,
     readonly key: EntityKey,

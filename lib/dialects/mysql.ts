@@ -1,4 +1,4 @@
-import type { Dialect, EscalationLock, InsertLimits } from './index.js';
+import type { Dialect, EscalationLock, InsertLimits } from '../interfaces.js';
 import { errorField } from '../support/error-field.js';
 
 /** errno values after which InnoDB has rolled back the whole transaction. */

@@ -1,4 +1,4 @@
-import type { Dialect, EscalationLock, InsertLimits, LockWaitCancel } from './index.js';
+import type { Dialect, EscalationLock, InsertLimits, LockWaitCancel } from '../interfaces.js';
 import { errorField } from '../support/error-field.js';
 
 const ROLLED_BACK_SQLSTATES = new Set(['40001' /* serialization_failure */, '40P01' /* deadlock_detected */]);

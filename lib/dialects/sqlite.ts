@@ -1,4 +1,4 @@
-import type { Dialect } from './index.js';
+import type { Dialect } from '../interfaces.js';
 import { errorField } from '../support/error-field.js';
 
 export const sqlite: Dialect = {
