@@ -18,7 +18,7 @@ export function retryDelay(retry: number, policy: DelayPolicy, random: () => num
 export function delayPolicy(delay: RetryDelay | undefined): DelayPolicy {
   const policy = { ...DEFAULT_DELAY, ...delay };
   for (const [key, value] of Object.entries(policy)) {
-    // max may be Infinity: the seed's delays grew without a cap.
+    // max may be Infinity, for delays that grow without a cap.
     const usable = typeof value === 'number' && value >= 0 && (Number.isFinite(value) || key === 'max');
     if (!usable) throw new TypeError(`delay.${key} must be a finite number >= 0, got ${String(value)}`);
   }

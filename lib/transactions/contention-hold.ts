@@ -5,7 +5,7 @@
  * cancelled (PostgreSQL). One per database transaction, so `tx.commit()`
  * followed by a new statement never mixes up the two transactions' holds.
  */
-import { discardOnRelease } from './discard.js';
+import { discardOnRelease } from './knex-internals.js';
 import type { Dialect, EscalationLockMode, SendStatement } from '../dialects/index.js';
 import type { Logger } from '../interfaces.js';
 import type { ContentionGate, GateTurn } from './contention-gate.js';
@@ -115,7 +115,7 @@ export class ContentionHold implements Preemptible {
     try {
       await this.env.dialect.escalationLock!.release(send, mode);
     } catch (err) {
-      // A pooled connection must not keep the lock: knex destroys a connection marked disposed.
+      // A pooled connection must not keep the lock: the pool drops this one instead of handing it out again.
       discardOnRelease(connection, err);
       this.env.logger.warn({ err }, 'giving back the escalation lock failed; the connection is discarded');
     }

@@ -1,7 +1,7 @@
 /**
  * TransactionManager: runs functions in transactions, retries them on transient
  * errors, and lets nested calls join the transaction current in their async
- * context (the seed's `transactional`).
+ * context.
  */
 import { AsyncLocalStorage } from 'node:async_hooks';
 import type { Knex } from 'knex';
@@ -21,9 +21,10 @@ import { dialectOf, type Dialect } from '../dialects/index.js';
 import { ContentionTimeoutError, PreemptedError, TransientError, describeCause } from '../errors.js';
 import { systemClock } from '../support/clock.js';
 import { defaultLogger } from '../support/logger.js';
+import { integerIn } from '../support/validate.js';
 import { delayPolicy, retryDelay, type DelayPolicy } from './backoff.js';
 import { TransactionAttempt, type AttemptEnvironment } from './transaction.js';
-import { knexBinder } from './bound-knex.js';
+import { knexBinder, poolLimits } from './knex-internals.js';
 import { ContentionGate } from './contention-gate.js';
 import type { ContentionEnvironment } from './contention-hold.js';
 import { LockWaitPreemption } from './preemption.js';
@@ -33,13 +34,6 @@ import { RUN_STOPPER, RunStopper } from './run-stopper.js';
 export type InternalRunOptions = RunOptions & { [RUN_STOPPER]?: RunStopper };
 
 type RetryListener = (event: RetryEvent) => void;
-
-function checkRetries(retries: unknown, where: string): number {
-  if (typeof retries !== 'number' || !Number.isInteger(retries) || retries < 0) {
-    throw new TypeError(`${where} must be an integer >= 0, got ${String(retries)}`);
-  }
-  return retries;
-}
 
 const ISOLATION_LEVELS: readonly IsolationLevel[] = ['read committed', 'repeatable read', 'serializable'];
 
@@ -54,22 +48,13 @@ function checkEscalate(escalate: unknown, where: string): boolean | undefined {
   return escalate;
 }
 
-/** knex's pool size and acquire timeout: the gate admits no more attempts than there are connections, and waits no longer. */
-function poolLimits(knex: Knex): { size: number; acquireTimeoutMs: number } {
-  const client = knex.client as { pool?: { max?: number }; config?: { pool?: { max?: number }; acquireConnectionTimeout?: number } };
-  return {
-    size: client.pool?.max ?? client.config?.pool?.max ?? 10,
-    acquireTimeoutMs: client.config?.acquireConnectionTimeout ?? 60_000,
-  };
-}
-
 const prepare = (tx: TransactionAttempt) => tx.prepare();
 
 /**
- * `work()`'s result, unless the call is stopped first: then `tx` is ended from
+ * `work`'s result, unless the call is stopped first: then `tx` is ended from
  * outside and this rejects with the reason, without waiting for `work`.
  */
-function endedBy<T>(stopper: RunStopper, tx: TransactionAttempt, work: T | Promise<T>): Promise<T> {
+function unlessStopped<T>(stopper: RunStopper, tx: TransactionAttempt, work: T | Promise<T>): Promise<T> {
   if (stopper.reason) return Promise.reject(stopper.reason);
   return new Promise<T>((resolve, reject) => {
     stopper.listen((reason) => void tx.terminate(reason).then(() => reject(reason)));
@@ -128,7 +113,7 @@ export class TransactionManager {
     this.knex = knex;
     this.dialect = dialectOf(knex);
     this.options = options;
-    this.retries = checkRetries(options.retries ?? 3, 'retries');
+    this.retries = integerIn(options.retries ?? 3, 'retries', 0);
     this.delay = delayPolicy(options.delay);
     this.logger = options.logger ?? defaultLogger();
     this.clock = options.clock ?? systemClock;
@@ -214,7 +199,7 @@ export class TransactionManager {
     const startedBy = store instanceof OutsideOf ? store.attempt : undefined;
 
     const name = options.name ?? fn.name;
-    const retries = options.retries === undefined ? this.retries : checkRetries(options.retries, 'RunOptions.retries');
+    const retries = options.retries === undefined ? this.retries : integerIn(options.retries, 'RunOptions.retries', 0);
     const gate = checkEscalate(options.escalate, 'RunOptions.escalate') === false ? undefined : this.contentionEnvironment?.gate;
     const isolationLevel = checkIsolationLevel(options.isolationLevel);
     const stopper = (options as InternalRunOptions)[RUN_STOPPER] ?? (options.signal && RunStopper.of(options.signal));
@@ -226,11 +211,11 @@ export class TransactionManager {
       const tx = new TransactionAttempt(this.environment, attempt, meta, isolationLevel, turn, startedBy);
       try {
         // With a stopper, the function and its before-commit hooks can be ended from outside.
-        const value = stopper ? await endedBy(stopper, tx, this.enter(tx, fn)) : await this.enter(tx, fn);
+        const value = stopper ? await unlessStopped(stopper, tx, this.enter(tx, fn)) : await this.enter(tx, fn);
         // Before-commit hooks run inside the transaction's context too (nested calls join it).
-        if (tx.hasWorkBeforeCommit) await (stopper ? endedBy(stopper, tx, this.enter(tx, prepare)) : this.enter(tx, prepare));
-        const finishing = tx.finish();
-        if (finishing) await finishing;
+        if (tx.hasWorkBeforeCommit) await (stopper ? unlessStopped(stopper, tx, this.enter(tx, prepare)) : this.enter(tx, prepare));
+        const ending = tx.end('commit');
+        if (ending) await ending;
         return value;
       } catch (err) {
         if (tx.terminatedBy) throw tx.terminatedBy; // ended from outside: no other attempt
@@ -238,7 +223,7 @@ export class TransactionManager {
         const conflict = this.isTransient(tx.doomedBy ?? err);
         const retry = attempt <= retries && conflict;
         if (!retry && this.options.debug) await this.callDebug(err, tx);
-        await tx.rollback();
+        await tx.end('rollback');
         if (conflict && gate) {
           escalated = retry;
           gate.conflict(retry);

@@ -14,6 +14,9 @@
 import type { Knex } from 'knex';
 import type { LockWaitCancel } from '../dialects/index.js';
 import type { Logger } from '../interfaces.js';
+import { systemClock } from '../support/clock.js';
+import { within } from '../support/deadline.js';
+import { closeRawConnection, openRawConnection, queryOn } from './knex-internals.js';
 
 /** An ordinary attempt's database transaction, as preemption sees it. */
 export interface Preemptible {
@@ -22,12 +25,6 @@ export interface Preemptible {
   /** A cancel round is on its way; it resolves to the sessions it cancelled. */
   candidateIn(round: Promise<ReadonlySet<number>>): void;
 }
-
-type QueryClient = {
-  acquireRawConnection(): Promise<unknown>;
-  destroyRawConnection(connection: unknown): Promise<void>;
-  query(connection: unknown, obj: { sql: string; bindings: unknown[] }): Promise<{ response?: { rows?: { id: number }[] } }>;
-};
 
 /** How long the connection cancels are sent from stays open after its last round. */
 const CONNECTION_IDLE_MS = 5000;
@@ -78,14 +75,10 @@ export class LockWaitPreemption {
     });
   }
 
-  private get client(): QueryClient {
-    return this.knex.client as unknown as QueryClient;
-  }
-
   private closeConnection(): void {
     const connection = this.connection;
     this.connection = undefined;
-    void connection?.then((c) => this.client.destroyRawConnection(c)).catch(() => undefined);
+    void connection?.then((c) => closeRawConnection(this.knex, c)).catch(() => undefined);
   }
 
   private async rounds(): Promise<void> {
@@ -118,26 +111,25 @@ export class LockWaitPreemption {
 
   /** The sessions among `ids` whose lock wait was cancelled; none when that could not be done within ROUND_TIMEOUT_MS. */
   private async cancelLockWaits(ids: number[], minWaitMs: number): Promise<ReadonlySet<number>> {
-    let timer: NodeJS.Timeout | undefined;
-    const timeout = new Promise<never>((_, reject) => {
-      timer = setTimeout(() => reject(new Error(`no answer within ${ROUND_TIMEOUT_MS} ms`)), ROUND_TIMEOUT_MS);
-    });
     try {
-      const cancel = async () => {
-        this.connection ??= this.client.acquireRawConnection().then((connection) => {
-          this.cancel.unref(connection); // an idle control connection must not keep the process alive
-          return connection;
-        });
-        const answer = await this.client.query(await this.connection, { sql: this.cancel.sql, bindings: [ids, minWaitMs] });
-        return new Set((answer.response?.rows ?? []).map((row) => Number(row.id)));
-      };
-      return await Promise.race([cancel(), timeout]);
+      // Wall-clock time: it bounds a wait for the server, whatever clock the manager was given.
+      const answer = await within(this.sendCancels(ids, minWaitMs), ROUND_TIMEOUT_MS, systemClock);
+      if (!answer.inTime) throw new Error(`no answer within ${ROUND_TIMEOUT_MS} ms`);
+      return answer.value;
     } catch (err) {
       this.closeConnection();
       this.logger.warn({ err }, 'cancelling lock waits under contention failed; they are waited for instead');
       return new Set();
-    } finally {
-      clearTimeout(timer);
     }
+  }
+
+  private async sendCancels(ids: number[], minWaitMs: number): Promise<ReadonlySet<number>> {
+    this.connection ??= openRawConnection(this.knex).then((connection) => {
+      this.cancel.unref(connection); // an idle control connection must not keep the process alive
+      return connection;
+    });
+    const answer = await queryOn(this.knex, await this.connection, this.cancel.sql, [ids, minWaitMs]);
+    const rows = (answer.response as { rows?: { id: number }[] } | undefined)?.rows ?? [];
+    return new Set(rows.map((row) => Number(row.id)));
   }
 }

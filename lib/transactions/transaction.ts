@@ -1,13 +1,24 @@
 /**
  * One attempt of a transaction: the lazily-begun database transaction, its
  * hooks, and the rules for what may still reach the server.
+ *
+ * Words used here:
+ * - the *database transaction* is one BEGIN … COMMIT/ROLLBACK on one
+ *   connection; an attempt may run several, one after the other;
+ * - a *checkpoint* (`tx.commit()`, `tx.abort()`) commits or rolls back the
+ *   database transaction and leaves the attempt open: the next statement begins
+ *   a fresh one;
+ * - the attempt *ends* once: `end('commit')` after its function returned,
+ *   `end('rollback')` after it failed, `terminate()` from outside. Its state
+ *   goes from open through ending to committed or rolled back;
+ * - a *doomed* attempt is one whose database transaction the database rolled
+ *   back (a deadlock, ...): it stays open, but refuses statements, until it ends.
  */
-import { discardOnRelease } from './discard.js';
 import type { Knex } from 'knex';
 import type { AfterCommitHook, Hook, IsolationLevel, Logger, Transaction, TransactionMeta } from '../interfaces.js';
 import type { Dialect } from '../dialects/index.js';
 import { CommitOutcomeUnknownError, CommitRolledBackError, PreemptedError, TransactionDoomedError, TransactionEndedError } from '../errors.js';
-import type { StatementGate } from './bound-knex.js';
+import { acquirePooledConnection, discardOnRelease, releasePooledConnection, sendPastGate, type StatementGate } from './knex-internals.js';
 import type { GateTurn } from './contention-gate.js';
 import { ContentionHold, type ContentionEnvironment } from './contention-hold.js';
 import { HookList } from './hooks.js';
@@ -24,38 +35,33 @@ export interface AttemptEnvironment {
   readonly contention: ContentionEnvironment | undefined;
 }
 
-type State = 'open' | 'ending' | 'committed' | 'aborted';
+type State = 'open' | 'ending' | 'committed' | 'rolled back';
 
 /** The queue of a transaction that has sent nothing yet: shared, as most requests send nothing. */
 const SETTLED: Promise<unknown> = Promise.resolve();
-
-type PoolClient = {
-  acquireConnection(): Promise<unknown>;
-  releaseConnection(connection: unknown): Promise<void>;
-  query(connection: unknown, obj: unknown): Promise<unknown>;
-};
 
 export class TransactionAttempt implements Transaction, StatementGate {
   private boundDb: Knex.Transaction | undefined;
   private state: State = 'open';
   /** The connection of the open database transaction (BEGIN sent), while one is open. */
   private connection: Promise<unknown> | undefined;
-  /** The connection statements may use: the one BEGIN was sent on, until COMMIT/ROLLBACK is queued. */
+  /** The connection statements may use: the one BEGIN was sent on, until its COMMIT/ROLLBACK is queued. */
   private liveConnection: unknown;
   /** Statements of this attempt run one after the other, so a doom is seen before the next one is sent. */
   private queue: Promise<unknown> = SETTLED;
   /** The error after which the database had rolled the transaction back, if any. */
   doomedBy: unknown;
-  private dooming: Promise<void> | undefined;
+  /** The ROLLBACK sent on our side after the doom, while it is under way. */
+  private doomRollback: Promise<void> | undefined;
   private savepoints = 0;
   /** What the open database transaction holds under contention (its turn at the gate, ...), if anything. */
   private hold: ContentionHold | undefined;
-  /** The end of the previous database transaction (tx.commit()/tx.abort()), while it is under way. */
-  private releasing: Promise<void> | undefined;
+  /** The COMMIT/ROLLBACK of the previous database transaction (a checkpoint), while it is under way; it never rejects. */
+  private previousClosing: Promise<void> | undefined;
   /** Why the attempt was ended from outside (see terminate()), if it was. */
   terminatedBy: Error | undefined;
   private controller: AbortController | undefined;
-  private readonly before = new HookList();
+  private readonly beforeCommitHooks = new HookList();
   private readonly afterCommitHooks = new HookList();
   private readonly afterAbortHooks = new HookList();
   rollbackOnly = false;
@@ -91,7 +97,7 @@ export class TransactionAttempt implements Transaction, StatementGate {
   /**
    * Ends the attempt from outside, whatever its function is doing: a statement
    * in progress, or an await that never settles. The database transaction is
-   * ended without waiting for anything queued on its connection (a server's
+   * closed without waiting for anything queued on its connection (a server's
    * connection is closed, so the server rolls back and frees its locks), the
    * turn and the connection go back, the after-abort hooks run, and everything
    * the attempt tries later fails with `reason`.
@@ -105,11 +111,11 @@ export class TransactionAttempt implements Transaction, StatementGate {
     this.connection = undefined;
     this.liveConnection = undefined;
     if (connection !== undefined) await this.abandonConnection(connection, reason);
-    this.state = 'aborted';
-    await this.runAbortHooks();
+    this.state = 'rolled back';
+    await this.runAfterAbortHooks();
   }
 
-  /** Ends the database transaction on `connection` from outside and lets the pool have the connection (or drop it). */
+  /** Closes the database transaction on `connection` from outside and lets the pool have the connection (or drop it). */
   private async abandonConnection(connection: unknown, reason: Error): Promise<void> {
     const hold = this.hold;
     this.hold = undefined;
@@ -117,7 +123,7 @@ export class TransactionAttempt implements Transaction, StatementGate {
       // The escalation lock, if held, goes with the closed session.
       if (this.env.dialect.abortTransaction(connection)) discardOnRelease(connection, reason);
       hold?.abandon();
-      await this.pool.releaseConnection(connection);
+      await releasePooledConnection(this.env.knex, connection);
     } catch (err) {
       this.env.logger.warn({ err }, 'ending a transaction from outside: giving its connection back failed');
     } finally {
@@ -144,11 +150,7 @@ export class TransactionAttempt implements Transaction, StatementGate {
   }
 
   get ended(): boolean {
-    return this.state === 'committed' || this.state === 'aborted';
-  }
-
-  private get pool(): PoolClient {
-    return this.env.knex.client as unknown as PoolClient;
+    return this.state === 'committed' || this.state === 'rolled back';
   }
 
   // ---- hooks -------------------------------------------------------------
@@ -165,7 +167,7 @@ export class TransactionAttempt implements Transaction, StatementGate {
 
   beforeCommit<A extends unknown[]>(hook: Hook<A>, ...args: A): void {
     this.assertOpen('beforeCommit()');
-    this.before.add(hook, args);
+    this.beforeCommitHooks.add(hook, args);
   }
 
   setRollbackOnly(): void {
@@ -180,8 +182,8 @@ export class TransactionAttempt implements Transaction, StatementGate {
     } catch (err) {
       return Promise.reject(err);
     }
-    // A statement sent while the previous database transaction is still ending begins the next one after it.
-    this.connection ??= this.releasing ? this.releasing.then(() => this.begin()) : this.begin();
+    // A statement sent while the previous database transaction is still closing begins the next one after it.
+    this.connection ??= this.previousClosing ? this.previousClosing.then(() => this.begin()) : this.begin();
     return this.connection;
   }
 
@@ -189,7 +191,7 @@ export class TransactionAttempt implements Transaction, StatementGate {
     return this.enqueue(() => {
       this.assertUsable('a statement');
       if (connection !== this.liveConnection) {
-        // The builder took its connection before tx.commit()/tx.abort() ended that database transaction.
+        // The builder took its connection before a checkpoint closed that database transaction.
         throw new TransactionEndedError('a statement of an earlier database transaction of this attempt');
       }
       return execute();
@@ -227,7 +229,7 @@ export class TransactionAttempt implements Transaction, StatementGate {
       // The turn comes before the connection: whoever holds a turn can get one once the attempts before it end.
       const taking = this.takeTurn();
       hold = taking instanceof Promise ? await taking : taking;
-      connection = await this.pool.acquireConnection();
+      connection = await acquirePooledConnection(this.env.knex);
     } catch (err) {
       this.connection = undefined; // the next statement may try again
       hold?.leave();
@@ -235,7 +237,7 @@ export class TransactionAttempt implements Transaction, StatementGate {
     }
     if (this.terminatedBy) {
       // Ended from outside while it waited for its turn or its connection.
-      await this.pool.releaseConnection(connection);
+      await releasePooledConnection(this.env.knex, connection);
       hold?.leave();
       throw this.terminatedBy;
     }
@@ -267,26 +269,26 @@ export class TransactionAttempt implements Transaction, StatementGate {
     try {
       const ending = hold?.ending(connection, (sql) => this.send(connection, sql));
       if (ending) await ending;
-      await this.pool.releaseConnection(connection);
+      await releasePooledConnection(this.env.knex, connection);
     } finally {
       hold?.leave();
     }
   }
 
-  /** Sends a control statement through the bound client, so knex's query events see it too. */
+  /** Sends a statement that opens or closes the database transaction: as one of `db`'s, so knex's query events see it too. */
   private send(connection: unknown, sql: string): Promise<unknown> {
-    return this.pool.query.call(this.db.client, connection, { sql, bindings: [] });
+    return sendPastGate(this.db, connection, sql);
   }
 
   /**
-   * The database has rolled the transaction back: end it on our side at once so
+   * The database has rolled the transaction back: roll it back on our side at once so
    * no later statement of this attempt reaches the server, where MySQL would run
    * it in autocommit mode.
    */
   private doom(err: unknown): void {
     if (this.doomedBy !== undefined) return;
     this.doomedBy = err;
-    this.dooming = this.release('ROLLBACK');
+    this.doomRollback = this.closeDatabaseTransaction('ROLLBACK');
   }
 
   private assertOpen(what: string): void {
@@ -300,33 +302,33 @@ export class TransactionAttempt implements Transaction, StatementGate {
   }
 
   /**
-   * Ends the current database transaction with `sql` (queued behind the
+   * Closes the current database transaction with `sql` (queued behind the
    * statements already sent) and returns its connection to the pool. A failed
    * ROLLBACK is logged; a failed COMMIT is rolled back and thrown.
    */
-  private release(sql: 'COMMIT' | 'ROLLBACK'): Promise<void> {
+  private closeDatabaseTransaction(sql: 'COMMIT' | 'ROLLBACK'): Promise<void> {
     const pending = this.connection;
     if (pending === undefined) return SETTLED as Promise<void>;
     this.connection = undefined;
-    const releasing = this.endDatabaseTransaction(pending, sql);
-    this.releasing = releasing.then(
+    const closing = this.sendClose(pending, sql);
+    this.previousClosing = closing.then(
       () => undefined,
       () => undefined,
     );
-    return releasing;
+    return closing;
   }
 
-  private async endDatabaseTransaction(pending: Promise<unknown>, sql: 'COMMIT' | 'ROLLBACK'): Promise<void> {
+  private async sendClose(pending: Promise<unknown>, sql: 'COMMIT' | 'ROLLBACK'): Promise<void> {
     let connection: unknown;
     try {
       connection = await pending;
     } catch {
-      return; // BEGIN failed: there is no transaction to end
+      return; // BEGIN failed: there is no transaction to close
     }
-    // Still this database transaction's: the next one begins only once this release has ended.
+    // Still this database transaction's: the next one begins only once this one is closed.
     const hold = this.hold;
     this.hold = undefined;
-    const end = (statement: string) =>
+    const close = (statement: string) =>
       this.enqueue(() => {
         // From here on, statements meant for this database transaction are refused.
         if (this.liveConnection === connection) this.liveConnection = undefined;
@@ -334,7 +336,7 @@ export class TransactionAttempt implements Transaction, StatementGate {
       });
     let result: unknown;
     try {
-      result = await end(sql);
+      result = await close(sql);
     } catch (err) {
       if (sql === 'ROLLBACK') {
         // A broken connection cannot roll back, and the server already has; knex's pool validates it away.
@@ -343,7 +345,7 @@ export class TransactionAttempt implements Transaction, StatementGate {
         return;
       }
       // A failed COMMIT may leave the transaction open (SQLITE_BUSY): roll it back first.
-      await end('ROLLBACK').catch(() => undefined);
+      await close('ROLLBACK').catch(() => undefined);
       throw this.env.dialect.isConnectionFailure(err) ? new CommitOutcomeUnknownError(err) : err;
     } finally {
       await this.giveConnectionBack(connection, hold);
@@ -351,99 +353,102 @@ export class TransactionAttempt implements Transaction, StatementGate {
     if (sql === 'COMMIT' && this.env.dialect.committedAsRollback(result)) throw new CommitRolledBackError();
   }
 
-  // ---- ending ------------------------------------------------------------
+  // ---- checkpoints and the end -------------------------------------------
 
   /** Runs the before-commit hooks; inside the transaction, while it is still current. */
-  // prepare() and finish() return undefined when there is nothing to wait for: with
+  // prepare() and end() return undefined when there is nothing to wait for: with
   // AsyncLocalStorage on, every promise costs, and most requests have no hooks.
   prepare(): Promise<void> | undefined {
-    return this.hasWorkBeforeCommit ? this.runBeforeHooks() : undefined;
+    return this.hasWorkBeforeCommit ? this.runBeforeCommitHooks() : undefined;
   }
 
   /** True when prepare() has something to do: before-commit hooks, or a doom to report. */
   get hasWorkBeforeCommit(): boolean {
-    return !this.before.isEmpty || this.doomedBy !== undefined;
+    return !this.beforeCommitHooks.isEmpty || this.doomedBy !== undefined;
   }
 
-  private async runBeforeHooks(): Promise<void> {
-    await this.before.runAll();
+  private async runBeforeCommitHooks(): Promise<void> {
+    await this.beforeCommitHooks.runAll();
     if (this.doomedBy !== undefined) throw new TransactionDoomedError(this.doomedBy);
   }
 
-  /** Commits the work so far and goes on in a fresh database transaction. */
+  /** The commit checkpoint: commits the work so far and goes on in a fresh database transaction. */
   async commit(): Promise<void> {
     this.assertUsable('tx.commit()');
     if (this.rollbackOnly) throw new Error('tx.commit() after setRollbackOnly(): the work so far must not be committed; use tx.abort()');
     await this.prepare();
-    await this.commitDatabase();
+    await this.commitDatabaseTransaction();
     this.afterAbortHooks.clear(); // what they were for is committed now
     await this.afterCommitHooks.runLogged(this.env.logger, 'after-commit', true);
   }
 
-  /** Rolls back the work so far and goes on in a fresh database transaction. */
+  /** The abort checkpoint: rolls back the work so far and goes on in a fresh database transaction. */
   async abort(): Promise<void> {
     this.assertOpen('tx.abort()');
-    await this.rollbackDatabase();
+    await this.rollBackDatabaseTransaction();
     this.doomedBy = undefined;
-    await this.runAbortHooks();
+    await this.runAfterAbortHooks();
   }
 
   /**
-   * Ends the attempt after its function returned: commit (or, after
-   * setRollbackOnly, roll back). A failed COMMIT runs the after-commit hooks
-   * with `false`, rolls back, runs the after-abort hooks and throws.
+   * Ends the attempt (once; later calls do nothing).
+   * - `'commit'`, after its function returned: COMMIT, or ROLLBACK after
+   *   setRollbackOnly(). A failed COMMIT is rolled back, runs the after-commit
+   *   hooks with `false` and the after-abort hooks, and throws. A doomed attempt
+   *   throws TransactionDoomedError and stays open, for `end('rollback')`.
+   * - `'rollback'`, after its function failed: ROLLBACK, then the after-abort hooks.
    */
-  finish(): Promise<void> | undefined {
-    if (!this.rollbackOnly && this.doomedBy === undefined && this.connection === undefined && this.afterCommitHooks.isEmpty) {
+  end(outcome: 'commit' | 'rollback'): Promise<void> | undefined {
+    if (this.ended) return undefined;
+    if (outcome === 'rollback' || this.rollbackOnly) return this.endWithRollback();
+    if (this.doomedBy === undefined && this.connection === undefined && this.afterCommitHooks.isEmpty) {
       this.state = 'committed'; // nothing began and nobody waits: the commit is a formality
       this.afterAbortHooks.clear();
       return undefined;
     }
-    return this.finishAsync();
+    return this.endWithCommit();
   }
 
-  private async finishAsync(): Promise<void> {
-    if (this.rollbackOnly) return this.rollback();
+  private async endWithCommit(): Promise<void> {
     if (this.doomedBy !== undefined) throw new TransactionDoomedError(this.doomedBy);
     this.state = 'ending';
     try {
-      await this.commitDatabase();
+      await this.commitDatabaseTransaction();
     } catch (err) {
-      this.state = 'aborted';
+      this.state = 'rolled back';
       throw err;
     }
     this.state = 'committed';
     await this.afterCommitHooks.runLogged(this.env.logger, 'after-commit', true);
   }
 
-  /** Ends the attempt with a rollback, unless it has already ended. */
-  async rollback(): Promise<void> {
-    if (this.ended) return;
+  private async endWithRollback(): Promise<void> {
     this.state = 'ending';
-    await this.rollbackDatabase();
-    this.state = 'aborted';
-    await this.runAbortHooks();
+    await this.rollBackDatabaseTransaction();
+    this.state = 'rolled back';
+    await this.runAfterAbortHooks();
   }
 
-  private async commitDatabase(): Promise<void> {
+  /** COMMIT; when it fails, the after-commit hooks learn so, the after-abort hooks run, and the error is thrown. */
+  private async commitDatabaseTransaction(): Promise<void> {
     try {
-      await this.release('COMMIT');
+      await this.closeDatabaseTransaction('COMMIT');
     } catch (err) {
       await this.afterCommitHooks.runLogged(this.env.logger, 'after-commit', false);
-      await this.runAbortHooks();
+      await this.runAfterAbortHooks();
       throw err;
     }
   }
 
-  private async runAbortHooks(): Promise<void> {
-    this.before.clear();
-    this.afterCommitHooks.clear();
-    await this.afterAbortHooks.runLogged(this.env.logger, 'after-abort');
+  private async rollBackDatabaseTransaction(): Promise<void> {
+    await this.doomRollback;
+    this.doomRollback = undefined;
+    await this.closeDatabaseTransaction('ROLLBACK');
   }
 
-  private async rollbackDatabase(): Promise<void> {
-    await this.dooming;
-    this.dooming = undefined;
-    await this.release('ROLLBACK');
+  private async runAfterAbortHooks(): Promise<void> {
+    this.beforeCommitHooks.clear();
+    this.afterCommitHooks.clear();
+    await this.afterAbortHooks.runLogged(this.env.logger, 'after-abort');
   }
 }

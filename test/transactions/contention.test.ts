@@ -10,6 +10,7 @@ import knexFactory, { type Knex } from 'knex';
 import { ConflictError, ContentionTimeoutError, PreemptedError, TransactionManager, type RetryEvent, type Transaction } from '../../lib/index.js';
 import { eachDialect } from '../support/databases.js';
 import { ManualClock, deferred, recordingLogger, until } from '../support/helpers.js';
+import { counterHeldOutside } from './forced-conflicts.js';
 
 /** Throws a conflict on its first attempt only, before touching the database: its second attempt is escalated. */
 function conflictOnce<T>(fn: (tx: Transaction) => Promise<T>) {
@@ -210,39 +211,11 @@ eachDialect(
 eachDialect(
   'lock waits in the way of an escalated attempt are cancelled (PostgreSQL)',
   (database) => {
-    /**
-     * A one-row counter table, a session outside the manager holding that row,
-     * and `waitingFor(ordinary)`: the ordinary attempt's statement shown waiting
-     * for the row lock.
-     */
+    /** A counter row held from outside the manager, on a knex instance and table of the test's own. */
     async function heldCounter(base: string) {
       const knex = database.knex();
       const table = database.table(base);
-      await knex.schema.createTable(table, (t) => {
-        t.integer('id').primary();
-        t.integer('n').notNullable();
-      });
-      await knex(table).insert({ id: 1, n: 0 });
-      const release = deferred();
-      const holds = deferred();
-      const blocker = knex.transaction(async (trx) => {
-        await trx(table).where({ id: 1 }).increment('n', 100);
-        holds.resolve();
-        await release.promise;
-      });
-      await holds.promise;
-      const lockWaitShown = () =>
-        until(
-          async () => (await knex.raw("SELECT COUNT(*)::int AS n FROM pg_stat_activity WHERE wait_event_type = 'Lock'")).rows[0].n > 0,
-          10_000,
-          'the ordinary attempt to wait for the row lock',
-        );
-      const increment = (by: number) => (tx: Transaction) => tx.db(table).where({ id: 1 }).increment('n', by);
-      const endBlocker = () => {
-        release.resolve();
-        return blocker;
-      };
-      return { knex, table, lockWaitShown, increment, endBlocker };
+      return { knex, table, ...(await counterHeldOutside(knex, table)) };
     }
 
     it('an ordinary attempt blocked on a row lock is cancelled, runs again escalated, and both commit', async () => {

@@ -3,19 +3,13 @@
  * order, and failures at COMMIT time: the transaction manager retries the whole
  * function and every transfer lands exactly once.
  */
-import { before, beforeEach, describe, it } from 'node:test';
+import { before, beforeEach, it } from 'node:test';
 import assert from 'node:assert/strict';
 import type { Knex } from 'knex';
-import { TransactionDoomedError, TransactionManager, type RetryEvent, type Transaction } from '../../lib/index.js';
+import { TransactionDoomedError, TransactionManager, type RetryEvent } from '../../lib/index.js';
 import { eachDialect, type TestDatabase } from '../support/databases.js';
 import { ManualClock, barrier, recordingLogger } from '../support/helpers.js';
-
-async function createAccounts(knex: Knex, table: string) {
-  await knex.schema.createTable(table, (t) => {
-    t.integer('id').primary();
-    t.integer('balance').notNullable();
-  });
-}
+import { balances, createAccounts, injectCommitFailure, opposingTransfers, resetAccounts } from './forced-conflicts.js';
 
 function setup(database: TestDatabase) {
   const state = {} as {
@@ -39,11 +33,7 @@ function setup(database: TestDatabase) {
   });
   beforeEach(async () => {
     await state.knex(state.journal).delete();
-    await state.knex(state.accounts).delete();
-    await state.knex(state.accounts).insert([
-      { id: 1, balance: 100 },
-      { id: 2, balance: 100 },
-    ]);
+    await resetAccounts(state.knex, state.accounts);
     state.logger = recordingLogger();
     state.retries = [];
     state.tm = new TransactionManager(state.knex, { logger: state.logger, clock: new ManualClock({ auto: true }) });
@@ -52,29 +42,13 @@ function setup(database: TestDatabase) {
   return state;
 }
 
-async function balances(knex: Knex, table: string) {
-  return (await knex(table).orderBy('id')).map((r: { balance: number }) => r.balance);
-}
-
 eachDialect(
   'a real deadlock between two transactions',
   (database) => {
     const s = setup(database);
 
     it('is retried, and both transfers land', async () => {
-      const bothHoldOneLock = barrier(2);
-      const transfer = (from: number, to: number, amount: number) =>
-        s.tm.run(
-          async (tx) => {
-            await tx.db(s.accounts).where({ id: from }).decrement('balance', amount);
-            if (tx.attempt === 1) await bothHoldOneLock.arrive();
-            await tx.db(s.accounts).where({ id: to }).increment('balance', amount);
-            return tx.attempt;
-          },
-          { name: `transfer ${from}->${to}` },
-        );
-
-      const attempts = await Promise.all([transfer(1, 2, 10), transfer(2, 1, 20)]);
+      const attempts = await opposingTransfers(s.tm, s.accounts);
 
       assert.deepEqual(attempts.sort(), [1, 2], 'one transaction was the victim and ran twice');
       assert.deepEqual(await balances(s.knex, s.accounts), [110, 90]);
@@ -155,82 +129,3 @@ eachDialect(
     });
   },
 );
-
-interface CommitFault {
-  /** Makes the COMMIT of this transaction fail, if it is the first attempt. */
-  arm(tx: Transaction): void;
-  release(): Promise<void>;
-}
-
-/**
- * A transient error at COMMIT, as real as each database allows:
- * - PostgreSQL: a deferred constraint trigger raises SQLSTATE 40001 during COMMIT
- *   (once, counted by a sequence, which a rollback does not undo);
- * - SQLite: a second connection holds a read lock, so COMMIT cannot take its
- *   exclusive lock and fails with SQLITE_BUSY after the busy timeout;
- * - MariaDB has no commit-time checks outside Galera, so the fault is injected at
- *   the driver: COMMIT is replaced by a real ROLLBACK and the error Galera sends
- *   for a certification failure (errno 1213, SQLSTATE 40001).
- */
-async function injectCommitFailure(database: TestDatabase, knex: Knex, table: string): Promise<CommitFault> {
-  if (database.name === 'postgres') {
-    const seq = `${table}_fail_seq`;
-    await knex.raw(`CREATE SEQUENCE ${seq}`);
-    await knex.raw(`
-      CREATE FUNCTION ${table}_fail_once() RETURNS trigger LANGUAGE plpgsql AS $$
-      BEGIN
-        IF nextval('${seq}') = 1 THEN
-          RAISE EXCEPTION 'could not serialize access (injected at commit)' USING ERRCODE = '40001';
-        END IF;
-        RETURN NULL;
-      END $$`);
-    await knex.raw(`
-      CREATE CONSTRAINT TRIGGER ${table}_fail_at_commit AFTER UPDATE ON ${table}
-      DEFERRABLE INITIALLY DEFERRED FOR EACH ROW WHEN (NEW.id = 1) EXECUTE FUNCTION ${table}_fail_once()`);
-    return {
-      arm: () => undefined,
-      release: async () => {
-        await knex.raw(`DROP TRIGGER ${table}_fail_at_commit ON ${table}`);
-        await knex.raw(`DROP FUNCTION ${table}_fail_once()`);
-        await knex.raw(`DROP SEQUENCE ${seq}`);
-      },
-    };
-  }
-  if (database.name === 'sqlite') {
-    const { default: Database } = await import('better-sqlite3');
-    const filename = (database.config.connection as { filename: string }).filename;
-    const reader = new Database(filename);
-    await knex.raw('PRAGMA busy_timeout = 50'); // the pool's only connection: fail fast instead of after 5 s
-    return {
-      arm: (tx) => {
-        if (tx.attempt !== 1) return;
-        reader.prepare('BEGIN').run();
-        reader.prepare(`SELECT * FROM ${table}`).all(); // a SHARED lock, held until the reader's ROLLBACK
-        tx.afterCommit(() => reader.prepare('ROLLBACK').run());
-      },
-      release: async () => {
-        reader.close();
-      },
-    };
-  }
-  const client = knex.client as { _query(c: unknown, o: { sql: string }): Promise<unknown> };
-  const original = client._query;
-  return {
-    arm: (tx) => {
-      if (tx.attempt !== 1) return;
-      client._query = async function (this: unknown, connection, obj) {
-        if (obj.sql !== 'COMMIT') return original.call(this, connection, obj);
-        client._query = original;
-        await original.call(this, connection, { sql: 'ROLLBACK' });
-        throw Object.assign(new Error('Deadlock found when trying to get lock; try restarting transaction'), {
-          code: 'ER_LOCK_DEADLOCK',
-          errno: 1213,
-          sqlState: '40001',
-        });
-      };
-    },
-    release: async () => {
-      client._query = original;
-    },
-  };
-}

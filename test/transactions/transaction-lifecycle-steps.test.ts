@@ -1,6 +1,7 @@
 /**
- * The `transactional` doctests of dm.zodb.asynchronous, ported: the same
- * functions, the same printed lines, against a real database. Each function
+ * A transaction's life step by step (nesting, hooks, retries, commit and
+ * abort), as the original package's `transactional` doctests walk it: the same
+ * functions and printed lines, against a real database. Each function
  * also writes a row, so "committed" and "aborted" are checked in the database
  * and not only through hooks.
  */
@@ -11,7 +12,7 @@ import { ConflictError, TransactionManager, type Transaction } from '../../lib/i
 import { eachDialect } from '../support/databases.js';
 import { ManualClock, recordingLogger } from '../support/helpers.js';
 
-eachDialect('transactional (the seed doctests)', (database) => {
+eachDialect('transactions step by step', (database) => {
   let knex: Knex;
   let observer: Knex;
   let table: string;
