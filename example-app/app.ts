@@ -15,7 +15,7 @@ import Koa from 'koa';
 import Router from '@koa/router';
 import { bodyParser } from '@koa/bodyparser';
 import { ref, type PersistentTransactionalScheduler, type TransactionManager } from '../lib/index.js';
-import { aftercommit, jobRoutes } from '../lib/koa/index.js';
+import { aftercommit, jobRoutes, type AftercommitContext } from '../lib/koa/index.js';
 import { USERS } from './db.js';
 
 const page = readFileSync(join(import.meta.dirname, 'public', 'index.html'), 'utf8');
@@ -37,7 +37,8 @@ function checkMonth(value: unknown, now = new Date()): string {
 
 export function createApp({ tm, scheduler }: { tm: TransactionManager; scheduler: PersistentTransactionalScheduler }): Koa {
   const app = new Koa();
-  const router = new Router();
+  // Its routes run inside aftercommit (below): ctx.db, ctx.scheduler and ctx.transaction are there.
+  const router = new Router<Koa.DefaultState, AftercommitContext>();
 
   router.get('/', (ctx) => {
     ctx.type = 'html';

@@ -25,7 +25,7 @@ describe('the packed package', () => {
     mkdirSync(installed, { recursive: true });
     run('tar', ['xzf', join(app, tarball), '-C', installed, '--strip-components=1'], app);
     // The peers the app chose, taken from this checkout instead of the registry.
-    for (const peer of ['knex', 'better-sqlite3', 'koa', '@types']) {
+    for (const peer of ['knex', 'better-sqlite3', 'koa', '@koa/router', '@types']) {
       mkdirSync(join(app, 'node_modules', peer, '..'), { recursive: true });
       symlinkSync(join(root, 'node_modules', peer), join(app, 'node_modules', peer));
     }
@@ -50,7 +50,7 @@ describe('the packed package', () => {
       return 'committed after ' + attempts + ' attempts';
     });
     await db.destroy();
-    console.log(value, typeof koaEntry);
+    console.log(value, typeof koaEntry, new ConflictError().name); // error names survive the build
   `;
 
   it('imports as ESM', () => {
@@ -61,7 +61,7 @@ describe('the packed package', () => {
        import * as koaEntry from 'aftercommit/koa';
        ${program}`,
     );
-    assert.equal(run('node', ['esm.mjs'], app).trim(), 'committed after 2 attempts object');
+    assert.equal(run('node', ['esm.mjs'], app).trim(), 'committed after 2 attempts object ConflictError');
   });
 
   it('requires as CommonJS', () => {
@@ -72,7 +72,7 @@ describe('the packed package', () => {
        const koaEntry = require('aftercommit/koa');
        (async () => { ${program} })().catch((err) => { console.error(err); process.exit(1); });`,
     );
-    assert.equal(run('node', ['cjs.cjs'], app).trim(), 'committed after 2 attempts object');
+    assert.equal(run('node', ['cjs.cjs'], app).trim(), 'committed after 2 attempts object ConflictError');
   });
 
   it('ships the CLI: npx aftercommit migrate with the app’s jobs module', () => {
@@ -95,8 +95,9 @@ describe('the packed package', () => {
     const consumer = `
       import knex from 'knex';
       import Koa from 'koa';
+      import Router from '@koa/router';
       import { TransactionManager, ConflictError, PersistentTransactionalScheduler, type PersistentContext, type Transaction, type TransactionMeta } from 'aftercommit';
-      import { aftercommit } from 'aftercommit/koa';
+      import { aftercommit, jobRoutes, type AftercommitContext, type AftercommitOptions, type JobRoutesOptions } from 'aftercommit/koa';
       const tm = new TransactionManager(knex({ client: 'better-sqlite3' }), { retries: 2, delay: { initial: 10 } });
       const meta: TransactionMeta = { user: 'alice' };
       const answer: Promise<number> = tm.run(async (tx: Transaction) => {
@@ -128,6 +129,34 @@ describe('the packed package', () => {
       const forA: Koa.Middleware<{ a: number }> = async (ctx, next) => { ctx.state.a = 1; await next(); };
       const forB: Koa.Middleware<{ b: string }> = async (ctx, next) => { ctx.state.b = 'x'; await next(); };
       app.use(aftercommit({ manager: tm }, forA, forB));
+
+      // A router whose routes aftercommit guards says so in its context type: no \`!\` needed.
+      const router = new Router<Koa.DefaultState, AftercommitContext>();
+      router.post('/reports/:month', async (ctx) => {
+        await ctx.db('orders').where({ month: ctx.params.month });
+        ctx.transaction.afterCommit((ok) => void ok);
+        ctx.body = { id: ctx.scheduler.schedule('salesReport', ctx.persistentContext(), ctx.params.month) };
+      });
+      const guarded: Koa.Middleware<Koa.DefaultState, AftercommitContext> = async (ctx) => {
+        ctx.body = await ctx.db('orders').count();
+      };
+      const options: AftercommitOptions = { manager: tm, scheduler, timeout: 5000 };
+      const polling: JobRoutesOptions = { prefix: '/jobs', consume: false };
+      app.use(aftercommit(options, router.routes(), router.allowedMethods(), guarded, jobRoutes(polling)));
+
+      // Outside aftercommit, Koa's own context has them as optional: most requests never got them.
+      app.use(async (ctx, next) => {
+        // @ts-expect-error ctx.db is undefined on a request that did not go through aftercommit
+        await ctx.db('orders').count();
+        // @ts-expect-error so is ctx.transaction
+        ctx.transaction.setRollbackOnly();
+        // @ts-expect-error and ctx.scheduler
+        ctx.scheduler.schedule('salesReport');
+        // @ts-expect-error ctx.db is a getter: it cannot be assigned
+        ctx.db = undefined;
+        if (ctx.transaction) ctx.body = { attempt: ctx.transaction.attempt };
+        await next();
+      });
     `;
     writeFileSync(join(app, 'consumer.mts'), consumer);
     writeFileSync(join(app, 'consumer.cts'), consumer.replace("import knex from 'knex';", "import knex = require('knex');").replace("import Koa from 'koa';", "import Koa = require('koa');"));

@@ -1,15 +1,15 @@
 /**
  * aftercommit(options, ...middleware): one transaction per request around the
  * guarded middleware, committed before the response is sent, and the whole
- * guarded chain run again on a transient error (the seed's zope2 adaptation).
+ * guarded chain run again on a transient error.
  *
  * A Koa middleware cannot call `next()` twice, so the guarded handlers are given
  * to aftercommit, which composes them afresh for each attempt. Its own `next()`
  * runs once, after the commit, outside the transaction.
  */
 import type { Context, DefaultContext, DefaultState, Middleware, Next } from 'koa';
-import type { RetryEvent, Scheduler, Transaction, TransactionMeta } from '../interfaces.js';
-import type { TransactionManager } from '../transactions/manager.js';
+import type { Scheduler, Transaction } from '../interfaces.js';
+import type { AftercommitContext, AftercommitOptions } from './interfaces.js';
 import { compose } from './compose.js';
 import { ClientGoneError, DatabaseUnavailableError, RequestTimeoutError, RetriesExhaustedError, RetryNotSafeError } from './errors.js';
 import { TransactionEndedError } from '../errors.js';
@@ -18,51 +18,7 @@ import { restoreResponse, snapshotResponse } from './response-snapshot.js';
 import { abandonResponse, requestStart, unsafeToRetry } from './retry-safety.js';
 import { RUN_STOPPER, RunStopper } from '../transactions/run-stopper.js';
 import type { InternalRunOptions } from '../transactions/manager.js';
-
-/** Options of {@link aftercommit}. */
-export interface AftercommitOptions {
-  /** The transaction manager whose transactions guard the requests. */
-  manager: TransactionManager;
-  /** The scheduler handlers reach as `ctx.scheduler` (either kind); also gives `ctx.persistentContext`. */
-  scheduler?: Scheduler;
-  /**
-   * The id of the request's user, who owns the jobs it schedules (only they can
-   * poll them); undefined for none. Default: `ctx.state.user` itself when it is a
-   * string or number, else its `id`, else its `sub`. A user from which no id can
-   * be read makes `schedule()` refuse with JobOwnerError.
-   */
-  user?: (ctx: Context) => unknown;
-  /**
-   * The transaction metadata of a request. Default: `user` as the `user` option
-   * gives it and `note` `METHOD path`. `extension.requestId` is always added.
-   * A `user` that is not a string or number makes `schedule()` refuse.
-   */
-  metadata?: (ctx: Context) => TransactionMeta;
-  /** Roll back instead of committing when this returns true after the handlers. Default: a 5xx status. */
-  rollbackOn?: (ctx: Context) => boolean;
-  /** The header the request id is read from and echoed in. Default `X-Request-Id`. */
-  requestIdHeader?: string;
-  /** Seconds in the `Retry-After` header of the 503 sent when retries run out. Default 1. */
-  retryAfter?: number;
-  /** Extra attempts after a transient error, for requests. Default: the manager's `retries`. */
-  retries?: number;
-  /** Called before each retry of a request, e.g. for a metrics counter. */
-  onRetry?: (event: RetryEvent, ctx: Context) => void;
-  /**
-   * Ms a request may take, retries included, before its transaction is ended
-   * from outside (its connection closed, so the database rolls back and frees its
-   * locks, even while the handler waits) and the client gets 503
-   * RequestTimeoutError; `ctx.transaction.signal` tells the handler. 0: none.
-   * Default 30,000.
-   */
-  timeout?: number;
-  /**
-   * Commit a request whose client went away before the commit. Default false:
-   * its transaction is ended at once and rolled back (ClientGoneError), since
-   * nobody will see the answer.
-   */
-  commitWhenClientGone?: boolean;
-}
+import { integerIn } from '../support/validate.js';
 
 /** Whether the client of `ctx` has gone away before the response was sent. */
 function clientGone(ctx: Context): boolean {
@@ -115,31 +71,55 @@ class RequestWatch {
   }
 }
 
-/** Apps whose context prototype already has the `ctx.db` getter. */
-const withDbGetter = new WeakSet<object>();
+/** The scheduler the request's aftercommit() was given, null for none; unset on requests that never entered one. */
+const GIVEN_SCHEDULER = Symbol('aftercommit: the request’s scheduler');
+type GuardedContext = Context & { [GIVEN_SCHEDULER]?: Scheduler | null };
+
+function noScheduler(what: string): Error {
+  return new Error(`${what}: aftercommit() was given no scheduler; pass one: aftercommit({ manager, scheduler }, ...middleware)`);
+}
+
+/** Apps whose context prototype already has the `ctx.db` and `ctx.scheduler` getters. */
+const withGetters = new WeakSet<object>();
 
 /**
- * `ctx.db` is a getter on the app's context prototype (defined once per app, not
- * per request), reading the request's transaction.
+ * `ctx.db` and `ctx.scheduler` are getters on the app's context prototype
+ * (defined once per app, not per request). On a request that never entered
+ * aftercommit they are undefined, as Koa's context type declares them.
  */
-function defineDbGetter(ctx: Context): void {
+function defineGetters(ctx: Context): void {
   const proto = Object.getPrototypeOf(ctx) as object;
-  if (withDbGetter.has(proto)) return;
-  withDbGetter.add(proto);
-  Object.defineProperty(proto, 'db', {
-    configurable: true,
-    get(this: Context) {
-      if (!this.transaction) throw new Error('ctx.db is only available in the middleware aftercommit(options, ...middleware) guards');
-      if (!this.transaction.isOpen) throw new TransactionEndedError('ctx.db after the request’s commit');
-      return this.transaction.db;
+  if (withGetters.has(proto)) return;
+  withGetters.add(proto);
+  Object.defineProperties(proto, {
+    db: {
+      configurable: true,
+      get(this: Context) {
+        const transaction = this.transaction;
+        if (transaction && !transaction.isOpen) throw new TransactionEndedError('ctx.db after the request’s commit');
+        return transaction?.db;
+      },
+    },
+    scheduler: {
+      configurable: true,
+      get(this: GuardedContext) {
+        const scheduler = this[GIVEN_SCHEDULER];
+        if (scheduler === null) throw noScheduler('ctx.scheduler');
+        return scheduler;
+      },
     },
   });
 }
 
-/** Guards `middleware` with one transaction per request; inline handlers get the app's typed `ctx`. */
+/**
+ * Guards `middleware` with one transaction per request. The guarded middleware
+ * see `ctx` as an {@link AftercommitContext} (`ctx.db`, `ctx.transaction`,
+ * `ctx.scheduler` and `ctx.persistentContext` present): inline handlers need no
+ * annotation. The middleware returned has the app's own context type.
+ */
 export function aftercommit<StateT = DefaultState, ContextT = DefaultContext>(
   options: AftercommitOptions,
-  ...middleware: Middleware<StateT, ContextT>[]
+  ...middleware: Middleware<StateT, ContextT & AftercommitContext>[]
 ): Middleware<StateT, ContextT>;
 /** The same, for middleware of differing state and context types (e.g. routers of several kinds). */
 export function aftercommit(options: AftercommitOptions, ...middleware: Middleware<any, any>[]): Middleware<any, any>;
@@ -156,15 +136,12 @@ export function aftercommit(options: AftercommitOptions, ...middleware: Middlewa
   if (options.user && metadata) throw new TypeError('aftercommit(options): give user or metadata, not both (metadata sets user itself)');
   const rollbackOn = options.rollbackOn ?? ((ctx: Context) => ctx.status >= 500);
   const header = options.requestIdHeader ?? 'X-Request-Id';
-  const timeout = options.timeout ?? 30_000;
-  if (!(Number.isInteger(timeout) && timeout >= 0 && timeout <= 2 ** 31 - 1)) {
-    throw new TypeError(`aftercommit(options): timeout must be an integer number of ms from 0 (none) to 2147483647, got ${String(options.timeout)}`);
-  }
+  const timeout = integerIn(options.timeout ?? 30_000, 'aftercommit(options): timeout', 0);
   const watchClient = options.commitWhenClientGone !== true;
   const requests = new RequestWatch(timeout, watchClient);
   const retryAfter = options.retryAfter ?? 1;
   const persistentContext = (positional?: readonly unknown[], named?: Readonly<Record<string, unknown>>) => {
-    if (!scheduler) throw new Error('ctx.persistentContext needs a scheduler: pass one in aftercommit({ manager, scheduler })');
+    if (!scheduler) throw noScheduler('ctx.persistentContext');
     return scheduler.context(positional, named);
   };
 
@@ -175,8 +152,8 @@ export function aftercommit(options: AftercommitOptions, ...middleware: Middlewa
     const meta = metadata ? withRequestId(metadata(ctx), requestId) : defaultMetadata(ctx, line, requestId, options.user);
     const start = requestStart(ctx);
     const snapshot = snapshotResponse(ctx);
-    defineDbGetter(ctx);
-    ctx.scheduler = scheduler!;
+    defineGetters(ctx);
+    (ctx as GuardedContext)[GIVEN_SCHEDULER] = scheduler ?? null;
     ctx.persistentContext = persistentContext;
     let lastError: unknown;
     let attempts = 0;

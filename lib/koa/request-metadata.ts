@@ -1,4 +1,4 @@
-/** Transaction metadata derived from a Koa request (the seed's zope2 adaptation). */
+/** Transaction metadata derived from a Koa request: its user, `METHOD path` and a request id. */
 import { randomBytes } from 'node:crypto';
 import type { Context } from 'koa';
 import type { TransactionMeta } from '../interfaces.js';

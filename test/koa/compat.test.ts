@@ -13,7 +13,7 @@ import { bodyParser as koaBodyParser } from '@koa/bodyparser';
 import legacyBodyParser from 'koa-bodyparser';
 import knexFactory, { type Knex } from 'knex';
 import { ConflictError, TransactionManager } from '../../lib/index.js';
-import { aftercommit, jobRoutes } from '../../lib/koa/index.js';
+import { aftercommit, jobRoutes, type AftercommitContext } from '../../lib/koa/index.js';
 import { TransactionalScheduler } from '../../lib/index.js';
 import { recordingLogger } from '../support/helpers.js';
 import { request, serve, type Served } from '../support/http.js';
@@ -41,7 +41,7 @@ describe('compatibility', () => {
           before(async () => {
             const scheduler = new TransactionalScheduler(tm);
             scheduler.define('echo', (_job, value: unknown) => value);
-            const router = new Router();
+            const router = new Router<Koa3.DefaultState, AftercommitContext>();
             router.post('/orders/:id', async (ctx) => {
               runs++;
               await ctx.db.raw('select 1');

@@ -10,7 +10,7 @@ import Koa from 'koa';
 import Router from '@koa/router';
 import type { Knex } from 'knex';
 import { TransactionManager, TransactionalScheduler, ref, type JobHandle, type PersistentContext } from '../../lib/index.js';
-import { aftercommit, jobRoutes } from '../../lib/koa/index.js';
+import { aftercommit, jobRoutes, type AftercommitContext } from '../../lib/koa/index.js';
 import { eachDialect } from '../support/databases.js';
 import { deferred, recordingLogger, until } from '../support/helpers.js';
 import { request, serve, type Served } from '../support/http.js';
@@ -42,7 +42,7 @@ eachDialect('jobRoutes', (database) => {
       return { label, orders: user?.orders ?? null, for: job.meta.user ?? null };
     });
 
-    const router = new Router();
+    const router = new Router<Koa.DefaultState, AftercommitContext>();
     router.post('/reports/:label', (ctx) => {
       gates.set(ctx.params.label!, deferred());
       const user = ctx.state.user?.id;

@@ -12,7 +12,7 @@ import Koa from 'koa';
 import Router from '@koa/router';
 import type { Knex } from 'knex';
 import { ConflictError, TransactionManager } from '../../lib/index.js';
-import { aftercommit } from '../../lib/koa/index.js';
+import { aftercommit, type AftercommitContext } from '../../lib/koa/index.js';
 import { eachDialect } from '../support/databases.js';
 import { recordingLogger } from '../support/helpers.js';
 import { request, serve, type Served } from '../support/http.js';
@@ -35,7 +35,7 @@ eachDialect('aftercommit: one transaction per request', (database) => {
     knex.on('query', (q: { sql: string }) => sent.push(q.sql));
     tm = new TransactionManager(knex, { logger: recordingLogger(), delay: { initial: 1 } });
 
-    const router = new Router();
+    const router = new Router<Koa.DefaultState, AftercommitContext>();
     const attempts = new Map<string, number>();
     const attempt = (ctx: Koa.Context) => {
       const key = ctx.get('X-Test-Key') || ctx.path;

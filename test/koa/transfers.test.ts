@@ -10,7 +10,7 @@ import Koa from 'koa';
 import Router from '@koa/router';
 import type { Knex } from 'knex';
 import { TransactionManager } from '../../lib/index.js';
-import { aftercommit } from '../../lib/koa/index.js';
+import { aftercommit, type AftercommitContext } from '../../lib/koa/index.js';
 import { eachDialect } from '../support/databases.js';
 import { recordingLogger } from '../support/helpers.js';
 import { request, serve, type Served } from '../support/http.js';
@@ -41,7 +41,7 @@ eachDialect(
         { id: 2, balance: 1000 },
       ]);
       const tm = new TransactionManager(knex, { logger });
-      const router = new Router();
+      const router = new Router<Koa.DefaultState, AftercommitContext>();
       router.post('/transfer/:from/:to/:amount', async (ctx) => {
         const { from, to } = ctx.params;
         const amount = Number(ctx.params.amount);

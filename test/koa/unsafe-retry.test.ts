@@ -11,7 +11,7 @@ import Router from '@koa/router';
 import { bodyParser } from '@koa/bodyparser';
 import type { Knex } from 'knex';
 import { ConflictError, TransactionManager } from '../../lib/index.js';
-import { aftercommit } from '../../lib/koa/index.js';
+import { aftercommit, type AftercommitContext } from '../../lib/koa/index.js';
 import { eachDialect } from '../support/databases.js';
 import { recordingLogger, until } from '../support/helpers.js';
 import { request, serve, type Served } from '../support/http.js';
@@ -34,7 +34,7 @@ eachDialect(
         t.string('text').notNullable();
       });
       const tm = new TransactionManager(knex, { logger, delay: { initial: 1 } });
-      const router = new Router();
+      const router = new Router<Koa.DefaultState, AftercommitContext>();
       /** Counts the runs of a handler, writes a row, and conflicts on the first run. */
       const conflicting = (path: string, before: (ctx: Koa.Context) => unknown | Promise<unknown>) =>
         router.all(path, async (ctx) => {

@@ -10,7 +10,7 @@ import Koa from 'koa';
 import Router from '@koa/router';
 import knexFactory, { type Knex } from 'knex';
 import { CommitOutcomeUnknownError, PersistentTransactionalScheduler, TransactionManager, type JobHandle, type Worker } from '../../lib/index.js';
-import { aftercommit } from '../../lib/koa/index.js';
+import { aftercommit, type AftercommitContext } from '../../lib/koa/index.js';
 import { recordingLogger, until } from '../support/helpers.js';
 import { serve, type Served } from '../support/http.js';
 import { privateMariaDB, type PrivateMariaDB } from './private-mariadb.js';
@@ -49,7 +49,7 @@ before(async () => {
   await scheduler.migrate();
   worker = scheduler.worker({ concurrency: 4 }).start();
 
-  const router = new Router();
+  const router = new Router<Koa.DefaultState, AftercommitContext>();
   router.post('/orders', async (ctx) => {
     const [order] = await ctx.db('orders').insert({});
     ctx.scheduler.schedule('fulfil', order);

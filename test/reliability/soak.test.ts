@@ -12,7 +12,7 @@ import Koa from 'koa';
 import Router from '@koa/router';
 import type { Knex } from 'knex';
 import { ConflictError, PersistentTransactionalScheduler, TransactionManager, type JobHandle, type Worker } from '../../lib/index.js';
-import { aftercommit, jobRoutes } from '../../lib/koa/index.js';
+import { aftercommit, jobRoutes, type AftercommitContext } from '../../lib/koa/index.js';
 import { eachDialect } from '../support/databases.js';
 import { serve, type Served } from '../support/http.js';
 
@@ -84,7 +84,7 @@ eachDialect(
       await scheduler.migrate();
       worker = scheduler.worker({ concurrency: 4 }).start();
 
-      const router = new Router();
+      const router = new Router<Koa.DefaultState, AftercommitContext>();
       router.post('/orders', async (ctx) => {
         const [order] = await ctx.db(orders).insert({ customer: ctx.state.user.id });
         ctx.status = 202;
