@@ -4,7 +4,6 @@
  * own with its handle.
  */
 import { EventEmitter } from 'node:events';
-import { AsyncResource } from 'node:async_hooks';
 import type {
   ArgumentCodec,
   EntityKey,
@@ -25,7 +24,6 @@ import { Entities } from '../context/entities.js';
 import { EntityRef, ref } from '../context/ref.js';
 import { PersistentContext } from '../context/persistent-context.js';
 import { ValueCodec } from './codec.js';
-import { Limiter } from './limiter.js';
 import { storedError } from './stored-error.js';
 import { jobOwner } from './owner.js';
 
@@ -40,19 +38,22 @@ export interface JobRun {
   args: string;
   meta: TransactionMeta;
   signal: AbortSignal;
-  /** Runs of this job before this one (0 the first time). */
-  previousRuns: number;
+  /** The try of the job against `maxAttempts` this run is (see JobHandle.attempt). */
+  attempt: number;
+  maxAttempts: number;
+  /** The number of this run among the job's runs (see JobHandle.run). */
+  run: number;
   progress(progress: JobProgress): Promise<void>;
-  /** Called inside the job's transaction with the stored result, before it commits. */
-  beforeCommit?(tx: Transaction, result: string): Promise<void>;
+  /** Writes the stored result inside the job's transaction, before it commits. */
+  commitResult?(tx: Transaction, result: string): Promise<void>;
   /** Ends the run from outside when it aborts, even if the job ignores its signal (see RunOptions.signal). */
   end?: AbortSignal;
 }
 
-/** How a run ended. */
+/** How a run ended, and in which attempt of its transaction. */
 export type JobOutcome =
-  | { state: 'done'; value: string; attempt: number }
-  | { state: 'failed'; error: StoredError; cause: unknown; attempt: number };
+  | { state: 'done'; value: string; transactionAttempt: number }
+  | { state: 'failed'; error: StoredError; cause: unknown; transactionAttempt: number };
 
 /** Whether a schedule made with `meta` may be shown to `options.visibleTo` (see GetResultOptions). */
 export function visibleTo(meta: TransactionMeta, options: GetResultOptions): boolean {
@@ -76,11 +77,8 @@ export abstract class SchedulerBase extends EventEmitter<SchedulerEvents> {
   protected readonly logger: Logger;
   protected readonly entities: Entities;
   protected readonly codec: ValueCodec;
-  protected readonly limiter: Limiter;
   protected readonly ttl: number;
   private readonly jobs = new Map<string, JobFunction>();
-  /** Jobs run in the async context the scheduler was made in, not in the request's that scheduled them. */
-  private readonly detached = new AsyncResource('aftercommit.job');
 
   constructor(manager: TransactionManager, options: SchedulerOptions = {}) {
     super();
@@ -89,7 +87,6 @@ export abstract class SchedulerBase extends EventEmitter<SchedulerEvents> {
     this.entities = new Entities(options.entities);
     this.ttl = options.ttl ?? 3_600_000;
     if (!(this.ttl > 0)) throw new TypeError(`ttl must be a positive number of milliseconds, got ${String(options.ttl)}`);
-    this.limiter = new Limiter(options.concurrency ?? 4);
     this.codec = new ValueCodec(
       {
         codecs: options.codecs ?? [],
@@ -158,27 +155,25 @@ export abstract class SchedulerBase extends EventEmitter<SchedulerEvents> {
     return undefined;
   }
 
-  /** Starts `task` through the concurrency limit, outside the async context of whoever asked. */
-  protected start(task: () => Promise<void>): void {
-    this.detached.runInAsyncScope(() => this.limiter.add(task));
-  }
-
   /**
    * Runs one job in a transaction of its own: its writes commit together with
    * its result, or roll back when it throws (or is cancelled through its signal).
    */
   protected async runJob(run: JobRun): Promise<JobOutcome> {
     const started = this.manager.clock.now();
-    let attempt = run.previousRuns + 1;
+    const counts = { attempt: run.attempt, run: run.run };
+    let transactionAttempt = 0;
     let value: string;
     try {
       value = await this.manager.run(
         async (tx) => {
-          attempt = run.previousRuns + tx.attempt;
+          transactionAttempt = tx.attempt;
           const handle: JobHandle = {
             id: run.id,
             name: run.name,
-            attempt,
+            ...counts,
+            maxAttempts: run.maxAttempts,
+            transactionAttempt,
             meta: run.meta,
             db: tx.db,
             signal: run.signal,
@@ -187,21 +182,23 @@ export abstract class SchedulerBase extends EventEmitter<SchedulerEvents> {
           const result = await run.fn(handle, ...this.codec.decodeArguments(run.args));
           run.signal.throwIfAborted();
           const stored = this.codec.encodeResult(run.name, result);
-          await run.beforeCommit?.(tx, stored);
+          await run.commitResult?.(tx, stored);
           return stored;
         },
         {
           name: `job ${run.name}`,
           metadata: { ...run.meta, note: `job ${run.name}` },
           signal: run.end,
-          onRetry: (event) => this.emitSafely('retried', { id: run.id, name: run.name, attempt: event.attempt, error: event.error }),
+          onRetry: (event) =>
+            this.emitSafely('retried', { id: run.id, name: run.name, ...counts, transactionAttempt: event.attempt, error: event.error }),
         },
       );
     } catch (cause) {
-      return { state: 'failed', error: storedError(cause), cause, attempt };
+      return { state: 'failed', error: storedError(cause), cause, transactionAttempt };
     }
-    this.emitSafely('succeeded', { id: run.id, name: run.name, attempt, durationMs: this.manager.clock.now() - started });
-    return { state: 'done', value, attempt };
+    const durationMs = this.manager.clock.now() - started;
+    this.emitSafely('succeeded', { id: run.id, name: run.name, ...counts, transactionAttempt, durationMs });
+    return { state: 'done', value, transactionAttempt };
   }
 
   /** Emits a scheduler event; a listener that throws is logged and never fails a job or a worker. */
@@ -214,10 +211,10 @@ export abstract class SchedulerBase extends EventEmitter<SchedulerEvents> {
   }
 
   /** Logs a job's failure for good and emits `failed`. */
-  protected reportFailure(run: { id: string; name: string }, outcome: Extract<JobOutcome, { state: 'failed' }>): void {
-    const { error, cause, attempt } = outcome;
-    this.logger.error({ err: cause, job: run.name, id: run.id, attempt }, `job ${run.name} (${run.id}) failed: ${error.name}: ${error.message}`);
-    this.emitSafely('failed', { id: run.id, name: run.name, attempt, error });
+  protected reportFailure(job: { id: string; name: string }, failure: { error: StoredError; cause: unknown; attempt: number; run: number }): void {
+    const { error, cause, attempt, run } = failure;
+    this.logger.error({ err: cause, job: job.name, id: job.id, attempt, run }, `job ${job.name} (${job.id}) failed: ${error.name}: ${error.message}`);
+    this.emitSafely('failed', { id: job.id, name: job.name, attempt, run, error });
   }
 
   /** Stores a context as the refs of its entities; a stored context is re-checked against the allow-list when read. */

@@ -1,3 +1,5 @@
+import { integerIn } from '../support/validate.js';
+
 /** Runs at most `concurrency` tasks at once; the others wait in order. */
 export class Limiter {
   private running = 0;
@@ -5,9 +7,7 @@ export class Limiter {
   private idleWaiters: (() => void)[] = [];
 
   constructor(private readonly concurrency: number) {
-    if (!Number.isInteger(concurrency) || concurrency < 1) {
-      throw new TypeError(`concurrency must be an integer >= 1, got ${String(concurrency)}`);
-    }
+    integerIn(concurrency, 'concurrency', 1);
   }
 
   /** Tasks running now. */

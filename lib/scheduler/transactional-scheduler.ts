@@ -3,9 +3,11 @@
  * this process after the scheduling transaction commits (the seed's
  * `TransactionalScheduler`). Results can only be fetched from this process.
  */
+import { AsyncResource } from 'node:async_hooks';
 import type {
   GetResultOptions,
   JobFunction,
+  JobState,
   JobProgress,
   ScheduleResult,
   Scheduler,
@@ -19,8 +21,12 @@ import type { TransactionManager } from '../transactions/manager.js';
 import { JobCancelledError, SchedulerStoppedError } from '../errors.js';
 import { SchedulerBase, visibleTo } from './base.js';
 import { isScheduleId, newScheduleId } from './ids.js';
+import { Limiter } from './limiter.js';
+import { within } from '../support/deadline.js';
+import { storedError } from './stored-error.js';
 
-type State = 'scheduled' | 'queued' | 'running' | 'done' | 'failed';
+/** A schedule in memory: `uncommitted` until its scheduling transaction commits, then a job state. */
+type State = 'uncommitted' | JobState;
 
 interface Entry {
   readonly id: string;
@@ -39,12 +45,16 @@ interface Entry {
 
 export class TransactionalScheduler extends SchedulerBase implements Scheduler {
   private readonly entries = new Map<string, Entry>();
+  private readonly limiter: Limiter;
+  /** Jobs run in the async context the scheduler was made in, not in the request's that scheduled them. */
+  private readonly detached = new AsyncResource('aftercommit.job');
   private stopped = false;
   private sweeping = false;
   private readonly shutdown = new AbortController();
 
   constructor(manager: TransactionManager, options: SchedulerOptions = {}) {
     super(manager, options);
+    this.limiter = new Limiter(options.concurrency ?? 4);
   }
 
   /**
@@ -63,7 +73,7 @@ export class TransactionalScheduler extends SchedulerBase implements Scheduler {
       args: this.codec.encodeArguments(name, args),
       meta: this.codec.decodeValue(this.codec.encodeMeta(name, tx.meta)) as TransactionMeta,
       controller: new AbortController(),
-      state: 'scheduled',
+      state: 'uncommitted',
     };
     this.entries.set(entry.id, entry);
     tx.afterCommit((ok) => (ok ? this.enqueue(entry) : this.forget(entry)));
@@ -97,7 +107,7 @@ export class TransactionalScheduler extends SchedulerBase implements Scheduler {
 
   /** Counts of the schedules held in memory, by state (expired results count until the timer forgets them). */
   stats(): SchedulerStats {
-    const stats: SchedulerStats = { scheduled: 0, queued: 0, running: 0, done: 0, failed: 0 };
+    const stats: SchedulerStats = { uncommitted: 0, pending: 0, running: 0, done: 0, failed: 0 };
     for (const entry of this.entries.values()) stats[entry.state]++;
     return stats;
   }
@@ -111,19 +121,10 @@ export class TransactionalScheduler extends SchedulerBase implements Scheduler {
     this.stopped = true;
     this.shutdown.abort();
     for (const entry of this.entries.values()) {
-      if (entry.state === 'queued') this.finish(entry, { error: { name: 'SchedulerStoppedError', message: 'the scheduler was stopped before this job started' } });
+      if (entry.state === 'pending') this.finishUnstarted(entry);
     }
     const idle = this.limiter.idle();
-    const deadline = new AbortController();
-    const timedOut = await Promise.race([
-      idle.then(() => false),
-      this.manager.clock.sleep(timeout, deadline.signal).then(
-        () => true,
-        () => false,
-      ),
-    ]);
-    deadline.abort();
-    if (timedOut) {
+    if (!(await within(idle, timeout, this.manager.clock)).inTime) {
       for (const entry of this.entries.values()) {
         if (entry.state === 'running') entry.controller.abort(new SchedulerStoppedError(`job ${entry.name} outlived stop()'s deadline`));
       }
@@ -134,15 +135,15 @@ export class TransactionalScheduler extends SchedulerBase implements Scheduler {
   private enqueue(entry: Entry): void {
     if (this.entries.get(entry.id) !== entry) return; // removed before its transaction committed
     if (this.stopped) {
-      this.finish(entry, { error: { name: 'SchedulerStoppedError', message: 'the scheduler was stopped before this job started' } });
+      this.finishUnstarted(entry);
       return;
     }
-    entry.state = 'queued';
+    entry.state = 'pending';
     this.start(() => this.execute(entry));
   }
 
   private async execute(entry: Entry): Promise<void> {
-    if (entry.state !== 'queued' || entry.controller.signal.aborted) return; // removed or failed while waiting
+    if (entry.state !== 'pending' || entry.controller.signal.aborted) return; // removed or failed while waiting
     entry.state = 'running';
     const outcome = await this.runJob({
       id: entry.id,
@@ -151,12 +152,15 @@ export class TransactionalScheduler extends SchedulerBase implements Scheduler {
       args: entry.args,
       meta: entry.meta,
       signal: entry.controller.signal,
-      previousRuns: 0,
+      // Kept in memory, a job runs once: only conflicts, inside its transaction, run it again.
+      attempt: 1,
+      maxAttempts: 1,
+      run: 1,
       progress: async (progress) => {
         entry.progress = progress;
       },
     });
-    if (outcome.state === 'failed') this.reportFailure(entry, outcome);
+    if (outcome.state === 'failed') this.reportFailure(entry, { ...outcome, attempt: 1, run: 1 });
     this.finish(entry, outcome.state === 'done' ? { value: outcome.value } : { error: outcome.error });
   }
 
@@ -166,6 +170,16 @@ export class TransactionalScheduler extends SchedulerBase implements Scheduler {
     Object.assign(entry, result);
     entry.expiresAt = this.manager.clock.now() + this.ttl;
     this.sweepLater();
+  }
+
+  /** Starts `task` through the concurrency limit, outside the async context of whoever asked. */
+  private start(task: () => Promise<void>): void {
+    this.detached.runInAsyncScope(() => this.limiter.add(task));
+  }
+
+  /** A job the stopped scheduler will never start fails with SchedulerStoppedError. */
+  private finishUnstarted(entry: Entry): void {
+    this.finish(entry, { error: storedError(new SchedulerStoppedError(`job ${entry.name} never started`)) });
   }
 
   private forget(entry: Entry): void {

@@ -12,9 +12,11 @@ import type { Knex } from 'knex';
 import {
   PersistentTransactionalScheduler,
   TransactionManager,
+  ConflictError,
   UnknownJobError,
   UnstorableValueError,
   type JobHandle,
+  type SchedulerEvents,
   type Worker,
 } from '../../lib/index.js';
 import { eachDialect } from '../support/databases.js';
@@ -284,6 +286,46 @@ eachDialect('PersistentTransactionalScheduler', (database) => {
       assert.deepEqual(retried.sort(), [1, 1, 2]);
     });
 
+    it('counts: conflicts re-run the same attempt and run; each failed run is the next attempt and run, never above maxAttempts', async () => {
+      const seen = new Map<string, number[][]>();
+      running.define('conflicts-then-fails', async (job: JobHandle) => {
+        seen.set(job.id, [...(seen.get(job.id) ?? []), [job.attempt, job.run, job.transactionAttempt, job.maxAttempts]]);
+        await job.db(effects).insert({ job_id: job.id, n: job.attempt });
+        if (job.run === 1 && job.transactionAttempt < 3) throw new ConflictError('a conflict its transaction retries');
+        throw new Error(`run ${job.run} fails`);
+      });
+      scheduling.define('conflicts-then-fails', async () => undefined);
+      const events: string[] = [];
+      const onRetried = (e: SchedulerEvents['retried'][0]) =>
+        e.name === 'conflicts-then-fails' && events.push(`${e.id} retried after attempt ${e.attempt} run ${e.run} tx ${e.transactionAttempt}`);
+      const onFailed = (e: SchedulerEvents['failed'][0]) => e.name === 'conflicts-then-fails' && events.push(`${e.id} failed in attempt ${e.attempt} run ${e.run}`);
+      running.on('retried', onRetried);
+      running.on('failed', onFailed);
+      try {
+        const ids = await tmWeb.run(async () =>
+          [1, 2, 3].map(() => scheduling.with({ maxAttempts: 2, backoff: { initial: 20, max: 40 } }).schedule('conflicts-then-fails')),
+        );
+        startWorker({ concurrency: 3 });
+        for (const id of ids) {
+          assert.deepEqual(await finished(running, id), { state: 'failed', error: { name: 'Error', message: 'run 2 fails' } });
+          assert.deepEqual(seen.get(id), [
+            [1, 1, 1, 2],
+            [1, 1, 2, 2],
+            [1, 1, 3, 2],
+            [2, 2, 1, 2],
+          ]);
+          assert.deepEqual(
+            events.filter((e) => e.startsWith(id)).map((e) => e.slice(id.length + 1)),
+            ['retried after attempt 1 run 1 tx 1', 'retried after attempt 1 run 1 tx 2', 'retried after attempt 1 run 1 tx 3', 'failed in attempt 2 run 2'],
+          );
+        }
+        assert.deepEqual((await rows()).filter((r) => ids.includes(r.job_id)), [], 'every run rolled back');
+      } finally {
+        running.off('retried', onRetried);
+        running.off('failed', onFailed);
+      }
+    });
+
     it('timeout aborts the job’s signal and fails it', async () => {
       gates.set('never', deferred());
       const id = await tmWeb.run(async () => scheduling.with({ timeout: 200 }).schedule('gated', 'never'));
@@ -355,8 +397,18 @@ eachDialect('PersistentTransactionalScheduler', (database) => {
         for (let i = 0; i < 300; i++) scheduling.with({ priority: i % 7 }).schedule('effect', i);
         await tx.db.raw('select 1');
       });
-      const store = (scheduling as unknown as { store: { duePendingSql(db: Knex, q: string, now: number, limit: number): Knex.Sql } }).store;
-      const { sql, bindings } = store.duePendingSql(web, 'default', Date.now(), 10);
+      // The statement a worker sends to claim, as knex reports it.
+      const claims: Knex.Sql[] = [];
+      const capture = (query: Knex.Sql) => {
+        if (/skip locked/i.test(query.sql) && /run_at/.test(query.sql)) claims.push(query);
+      };
+      web.on('query', capture);
+      const claimer = scheduling.worker({ concurrency: 10, minPollInterval: 60_000, maxPollInterval: 60_000 }).start();
+      await until(() => claims.length > 0);
+      await claimer.stop();
+      web.off('query', capture);
+      const { bindings } = claims[0]!;
+      const sql = claims[0]!.sql.replace(/\$\d+/g, '?'); // PostgreSQL's numbered parameters, as knex.raw takes them
       if (database.name === 'mysql') {
         const [plan] = await web.raw(`EXPLAIN ${sql}`, bindings as Knex.RawBinding[]);
         assert.equal(plan[0].key, `${prefix}jobs_claim`);

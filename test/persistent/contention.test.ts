@@ -121,7 +121,7 @@ eachDialect(
       console.log(
         `# ${database.name}: ${JOBS} jobs finished ${finishedIn} ms after they were scheduled; jobs per worker process ${JSON.stringify(countBy(effects, (e) => e.pid))}; ` +
           `job attempts retried ${retries.length} ${JSON.stringify(countBy(retries, (l) => String(l.msg).match(/after (\S+?):/)?.[1] ?? String(l.msg)))}, ` +
-          `committed on a later attempt ${effects.filter((e) => e.run > 1).length}, claimed more than once ${requeued}; ` +
+          `committed by a later run ${effects.filter((e) => e.run > 1).length}, claimed more than once ${requeued}; ` +
           `claim retries ${lines().filter((l) => String(l.msg).startsWith('retrying claim jobs')).length}; ` +
           `at most ${overlap} other jobs of a process waiting for the row`,
       );

@@ -1,13 +1,19 @@
 /**
- * Job options are checked where they are given (define(), with()), with bounds a
- * stored run time and a timer can hold; and a run that cannot be re-queued fails
+ * Job, scheduler and worker options are checked where they are given, with
+ * bounds a stored run time and a timer can hold; and a run that cannot be re-queued fails
  * for what it is instead of being re-run until its worker counts as lost.
  */
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import knexFactory from 'knex';
 import type { Knex } from 'knex';
-import { PersistentTransactionalScheduler, TransactionManager, type JobOptions } from '../../lib/index.js';
+import {
+  PersistentTransactionalScheduler,
+  TransactionManager,
+  type JobOptions,
+  type PersistentSchedulerOptions,
+  type WorkerOptions,
+} from '../../lib/index.js';
 import { eachDialect } from '../support/databases.js';
 import { finished, recordingLogger } from '../support/helpers.js';
 
@@ -39,6 +45,37 @@ describe('job options are refused where they are given', () => {
   it('sane bounds pass: a backoff of up to 24 days, a run time years ahead', () => {
     scheduler.with({ backoff: { initial: 1000, factor: 3, max: 2 ** 31 - 1 }, runAt: new Date('2040-01-01'), timeout: 60_000 });
   });
+});
+
+describe('scheduler and worker options are refused where they are given', () => {
+  const knex = knexFactory({ client: 'better-sqlite3', connection: { filename: ':memory:' }, useNullAsDefault: true });
+  const tm = new TransactionManager(knex, { logger: recordingLogger() });
+  const scheduler = new PersistentTransactionalScheduler(tm);
+  after(() => knex.destroy());
+
+  const schedulerRefusals: [PersistentSchedulerOptions, RegExp][] = [
+    [{ lease: 99 }, /lease \(ms\) must be an integer from 100 to 2147483647, got 99/],
+    [{ maxRuns: 0 }, /maxRuns must be an integer from 1 to 2147483647, got 0/],
+    [{ concurrency: 2.5 }, /concurrency must be an integer from 1 to 2147483647, got 2.5/],
+  ];
+  for (const [options, message] of schedulerRefusals) {
+    it(`new PersistentTransactionalScheduler(tm, ${JSON.stringify(options)})`, () => {
+      assert.throws(() => new PersistentTransactionalScheduler(tm, options), (err: unknown) => err instanceof TypeError && message.test(err.message));
+    });
+  }
+
+  const workerRefusals: [WorkerOptions, RegExp][] = [
+    [{ concurrency: 0 }, /concurrency must be an integer from 1/],
+    [{ grace: -1 }, /grace \(ms\) must be an integer from 0 to 2147483647, got -1/],
+    [{ minPollInterval: 0 }, /minPollInterval \(ms\) must be an integer from 1/],
+    [{ minPollInterval: 100, maxPollInterval: 50 }, /maxPollInterval \(ms\) must be an integer from 100 to 2147483647, got 50/],
+    [{ queues: [] }, /queues must name at least one queue/],
+  ];
+  for (const [options, message] of workerRefusals) {
+    it(`scheduler.worker(${JSON.stringify(options)})`, () => {
+      assert.throws(() => scheduler.worker(options), (err: unknown) => err instanceof TypeError && message.test(err.message));
+    });
+  }
 });
 
 eachDialect(

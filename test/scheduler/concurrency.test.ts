@@ -60,7 +60,7 @@ eachDialect('100 concurrent requests scheduling jobs', (database) => {
     for (const { request, id } of committed) {
       assert.deepEqual(await finished(scheduler, id), { state: 'done', value: { request, user: `user-${request}` } });
     }
-    await until(() => scheduler.stats().running === 0 && scheduler.stats().queued === 0);
+    await until(() => scheduler.stats().running === 0 && scheduler.stats().pending === 0);
     const rows = await knex(effects).orderBy('request');
     assert.equal(rows.length, 90, 'exactly one job per committed request, none for the aborted ones');
     for (const row of rows as { schedule_id: string; request: number; payload: string; user: string }[]) {

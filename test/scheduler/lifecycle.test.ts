@@ -47,7 +47,7 @@ eachDialect('the life of a schedule', (database) => {
     });
     const ids = await Promise.all([1, 2, 3, 4, 5, 6].map((n) => tm.run(async () => scheduler.schedule('gated', n))));
     await until(() => scheduler.stats().running === 2);
-    assert.deepEqual(scheduler.stats(), { scheduled: 0, queued: 4, running: 2, done: 0, failed: 0 });
+    assert.deepEqual(scheduler.stats(), { uncommitted: 0, pending: 4, running: 2, done: 0, failed: 0 });
     gate.resolve();
     for (const [i, id] of ids.entries()) assert.deepEqual(await finished(scheduler, id), { state: 'done', value: i + 1 });
     assert.equal(most, 2);
@@ -80,7 +80,7 @@ eachDialect('the life of a schedule', (database) => {
       scheduler.define('write', async (job: JobHandle) => job.db(rows).insert({ text: 'never written' }));
       const first = await tm.run(async () => scheduler.schedule('blocker'));
       const second = await tm.run(async () => scheduler.schedule('write'));
-      await until(() => scheduler.stats().queued === 1);
+      await until(() => scheduler.stats().pending === 1);
       await scheduler.remove(second);
       assert.deepEqual(await scheduler.getResult(second), { state: 'unknown' });
       blocker.resolve();
@@ -119,26 +119,26 @@ eachDialect('the life of a schedule', (database) => {
       const retrying = new TransactionManager(knex, { logger: recordingLogger(), delay: { initial: 1 } });
       const scheduler = new TransactionalScheduler(retrying);
       const events: string[] = [];
-      scheduler.on('succeeded', (e) => events.push(`succeeded ${e.name} attempt ${e.attempt}`));
-      scheduler.on('retried', (e) => events.push(`retried ${e.name} after attempt ${e.attempt}: ${(e.error as Error).name}`));
-      scheduler.on('failed', (e) => events.push(`failed ${e.name}: ${e.error.name}`));
+      scheduler.on('succeeded', (e) => events.push(`succeeded ${e.name} attempt ${e.attempt} run ${e.run} transaction attempt ${e.transactionAttempt}`));
+      scheduler.on('retried', (e) => events.push(`retried ${e.name} after transaction attempt ${e.transactionAttempt}: ${(e.error as Error).name}`));
+      scheduler.on('failed', (e) => events.push(`failed ${e.name} attempt ${e.attempt} run ${e.run}: ${e.error.name}`));
       scheduler.define('conflictsOnce', async (job: JobHandle) => {
-        if (job.attempt === 1) throw new ConflictError('stale');
-        return job.attempt;
+        if (job.transactionAttempt === 1) throw new ConflictError('stale');
+        return [job.attempt, job.maxAttempts, job.run, job.transactionAttempt];
       });
       scheduler.define('duplicate', async (job: JobHandle) => {
         await job.db(rows).insert({ text: 'secret-value-123' });
         await job.db(rows).insert({ text: 'secret-value-123' });
       });
       const a = await retrying.run(async () => scheduler.schedule('conflictsOnce'));
-      assert.deepEqual(await finished(scheduler, a), { state: 'done', value: 2 });
+      assert.deepEqual(await finished(scheduler, a), { state: 'done', value: [1, 1, 1, 2] }, 'kept in memory, a job has one attempt and one run');
       const b = await retrying.run(async () => scheduler.schedule('duplicate'));
       const failure = await finished(scheduler, b);
       assert.ok(failure.state === 'failed');
       assert.deepEqual(events, [
-        'retried conflictsOnce after attempt 1: ConflictError',
-        'succeeded conflictsOnce attempt 2',
-        'failed duplicate: DatabaseError',
+        'retried conflictsOnce after transaction attempt 1: ConflictError',
+        'succeeded conflictsOnce attempt 1 run 1 transaction attempt 2',
+        'failed duplicate attempt 1 run 1: DatabaseError',
       ]);
       assert.doesNotMatch(failure.error.message, /insert into/i, 'the stored error carries no SQL');
       assert.match(failure.error.message, /duplicate|unique/i);
@@ -180,7 +180,7 @@ eachDialect('the life of a schedule', (database) => {
       assert.equal(stopped, false, 'still within the deadline');
       assert.deepEqual(await scheduler.getResult(waiting), {
         state: 'failed',
-        error: { name: 'SchedulerStoppedError', message: 'the scheduler was stopped before this job started' },
+        error: { name: 'SchedulerStoppedError', message: 'job next never started: the scheduler has been stopped' },
       });
       await clock.advance(1);
       await stopping;

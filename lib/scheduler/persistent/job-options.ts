@@ -1,6 +1,7 @@
 /** Validation and merging of job options (defaults from define(), overrides from with()). */
 import type { JobOptions, RetryDelay } from '../../interfaces.js';
 import { delayPolicy, type DelayPolicy } from '../../transactions/backoff.js';
+import { INT_MAX, integerIn } from '../../support/validate.js';
 
 export interface ResolvedJobOptions {
   runAt: number;
@@ -16,17 +17,8 @@ export interface ResolvedJobOptions {
 const DEFAULT_BACKOFF: RetryDelay = { initial: 1000, factor: 2, max: 3_600_000 };
 const QUEUE = /^[A-Za-z0-9_.:-]{1,64}$/;
 
-/** The largest value the INT columns and Node's timers take (about 24.8 days in ms). */
-const INT_MAX = 2 ** 31 - 1;
 /** The last moment a Date can hold: run times beyond it cannot be stored or compared. */
 const LAST_DATE_MS = 8.64e15;
-
-function integerIn(value: unknown, what: string, min: number, max = INT_MAX): number {
-  if (typeof value !== 'number' || !Number.isInteger(value) || value < min || value > max) {
-    throw new TypeError(`${what} must be an integer from ${min} to ${max}, got ${String(value)}`);
-  }
-  return value;
-}
 
 /**
  * A job's backoff: its delays are added to the clock and stored as the next run

@@ -21,13 +21,16 @@ import type {
   WorkerOptions,
 } from '../../interfaces.js';
 import type { TransactionManager } from '../../transactions/manager.js';
-import { ConflictError, JobCancelledError } from '../../errors.js';
+import { ConflictError } from '../../errors.js';
 import { SchedulerBase, visibleTo } from '../base.js';
 import { isScheduleId, newScheduleId } from '../ids.js';
 import { checkJobOptions, resolveJobOptions } from './job-options.js';
 import { migrate, migrationSource, tableNames } from './schema.js';
-import { JobStore, type JobState, type NewJob } from './store.js';
-import { Worker, type LocalRun, type WorkerHost } from './worker.js';
+import { LocalRuns } from './local-runs.js';
+import { JobStore, type NewJob } from './store.js';
+import { Worker } from './worker.js';
+import type { WorkerHost } from './worker-host.js';
+import { integerIn } from '../../support/validate.js';
 
 /** meta.user as stored for the visibility check (a column of 191 characters). */
 function ownerOf(meta: TransactionMeta): string | null {
@@ -40,21 +43,19 @@ function ownerOf(meta: TransactionMeta): string | null {
 export class PersistentTransactionalScheduler extends SchedulerBase implements Scheduler {
   private readonly store: JobStore;
   private readonly lease: number;
-  /** Jobs running in this process, by id: remove() and progress() reach them at once. */
-  private readonly localRuns = new Map<string, LocalRun>();
+  /** Jobs running in this process: remove() and, with SQLite, getResult() reach them at once. */
+  private readonly localRuns = new LocalRuns();
   private readonly defaults = new Map<string, JobOptions>();
   private readonly batches = new WeakMap<Transaction, NewJob[]>();
-  private readonly workers = new Set<Worker>();
+  private readonly workers = new Set<{ wake(): void }>();
   /** What this scheduler's workers use of it. */
   private readonly host: WorkerHost;
 
   constructor(manager: TransactionManager, options: PersistentSchedulerOptions = {}) {
     super(manager, options);
     this.store = new JobStore(tableNames(options.tablePrefix ?? 'aftercommit_'), manager.dialect);
-    this.lease = options.lease ?? 30_000;
-    if (!Number.isInteger(this.lease) || this.lease < 100) throw new TypeError(`lease must be an integer >= 100 ms, got ${options.lease}`);
-    const maxRuns = options.maxRuns ?? 5;
-    if (!Number.isInteger(maxRuns) || maxRuns < 1) throw new TypeError(`maxRuns must be an integer >= 1, got ${options.maxRuns}`);
+    this.lease = integerIn(options.lease ?? 30_000, 'lease (ms)', 100);
+    const maxRuns = integerIn(options.maxRuns ?? 5, 'maxRuns', 1);
     this.host = {
       manager,
       store: this.store,
@@ -62,7 +63,7 @@ export class PersistentTransactionalScheduler extends SchedulerBase implements S
       logger: this.logger,
       ttl: this.ttl,
       maxRuns,
-      concurrency: options.concurrency ?? 4,
+      concurrency: integerIn(options.concurrency ?? 4, 'concurrency', 1),
       localRuns: this.localRuns,
       job: (name) => this.job(name),
       decodeMeta: (meta) => this.codec.decodeValue(meta) as TransactionMeta,
@@ -127,8 +128,8 @@ export class PersistentTransactionalScheduler extends SchedulerBase implements S
     if (unflushed) return visibleTo({ user: unflushed.owner ?? undefined }, options) ? { state: 'pending' } : { state: 'unknown' };
     // Running here, with SQLite: answer without a query (the job's transaction may hold the only
     // connection). A server is always asked: it knows of a commit before this process does.
-    const local = this.manager.dialect.singleWriter ? this.localRuns.get(id) : undefined;
-    if (local && !local.controller.signal.aborted) {
+    const local = this.manager.dialect.singleWriter ? this.localRuns.live(id) : undefined;
+    if (local) {
       if (!visibleTo({ user: local.owner ?? undefined }, options)) return { state: 'unknown' };
       return local.progress ? { state: 'pending', progress: local.progress } : { state: 'pending' };
     }
@@ -162,7 +163,7 @@ export class PersistentTransactionalScheduler extends SchedulerBase implements S
     const batch = (tx && this.batches.get(tx)) ?? [];
     const unflushed = batch.findIndex((row) => row.id === id);
     if (unflushed !== -1) batch.splice(unflushed, 1); // in place: a batch may hold 100,000s of jobs
-    const cancel = () => this.localRuns.get(id)?.controller.abort(new JobCancelledError(id));
+    const cancel = () => this.localRuns.cancel(id);
     if (!tx) cancel(); // first: with SQLite, the job's transaction may hold the lock the DELETE needs
     await this.store.remove(tx?.db ?? this.manager.knex, id);
     if (tx) tx.afterCommit((ok) => ok && cancel());
@@ -171,7 +172,7 @@ export class PersistentTransactionalScheduler extends SchedulerBase implements S
   /** Counts by state and the oldest due job's age, for monitoring. */
   async stats(): Promise<PersistentSchedulerStats> {
     const { counts, oldestDueMs } = await this.store.stats(this.manager.knex, this.manager.clock.now());
-    return { ...(counts as Record<JobState, number>), oldestDueMs };
+    return { ...counts, oldestDueMs };
   }
 
   /** A worker that claims and runs this scheduler's jobs; `start()` it. */

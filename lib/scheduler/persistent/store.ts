@@ -7,12 +7,10 @@
  */
 import type { Knex } from 'knex';
 import type { Dialect, InsertLimits } from '../../dialects/index.js';
-import type { JobProgress, StoredError } from '../../interfaces.js';
+import type { JobProgress, JobState, StoredError } from '../../interfaces.js';
 import type { TableNames } from './schema.js';
 
 type Db = Knex | Knex.Transaction;
-
-export type JobState = 'pending' | 'running' | 'done' | 'failed';
 
 /** A jobs row as the scheduler uses it (numbers parsed: PostgreSQL returns BIGINT as text). */
 export interface JobRow {
@@ -180,22 +178,13 @@ export class JobStore {
    * (SKIP LOCKED): `ORDER BY priority, run_at, id`, which the claim index follows.
    */
   async duePending(db: Db, queue: string, now: number, limit: number): Promise<JobRow[]> {
-    return (await this.duePendingQuery(db, queue, now, limit)).map(fromRow);
-  }
-
-  /** The claim query as SQL, for EXPLAIN in the tests. */
-  duePendingSql(db: Db, queue: string, now: number, limit: number): Knex.Sql {
-    return this.duePendingQuery(db, queue, now, limit).toSQL();
-  }
-
-  private duePendingQuery(db: Db, queue: string, now: number, limit: number): Knex.QueryBuilder {
     const query = this.jobs(db)
       .select('*')
       .where({ state: 'pending', queue })
       .andWhere('run_at', '<=', now)
       .orderBy([{ column: 'priority' }, { column: 'run_at' }, { column: 'id' }])
       .limit(limit);
-    return this.dialect.lockForClaim(query);
+    return (await this.dialect.lockForClaim(query)).map(fromRow);
   }
 
   /** Running jobs whose lease ran out (their worker died or stalled), locked against other claimers. */

@@ -1,7 +1,8 @@
 /**
- * The `scheduler` doctests of dm.zodb.asynchronous, ported to
- * TransactionalScheduler: the same steps and outcomes, with jobs that write to a
- * real database.
+ * A schedule's life, step by step, as the original package's doctests walk it:
+ * pending until its transaction commits (gone if it aborts), run after commit,
+ * its result fetched and consumed by the fetching transaction's commit, and a
+ * failing job's writes rolled back. Jobs write to a real database.
  */
 import { before, beforeEach, it } from 'node:test';
 import assert from 'node:assert/strict';
@@ -10,7 +11,7 @@ import { TransactionManager, TransactionalScheduler, type JobHandle } from '../.
 import { eachDialect } from '../support/databases.js';
 import { finished, recordingLogger } from '../support/helpers.js';
 
-eachDialect('TransactionalScheduler (the seed doctests)', (database) => {
+eachDialect('TransactionalScheduler: a schedule step by step', (database) => {
   let knex: Knex;
   let table: string;
   let tm: TransactionManager;

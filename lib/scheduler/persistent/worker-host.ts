@@ -1,0 +1,23 @@
+/** What a worker, and each job it claims, uses of its scheduler. */
+import type { JobFunction, Logger, SchedulerEvents, StoredError, TransactionMeta } from '../../interfaces.js';
+import type { TransactionManager } from '../../transactions/manager.js';
+import type { JobOutcome, JobRun } from '../base.js';
+import type { LocalRuns } from './local-runs.js';
+import type { JobStore } from './store.js';
+
+export interface WorkerHost {
+  manager: TransactionManager;
+  store: JobStore;
+  /** Emits a scheduler event; a listener that throws is logged, never fails the job or the worker. */
+  emitSafely<K extends keyof SchedulerEvents>(event: K, ...args: SchedulerEvents[K]): void;
+  logger: Logger;
+  ttl: number;
+  maxRuns: number;
+  concurrency: number;
+  localRuns: LocalRuns;
+  job(name: string): JobFunction;
+  decodeMeta(meta: string): TransactionMeta;
+  runJob(run: JobRun): Promise<JobOutcome>;
+  reportFailure(job: { id: string; name: string }, failure: { error: StoredError; cause: unknown; attempt: number; run: number }): void;
+  register(worker: { wake(): void }): () => void;
+}
