@@ -8,8 +8,6 @@ export default defineConfig({
   // see the same classes (instanceof TransientError works across entries).
   splitting: true,
   sourcemap: true,
-  // Error names come from the class (new.target.name): the CJS build must not rename classes.
-  keepNames: true,
   clean: true,
   target: 'node20',
   outDir: 'dist',
