@@ -14,10 +14,17 @@ import { servers, type ServerName } from './servers.js';
 export type DialectName = 'sqlite' | ServerName;
 export const DIALECTS: DialectName[] = ['sqlite', 'mysql', 'postgres'];
 
+/** What makes a knex instance from a configuration: the `knex` function of some version of knex. */
+export type KnexFactory = (config: Knex.Config) => Knex;
+
 export interface TestDatabase {
   readonly name: DialectName;
-  /** A new knex instance on this database; destroyed when the suite ends. */
-  knex(config?: Partial<Knex.Config>): Knex;
+  /**
+   * A new knex instance on this database, made by `factory` (another version of
+   * knex, for instance; by default the knex devDependency); destroyed when the
+   * suite ends.
+   */
+  knex(config?: Partial<Knex.Config>, factory?: KnexFactory): Knex;
   /** A table name unique to this suite; the table is dropped when the suite ends. */
   table(base: string): string;
   /** Connection settings, for code that must connect by itself (child processes). */
@@ -64,8 +71,8 @@ function createTestDatabase(name: DialectName): TestDatabase & { cleanup(): Prom
   return {
     name,
     config,
-    knex(extra = {}) {
-      const instance = knexFactory({ ...config, ...extra });
+    knex(extra = {}, factory = knexFactory) {
+      const instance = factory({ ...config, ...extra });
       instances.push(instance);
       return instance;
     },

@@ -7,18 +7,10 @@
 import { after, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import knexFactory, { type Knex } from 'knex';
-import { ConflictError, ContentionTimeoutError, PreemptedError, TransactionManager, type RetryEvent, type Transaction } from '../../lib/index.js';
+import { ConflictError, ContentionTimeoutError, PreemptedError, TransactionManager, type Transaction } from '../../lib/index.js';
 import { eachDialect } from '../support/databases.js';
 import { ManualClock, deferred, recordingLogger, until } from '../support/helpers.js';
-import { counterHeldOutside } from './forced-conflicts.js';
-
-/** Throws a conflict on its first attempt only, before touching the database: its second attempt is escalated. */
-function conflictOnce<T>(fn: (tx: Transaction) => Promise<T>) {
-  return async (tx: Transaction) => {
-    if (tx.attempt === 1) throw new ConflictError('the first attempt collides');
-    return fn(tx);
-  };
-}
+import { conflictOnce, counterHeldOutside, lockWaitPreempted } from './forced-conflicts.js';
 
 eachDialect('escalated attempts run alone in their process', (database) => {
   it('an escalated attempt waits for the attempts in flight, and attempts that begin later wait for it', async () => {
@@ -219,26 +211,8 @@ eachDialect(
     }
 
     it('an ordinary attempt blocked on a row lock is cancelled, runs again escalated, and both commit', async () => {
-      const { knex, table, lockWaitShown, increment, endBlocker } = await heldCounter('preempt');
-      const tm = new TransactionManager(knex, { logger: recordingLogger() });
-      const retries: RetryEvent[] = [];
-      tm.onRetry((event) => retries.push(event));
-      const ordinaryAttempts: boolean[] = [];
-      const ordinary = tm.run(async (tx) => {
-        ordinaryAttempts.push(tx.escalated);
-        await increment(1)(tx);
-      });
-      await lockWaitShown();
-      const escalated = tm.run(conflictOnce(increment(10)));
-      await until(() => tm.contention!.preempted >= 1, 10_000, 'the lock wait to be cancelled');
-      await endBlocker();
-      await Promise.all([ordinary, escalated]);
-
-      assert.deepEqual(ordinaryAttempts, [false, true], 'cancelled once, then run escalated');
-      assert.equal((await knex(table).first('n')).n, 111, 'every increment committed once');
-      const preempted = retries.find((r) => (r.error as Error).name === 'PreemptedError');
-      assert.ok(preempted, 'the retry names the preemption');
-      assert.equal(preempted.escalated, true);
+      const knex = database.knex();
+      await lockWaitPreempted(new TransactionManager(knex, { logger: recordingLogger() }), knex, database.table('preempt'));
     });
 
     it('when no retry is left, a preempted attempt throws PreemptedError (transient), not the cancel', async () => {

@@ -1,12 +1,31 @@
 /**
  * Conflicts forced for real, for the suites that test how transactions are
  * retried: a deadlock between two transfers, a failure at COMMIT, a lock wait
- * behind a row held from outside the manager.
+ * behind a row held from outside the manager; and the scenarios built on them
+ * that run on each knex version (contention, terminate and knex-versions).
  */
+import assert from 'node:assert/strict';
 import type { Knex } from 'knex';
-import type { Transaction, TransactionManager } from '../../lib/index.js';
+import { ConflictError, TransactionManager, type RetryEvent, type Transaction } from '../../lib/index.js';
 import type { TestDatabase } from '../support/databases.js';
-import { barrier, deferred, until } from '../support/helpers.js';
+import { barrier, deferred, recordingLogger, until } from '../support/helpers.js';
+
+/** Throws a conflict on its first attempt only, before touching the database: its second attempt is escalated. */
+export function conflictOnce<T>(fn: (tx: Transaction) => Promise<T>) {
+  return async (tx: Transaction) => {
+    if (tx.attempt === 1) throw new ConflictError('the first attempt collides');
+    return fn(tx);
+  };
+}
+
+/** Creates `table`, a one-row counter: id 1, n 0. */
+export async function createCounter(knex: Knex, table: string): Promise<void> {
+  await knex.schema.createTable(table, (t) => {
+    t.integer('id').primary();
+    t.integer('n').notNullable();
+  });
+  await knex(table).insert({ id: 1, n: 0 });
+}
 
 /** Creates `table` with accounts 1 and 2 (balance 100 each); call resetAccounts to fill it again. */
 export async function createAccounts(knex: Knex, table: string): Promise<void> {
@@ -135,11 +154,7 @@ export async function injectCommitFailure(database: TestDatabase, knex: Knex, ta
  * shown waiting for a lock.
  */
 export async function counterHeldOutside(knex: Knex, table: string) {
-  await knex.schema.createTable(table, (t) => {
-    t.integer('id').primary();
-    t.integer('n').notNullable();
-  });
-  await knex(table).insert({ id: 1, n: 0 });
+  await createCounter(knex, table);
   const release = deferred();
   const holds = deferred();
   const blocker = knex.transaction(async (trx) => {
@@ -160,4 +175,80 @@ export async function counterHeldOutside(knex: Knex, table: string) {
     return blocker;
   };
   return { lockWaitShown, increment, endBlocker };
+}
+
+/**
+ * PostgreSQL: an ordinary attempt of `tm` waits for the row of counterHeldOutside
+ * on `table`; an escalated attempt comes, and the manager cancels that lock wait
+ * from a connection outside the pool. Asserts that the ordinary attempt was
+ * cancelled once and ran again escalated, that its retry names the preemption, and
+ * that every increment committed once.
+ */
+export async function lockWaitPreempted(tm: TransactionManager, knex: Knex, table: string): Promise<void> {
+  const { lockWaitShown, increment, endBlocker } = await counterHeldOutside(knex, table);
+  const retries: RetryEvent[] = [];
+  const stopListening = tm.onRetry((event) => retries.push(event));
+  try {
+    const ordinaryAttempts: boolean[] = [];
+    const ordinary = tm.run(async (tx) => {
+      ordinaryAttempts.push(tx.escalated);
+      await increment(1)(tx);
+    });
+    await lockWaitShown();
+    const escalated = tm.run(conflictOnce(increment(10)));
+    await until(() => tm.contention!.preempted >= 1, 10_000, 'the lock wait to be cancelled');
+    await endBlocker();
+    await Promise.all([ordinary, escalated]);
+
+    assert.deepEqual(ordinaryAttempts, [false, true], 'cancelled once, then run escalated');
+    assert.equal((await knex(table).first('n')).n, 111, 'every increment committed once');
+    const preempted = retries.find((r) => (r.error as Error).name === 'PreemptedError');
+    assert.ok(preempted, 'the retry names the preemption');
+    assert.equal(preempted.escalated, true);
+  } finally {
+    stopListening();
+  }
+}
+
+/**
+ * RunOptions.signal ends a hung transaction from outside: a function of `tm`
+ * increments the counter `table` (see createCounter), so holds its row lock, and
+ * never returns; the signal is aborted. Asserts that run() rejects with the
+ * signal's reason after one attempt, that tx.signal told the function, that the
+ * row is free at once and the increment rolled back, and that the turns and the
+ * connections came back: an escalated attempt (which waits for every turn) and
+ * then two at once (a pool of two needs both connections) run.
+ */
+export async function signalEndsHungTransaction(database: TestDatabase, knex: Knex, tm: TransactionManager, table: string): Promise<void> {
+  const holds = deferred();
+  const controller = new AbortController();
+  let attempts = 0;
+  let seenSignal: AbortSignal | undefined;
+  const hung = tm.run(
+    async (tx: Transaction) => {
+      attempts++;
+      seenSignal = tx.signal;
+      await tx.db(table).where({ id: 1 }).increment('n', 100);
+      holds.resolve();
+      await new Promise(() => undefined); // never settles
+    },
+    { signal: controller.signal },
+  );
+  await holds.promise;
+  const reason = new Error('deadline passed');
+  controller.abort(reason);
+  await assert.rejects(hung, (err) => err === reason);
+  assert.equal(attempts, 1);
+  assert.equal(seenSignal?.aborted, true, 'tx.signal tells the function');
+  // The row is free at once and nothing of the hung transaction is kept (a held lock would fail here).
+  const other = new TransactionManager(knex, { logger: recordingLogger() });
+  await other.run(async (tx) => {
+    if (database.name === 'mysql') await tx.db.raw('SET SESSION innodb_lock_wait_timeout = 2');
+    if (database.name === 'postgres') await tx.db.raw("SET LOCAL lock_timeout = '2s'");
+    await tx.db(table).where({ id: 1 }).increment('n', 1);
+  });
+  assert.equal((await knex(table).first('n')).n, 1, 'the ended transaction’s increment was rolled back');
+  await tm.run(conflictOnce((tx) => tx.db(table).where({ id: 1 }).increment('n', 1)));
+  await Promise.all([1, 2].map(() => tm.run((tx) => tx.db(table).where({ id: 1 }).increment('n', 1))));
+  assert.equal((await knex(table).first('n')).n, 4);
 }

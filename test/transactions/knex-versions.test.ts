@@ -11,40 +11,32 @@ import assert from 'node:assert/strict';
 import { createRequire } from 'node:module';
 import knex25Module from 'knex25';
 import type { Knex } from 'knex';
-import { ConflictError, PersistentTransactionalScheduler, TransactionManager, type JobHandle, type RetryEvent, type Transaction } from '../../lib/index.js';
-import { eachDialect, type TestDatabase } from '../support/databases.js';
-import { deferred, finished, recordingLogger, until } from '../support/helpers.js';
-import { balances, counterHeldOutside, createAccounts, injectCommitFailure, opposingTransfers } from './forced-conflicts.js';
+import { PersistentTransactionalScheduler, TransactionManager, type JobHandle, type RetryEvent } from '../../lib/index.js';
+import { eachDialect, type KnexFactory } from '../support/databases.js';
+import { finished, recordingLogger } from '../support/helpers.js';
+import {
+  balances,
+  createAccounts,
+  createCounter,
+  injectCommitFailure,
+  lockWaitPreempted,
+  opposingTransfers,
+  signalEndsHungTransaction,
+} from './forced-conflicts.js';
 
 // knex 2.5's typings declare ES exports for its CommonJS module; its `knex` property is the same function either way.
-const knex25 = knex25Module.knex;
+// Its instances are typed as knex 3's, which the library is typed against.
+const knex25 = knex25Module.knex as unknown as KnexFactory;
 const { version } = createRequire(import.meta.url)('knex25/package.json') as { version: string };
 
 it('the devDependency knex25 is knex 2.5', () => {
   assert.match(version, /^2\.5\./);
 });
 
-/** A knex 2.5 instance on `database`; the caller destroys it. */
-function knex25On(database: TestDatabase, extra: Partial<Knex.Config> = {}): Knex {
-  return knex25({ ...database.config, ...extra } as Parameters<typeof knex25>[0]) as unknown as Knex;
-}
-
-/** Throws a conflict on its first attempt only, before touching the database: its second attempt is escalated. */
-function conflictOnce(fn: (tx: Transaction) => Promise<unknown>) {
-  return async (tx: Transaction) => {
-    if (tx.attempt === 1) throw new ConflictError('the first attempt collides');
-    return fn(tx);
-  };
-}
-
 eachDialect(`knex ${version}: TransactionManager`, (database) => {
-  const instances: Knex[] = [];
-  after(() => Promise.all(instances.map((instance) => instance.destroy())));
-
   /** A manager on a knex 2.5 instance (SQLite keeps its one connection), recording its retries and log lines. */
   function managerOf(extra: Partial<Knex.Config> = {}) {
-    const knex = knex25On(database, database.name === 'sqlite' ? {} : { pool: { min: 0, max: 4 }, ...extra });
-    instances.push(knex);
+    const knex = database.knex(database.name === 'sqlite' ? {} : { pool: { min: 0, max: 4 }, ...extra }, knex25);
     const logger = recordingLogger();
     const tm = new TransactionManager(knex, { logger });
     const retries: RetryEvent[] = [];
@@ -132,49 +124,15 @@ eachDialect(`knex ${version}: TransactionManager`, (database) => {
   it('RunOptions.signal ends a transaction that holds a row lock: the lock, the connection and the turn come back', async () => {
     const { knex, tm } = managerOf({ pool: { min: 0, max: 2 } });
     const table = database.table('k25_held');
-    await knex.schema.createTable(table, (t) => {
-      t.integer('id').primary();
-      t.integer('n').notNullable();
-    });
-    await knex(table).insert({ id: 1, n: 0 });
-    const holds = deferred();
-    const controller = new AbortController();
-    const hung = tm.run(
-      async (tx) => {
-        await tx.db(table).where({ id: 1 }).increment('n', 100);
-        holds.resolve();
-        await new Promise(() => undefined); // never settles
-      },
-      { signal: controller.signal },
-    );
-    await holds.promise;
-    const reason = new Error('deadline passed');
-    controller.abort(reason);
-    await assert.rejects(hung, (err) => err === reason);
-    // Both connections and the turns are free again: an escalated attempt (which waits for every turn) and two more run.
-    await tm.run(conflictOnce((tx) => tx.db(table).where({ id: 1 }).first()));
-    await Promise.all([1, 2].map(() => tm.run((tx) => tx.db(table).where({ id: 1 }).increment('n', 1))));
-    assert.equal((await knex(table).first('n')).n, 2, 'the ended transaction’s increment was rolled back');
+    await createCounter(knex, table);
+    await signalEndsHungTransaction(database, knex, tm, table);
   });
 
   if (database.name !== 'postgres') return;
 
   it('cancels a lock wait in the way of an escalated attempt from a connection outside the pool (PostgreSQL)', async () => {
     const { knex, tm } = managerOf();
-    const table = database.table('k25_preempt');
-    const { lockWaitShown, increment, endBlocker } = await counterHeldOutside(knex, table);
-    const ordinaryAttempts: boolean[] = [];
-    const ordinary = tm.run(async (tx) => {
-      ordinaryAttempts.push(tx.escalated);
-      await increment(1)(tx);
-    });
-    await lockWaitShown();
-    const escalated = tm.run(conflictOnce(increment(10)));
-    await until(() => tm.contention!.preempted >= 1, 10_000, 'the lock wait to be cancelled');
-    await endBlocker();
-    await Promise.all([ordinary, escalated]);
-    assert.deepEqual(ordinaryAttempts, [false, true], 'cancelled once, then run escalated');
-    assert.equal((await knex(table).first('n')).n, 111);
+    await lockWaitPreempted(tm, knex, database.table('k25_preempt'));
   });
 });
 
@@ -184,7 +142,7 @@ eachDialect(`knex ${version}: PersistentTransactionalScheduler`, (database) => {
   let prefix: string;
 
   before(async () => {
-    knex = knex25On(database);
+    knex = database.knex({}, knex25);
     prefix = `${database.table('k25')}_`;
     scheduler = new PersistentTransactionalScheduler(new TransactionManager(knex, { logger: recordingLogger() }), { tablePrefix: prefix });
     scheduler.define('double', async (job: JobHandle, n: number) => ({ doubled: n * 2, attempt: job.attempt }));
@@ -192,7 +150,6 @@ eachDialect(`knex ${version}: PersistentTransactionalScheduler`, (database) => {
   });
   after(async () => {
     await knex.schema.dropTableIfExists(`${prefix}jobs`).dropTableIfExists(`${prefix}schema`);
-    await knex.destroy();
   });
 
   it('migrates its tables and runs a job scheduled in a transaction through a worker', async () => {
