@@ -213,11 +213,19 @@ export class JobTimeoutError extends AftercommitError {
   }
 }
 
-/** A job's workers kept dying or losing its lease: it was claimed `maxRuns` times and never finished, so it fails for good. */
+/** A job's worker died or lost its lease once too often: its runs that ended without saying anything about the job reached `maxRuns`, so it fails for good. */
 export class WorkerLostError extends AftercommitError {
   readonly code = 'AFTERCOMMIT_WORKER_LOST';
   constructor(jobName: string, runs: number) {
-    super(`job ${jobName} was started ${runs} times and each time its worker died or lost its lease`);
+    super(`the worker running job ${jobName} died or lost its lease, and ${runs} of its runs have now ended without an outcome (maxRuns)`);
+  }
+}
+
+/** The reason of a job's `job.signal` when its worker stops: the job goes back to the queue, unchanged, for another worker. */
+export class WorkerStoppingError extends AftercommitError {
+  readonly code = 'AFTERCOMMIT_WORKER_STOPPING';
+  constructor(worker: string) {
+    super(`worker ${worker} is stopping: the job goes back to the queue`);
   }
 }
 

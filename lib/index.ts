@@ -27,6 +27,7 @@ export {
   LeaseLostError,
   JobTimeoutError,
   WorkerLostError,
+  WorkerStoppingError,
   RequeueError,
 } from './errors.js';
 export type * from './interfaces.js';

@@ -26,6 +26,7 @@ export class PersistentContext {
   readonly named: Readonly<Record<string, EntityRef>>;
 
   /** @internal Use `scheduler.context(...)`. */
+  /** Made by `scheduler.context()` and `ctx.persistentContext()`. @internal */
   constructor(
     positional: readonly unknown[],
     named: Readonly<Record<string, unknown>>,

@@ -26,8 +26,11 @@ import { PersistentContext } from '../context/persistent-context.js';
 import { ValueCodec } from './codec.js';
 import { storedError } from './stored-error.js';
 import { jobOwner } from './owner.js';
+import { integerIn } from '../support/validate.js';
 
 const JOB_NAME = /^[A-Za-z0-9_.:-]{1,100}$/;
+/** The longest a result is kept: its expiry, a time in ms, must stay a storable integer. */
+const MAX_TTL_MS = 10 * 365 * 86_400_000;
 
 /** One run of a job, as the scheduler hands it to {@link SchedulerBase.runJob}. */
 export interface JobRun {
@@ -74,9 +77,13 @@ function checkProgress(fraction: unknown, message: unknown): JobProgress {
 
 export abstract class SchedulerBase extends EventEmitter<SchedulerEvents> {
   readonly manager: TransactionManager;
+  /** @internal */
   protected readonly logger: Logger;
+  /** @internal */
   protected readonly entities: Entities;
+  /** @internal */
   protected readonly codec: ValueCodec;
+  /** @internal */
   protected readonly ttl: number;
   private readonly jobs = new Map<string, JobFunction>();
 
@@ -85,13 +92,12 @@ export abstract class SchedulerBase extends EventEmitter<SchedulerEvents> {
     this.manager = manager;
     this.logger = manager.logger;
     this.entities = new Entities(options.entities);
-    this.ttl = options.ttl ?? 3_600_000;
-    if (!(this.ttl > 0)) throw new TypeError(`ttl must be a positive number of milliseconds, got ${String(options.ttl)}`);
+    this.ttl = integerIn(options.ttl ?? 3_600_000, 'ttl (ms)', 1, MAX_TTL_MS);
     this.codec = new ValueCodec(
       {
         codecs: options.codecs ?? [],
-        maxArgumentBytes: options.maxArgumentBytes ?? 65_536,
-        maxResultBytes: options.maxResultBytes ?? 1_048_576,
+        maxArgumentBytes: integerIn(options.maxArgumentBytes ?? 65_536, 'maxArgumentBytes', 1),
+        maxResultBytes: integerIn(options.maxResultBytes ?? 1_048_576, 'maxResultBytes', 1),
       },
       this.contextCodec(),
     );
@@ -128,28 +134,28 @@ export abstract class SchedulerBase extends EventEmitter<SchedulerEvents> {
     return this.entities.load(tx.db, ref(table, key), `load('${table}', ${JSON.stringify(key)})`) as Promise<T>;
   }
 
-  /** The transaction `schedule()` writes to, once it is known who will own the job (see jobOwner). */
+  /** The transaction `schedule()` writes to, once it is known who will own the job (see jobOwner). @internal */
   protected schedulingTransaction(): Transaction {
     const tx = this.transaction('schedule()');
     jobOwner(tx.meta);
     return tx;
   }
 
-  /** The open transaction `what` needs, or a clear error. */
+  /** The open transaction `what` needs, or a clear error. @internal */
   protected transaction(what: string): Transaction {
     const tx = this.manager.current;
     if (!tx) throw new NoTransactionError(what);
     return tx;
   }
 
-  /** The registered job called `name`, or an error listing the defined ones. */
+  /** The registered job called `name`, or an error listing the defined ones. @internal */
   protected job(name: string): JobFunction {
     const fn = this.jobs.get(name);
     if (!fn) throw new UnknownJobError(name, this.definedJobs());
     return fn;
   }
 
-  /** The name under which `fn` was defined, if it was. */
+  /** The name under which `fn` was defined, if it was. @internal */
   protected nameOf(fn: JobFunction): string | undefined {
     for (const [name, defined] of this.jobs) if (defined === fn) return name;
     return undefined;
@@ -158,6 +164,7 @@ export abstract class SchedulerBase extends EventEmitter<SchedulerEvents> {
   /**
    * Runs one job in a transaction of its own: its writes commit together with
    * its result, or roll back when it throws (or is cancelled through its signal).
+   * @internal
    */
   protected async runJob(run: JobRun): Promise<JobOutcome> {
     const started = this.manager.clock.now();
@@ -201,7 +208,7 @@ export abstract class SchedulerBase extends EventEmitter<SchedulerEvents> {
     return { state: 'done', value, transactionAttempt };
   }
 
-  /** Emits a scheduler event; a listener that throws is logged and never fails a job or a worker. */
+  /** Emits a scheduler event; a listener that throws is logged and never fails a job or a worker. @internal */
   protected emitSafely<K extends keyof SchedulerEvents>(event: K, ...args: SchedulerEvents[K]): void {
     try {
       (this.emit as (event: K, ...args: SchedulerEvents[K]) => boolean)(event, ...args);
@@ -210,7 +217,7 @@ export abstract class SchedulerBase extends EventEmitter<SchedulerEvents> {
     }
   }
 
-  /** Logs a job's failure for good and emits `failed`. */
+  /** Logs a job's failure for good and emits `failed`. @internal */
   protected reportFailure(job: { id: string; name: string }, failure: { error: StoredError; cause: unknown; attempt: number; run: number }): void {
     const { error, cause, attempt, run } = failure;
     this.logger.error({ err: cause, job: job.name, id: job.id, attempt, run }, `job ${job.name} (${job.id}) failed: ${error.name}: ${error.message}`);

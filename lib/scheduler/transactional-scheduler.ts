@@ -1,7 +1,7 @@
 /**
  * TransactionalScheduler: schedules kept in this process's memory, jobs run in
- * this process after the scheduling transaction commits (the seed's
- * `TransactionalScheduler`). Results can only be fetched from this process.
+ * this process after the scheduling transaction commits. Results can only be
+ * fetched from this process.
  */
 import { AsyncResource } from 'node:async_hooks';
 import type {
@@ -24,6 +24,7 @@ import { isScheduleId, newScheduleId } from './ids.js';
 import { Limiter } from './limiter.js';
 import { within } from '../support/deadline.js';
 import { storedError } from './stored-error.js';
+import { integerIn } from '../support/validate.js';
 
 /** A schedule in memory: `uncommitted` until its scheduling transaction commits, then a job state. */
 type State = 'uncommitted' | JobState;
@@ -117,7 +118,8 @@ export class TransactionalScheduler extends SchedulerBase implements Scheduler {
    * running jobs up to `timeout` ms, then aborts their signal and waits for them
    * to end.
    */
-  async stop({ timeout = 10_000 }: StopOptions = {}): Promise<void> {
+  async stop(options: StopOptions = {}): Promise<void> {
+    const timeout = integerIn(options.timeout ?? 10_000, 'stop({ timeout }) (ms)', 0);
     this.stopped = true;
     this.shutdown.abort();
     for (const entry of this.entries.values()) {
@@ -192,7 +194,7 @@ export class TransactionalScheduler extends SchedulerBase implements Scheduler {
 
   /**
    * Forgets unfetched results once their ttl is over, by a timer that runs while
-   * results are kept (the seed swept only when another job completed).
+   * results are kept (not only when another job completes, so an idle process forgets too).
    */
   private sweepLater(): void {
     if (this.sweeping) return;

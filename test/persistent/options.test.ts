@@ -10,6 +10,7 @@ import type { Knex } from 'knex';
 import {
   PersistentTransactionalScheduler,
   TransactionManager,
+  TransactionalScheduler,
   type JobOptions,
   type PersistentSchedulerOptions,
   type WorkerOptions,
@@ -57,7 +58,17 @@ describe('scheduler and worker options are refused where they are given', () => 
     [{ lease: 99 }, /lease \(ms\) must be an integer from 100 to 2147483647, got 99/],
     [{ maxRuns: 0 }, /maxRuns must be an integer from 1 to 2147483647, got 0/],
     [{ concurrency: 2.5 }, /concurrency must be an integer from 1 to 2147483647, got 2.5/],
+    [{ ttl: 1.5 }, /ttl \(ms\) must be an integer from 1 to 315360000000, got 1.5/],
+    [{ ttl: Infinity }, /ttl \(ms\) must be an integer from 1 to 315360000000, got Infinity/],
+    [{ maxArgumentBytes: 0 }, /maxArgumentBytes must be an integer from 1/],
+    [{ maxResultBytes: '1mb' as never }, /maxResultBytes must be an integer from 1 to 2147483647, got 1mb/],
   ];
+  for (const [options, message] of schedulerRefusals) {
+    it(`new TransactionalScheduler(tm, ${JSON.stringify(options, (_, v) => (v === Infinity ? 'Infinity' : v))}) too`, () => {
+      if ('lease' in options || 'maxRuns' in options) return; // options of the persistent scheduler only
+      assert.throws(() => new TransactionalScheduler(tm, options), (err: unknown) => err instanceof TypeError && message.test(err.message));
+    });
+  }
   for (const [options, message] of schedulerRefusals) {
     it(`new PersistentTransactionalScheduler(tm, ${JSON.stringify(options)})`, () => {
       assert.throws(() => new PersistentTransactionalScheduler(tm, options), (err: unknown) => err instanceof TypeError && message.test(err.message));
@@ -76,6 +87,18 @@ describe('scheduler and worker options are refused where they are given', () => 
       assert.throws(() => scheduler.worker(options), (err: unknown) => err instanceof TypeError && message.test(err.message));
     });
   }
+
+  it('a minPollInterval above the default maxPollInterval raises that default with it', () => {
+    scheduler.worker({ minPollInterval: 5000 });
+  });
+
+  it('stop({ timeout }) is refused unless it is a whole number of ms, before anything stops', async () => {
+    const worker = scheduler.worker();
+    assert.throws(() => worker.stop({ timeout: -1 }), /stop\(\{ timeout \}\) \(ms\) must be an integer from 0 to 2147483647, got -1/);
+    const inMemory = new TransactionalScheduler(tm);
+    await assert.rejects(inMemory.stop({ timeout: Number.NaN }), /stop\(\{ timeout \}\) \(ms\) must be an integer from 0/);
+    await inMemory.stop();
+  });
 });
 
 eachDialect(

@@ -1,28 +1,28 @@
 /**
  * The worker's outcome rule as a decision table: every combination of how a
- * run ended, its failures against maxAttempts and its runs against maxRuns,
+ * run ended, its failures against maxAttempts and its other runs against maxRuns,
  * with the COMMIT and the lease lost or not, and the decision it must get.
  * No database: the rule is a pure function.
  */
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { decideRun, type EndedRun, type RunDecision, type RunEnd } from '../../lib/scheduler/persistent/outcome-rule.js';
+import { decideRun, failAfterRequeueError, type EndedRun, type RunDecision, type RunEnd } from '../../lib/scheduler/persistent/outcome-rule.js';
 
 const ENDS: RunEnd[] = ['application', 'transient', 'removed', 'stopping', 'worker-lost'];
 /** failures so far / maxAttempts */
 const ATTEMPTS = ['0/1', '0/3', '1/3', '2/3'] as const;
-/** runs so far, this one included / maxRuns */
+/** runs so far that did not fail with the job's own error, this one included / maxRuns */
 const RUNS = ['1/1', '1/5', '4/5', '5/5'] as const;
 
 type Attempts = (typeof ATTEMPTS)[number];
 type Runs = (typeof RUNS)[number];
 type Any = '*';
 
-/** A decision as the table states it: failures kept or one more, backoff step from the runs or the failures. */
+/** A decision as the table states it: failures kept or one more, backoff step from the other runs or the failures. */
 type Expected =
   | { action: 'drop' | 'hand-back' | 'recover' }
-  | { action: 'requeue'; failures: 'kept' | 'one more'; backoffStep: 'runs' | 'failures' }
-  | { action: 'fail'; failures: 'kept' | 'one more'; exhausted: 'attempts' | 'runs' };
+  | { action: 'requeue'; failures: 'kept' | 'one more'; backoffStep: 'other runs' | 'failures' }
+  | { action: 'fail'; failures: 'kept' | 'one more' };
 
 interface Row {
   leaseLost: boolean | Any;
@@ -37,7 +37,7 @@ const runsLeft: Runs[] = ['1/5', '4/5'];
 const runsUsedUp: Runs[] = ['1/1', '5/5'];
 const retriedEnds: readonly RunEnd[] = ['application', 'transient', 'worker-lost'];
 
-/** First matching row wins, as in graphile-worker's single statement of the same rule. */
+/** First matching row wins. */
 const TABLE: Row[] = [
   { leaseLost: true, end: '*', ownCommitLost: '*', attempts: '*', runs: '*', then: { action: 'drop' } },
   { leaseLost: false, end: ['removed'], ownCommitLost: '*', attempts: '*', runs: '*', then: { action: 'drop' } },
@@ -45,33 +45,33 @@ const TABLE: Row[] = [
   { leaseLost: false, end: ['worker-lost'], ownCommitLost: '*', attempts: '*', runs: runsLeft, then: { action: 'recover' } },
   {
     leaseLost: false, end: ['worker-lost'], ownCommitLost: '*', attempts: '*', runs: runsUsedUp,
-    then: { action: 'fail', failures: 'kept', exhausted: 'runs' },
+    then: { action: 'fail', failures: 'kept' }, // maxRuns used up
   },
   {
     leaseLost: false, end: ['transient'], ownCommitLost: '*', attempts: '*', runs: runsLeft,
-    then: { action: 'requeue', failures: 'kept', backoffStep: 'runs' },
+    then: { action: 'requeue', failures: 'kept', backoffStep: 'other runs' },
   },
   {
     leaseLost: false, end: ['transient'], ownCommitLost: '*', attempts: '*', runs: runsUsedUp,
-    then: { action: 'fail', failures: 'kept', exhausted: 'runs' },
+    then: { action: 'fail', failures: 'kept' }, // maxRuns used up
   },
   // An application error thrown by a COMMIT whose outcome is unknown says nothing about the job.
   {
     leaseLost: false, end: ['application'], ownCommitLost: true, attempts: '*', runs: runsLeft,
-    then: { action: 'requeue', failures: 'kept', backoffStep: 'runs' },
+    then: { action: 'requeue', failures: 'kept', backoffStep: 'other runs' },
   },
   {
     leaseLost: false, end: ['application'], ownCommitLost: true, attempts: '*', runs: runsUsedUp,
-    then: { action: 'fail', failures: 'kept', exhausted: 'runs' },
+    then: { action: 'fail', failures: 'kept' }, // maxRuns used up
   },
-  // Application errors ignore maxRuns: only maxAttempts bounds them.
+  // The job's own errors ignore maxRuns: only maxAttempts bounds them.
   {
     leaseLost: false, end: ['application'], ownCommitLost: false, attempts: ['0/3', '1/3'], runs: '*',
     then: { action: 'requeue', failures: 'one more', backoffStep: 'failures' },
   },
   {
     leaseLost: false, end: ['application'], ownCommitLost: false, attempts: ['0/1', '2/3'], runs: '*',
-    then: { action: 'fail', failures: 'one more', exhausted: 'attempts' },
+    then: { action: 'fail', failures: 'one more' }, // maxAttempts used up
   },
 ];
 
@@ -84,12 +84,10 @@ function ratio(text: string): [number, number] {
 }
 
 function concrete(expected: Expected, run: EndedRun): RunDecision {
-  if (expected.action === 'fail') {
-    return { action: 'fail', failures: expected.failures === 'kept' ? run.failures : run.failures + 1, exhausted: expected.exhausted };
-  }
+  if (expected.action === 'fail') return { action: 'fail', failures: expected.failures === 'kept' ? run.failures : run.failures + 1 };
   if (expected.action === 'requeue') {
     const failures = expected.failures === 'kept' ? run.failures : run.failures + 1;
-    return { action: 'requeue', failures, backoffStep: expected.backoffStep === 'runs' ? run.runs : failures };
+    return { action: 'requeue', failures, backoffStep: expected.backoffStep === 'other runs' ? run.runs - run.failures : failures };
   }
   return { action: expected.action };
 }
@@ -103,8 +101,8 @@ describe('the outcome rule (decision table)', () => {
         for (const attempts of ATTEMPTS) {
           for (const runs of RUNS) {
             const [failures, maxAttempts] = ratio(attempts);
-            const [runsSoFar, maxRuns] = ratio(runs);
-            const run: EndedRun = { end, ownCommitLost, leaseLost, failures, maxAttempts, runs: runsSoFar, maxRuns };
+            const [otherRuns, maxRuns] = ratio(runs);
+            const run: EndedRun = { end, ownCommitLost, leaseLost, failures, maxAttempts, runs: otherRuns + failures, maxRuns };
             const row = TABLE.find(
               (r) =>
                 matches(r.leaseLost, leaseLost) &&
@@ -134,17 +132,20 @@ describe('the outcome rule (decision table)', () => {
     );
   });
 
-  it('never re-queues past the limits: the next attempt is at most maxAttempts, the next run at most maxRuns', () => {
+  it('never re-queues past the limits: the next attempt is at most maxAttempts, the next run at most maxAttempts + maxRuns - 1', () => {
     for (const end of retriedEnds) {
       for (let maxAttempts = 1; maxAttempts <= 4; maxAttempts++) {
         for (let maxRuns = 1; maxRuns <= 4; maxRuns++) {
           for (let failures = 0; failures < maxAttempts; failures++) {
-            for (let runs = 1; runs <= maxRuns; runs++) {
+            // Every earlier run that said nothing about the job was re-queued, so fewer than maxRuns of them.
+            const [fewest, most] = end === 'application' ? [0, maxRuns - 1] : [1, maxRuns];
+            for (let otherRuns = fewest; otherRuns <= most; otherRuns++) {
+              const runs = failures + otherRuns + (end === 'application' ? 1 : 0);
               const decision = decideRun({ end, ownCommitLost: false, leaseLost: false, failures, maxAttempts, runs, maxRuns });
               if (decision.action === 'requeue') {
                 assert.ok(decision.failures + 1 <= maxAttempts, `attempt ${decision.failures + 1} of ${maxAttempts}`);
                 assert.ok(decision.failures >= failures, 'failures never go down');
-                if (end !== 'application') assert.ok(runs + 1 <= maxRuns, `run ${runs + 1} of ${maxRuns}`);
+                assert.ok(runs + 1 <= maxAttempts + maxRuns - 1, `run ${runs + 1} with maxAttempts ${maxAttempts}, maxRuns ${maxRuns}`);
               }
             }
           }
@@ -153,11 +154,20 @@ describe('the outcome rule (decision table)', () => {
     }
   });
 
-  it('a job with maxAttempts 2 whose first run hits conflicts, then fails twice: re-queued once, then failed with 2 failures', () => {
+  it('a re-queue that failed for good fails the job with one more failure, whatever ended the run', () => {
+    for (const end of ['application', 'transient'] as const) {
+      assert.deepEqual(failAfterRequeueError({ end, ownCommitLost: false, leaseLost: false, failures: 1, maxAttempts: 3, runs: 4, maxRuns: 5 }), {
+        action: 'fail',
+        failures: 2,
+      });
+    }
+  });
+
+  it('a job with maxAttempts 2 whose first run meets conflicts, then fails twice: re-queued once, then failed with 2 failures', () => {
     // The conflicts are retried inside the run's transaction; the rule sees only how each run ended.
     const first = decideRun({ end: 'application', ownCommitLost: false, leaseLost: false, failures: 0, maxAttempts: 2, runs: 1, maxRuns: 5 });
     assert.deepEqual(first, { action: 'requeue', failures: 1, backoffStep: 1 });
     const second = decideRun({ end: 'application', ownCommitLost: false, leaseLost: false, failures: 1, maxAttempts: 2, runs: 2, maxRuns: 5 });
-    assert.deepEqual(second, { action: 'fail', failures: 2, exhausted: 'attempts' });
+    assert.deepEqual(second, { action: 'fail', failures: 2 });
   });
 });

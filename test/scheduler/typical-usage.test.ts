@@ -1,5 +1,5 @@
 /**
- * The seed's "Typical Usage Example": a request schedules an operation with a
+ * The original package's "Typical Usage Example": a request schedules an operation with a
  * persistent context, changes the data after scheduling, commits; the job sees
  * the committed change in a transaction of its own; a follow-up request polls.
  */

@@ -7,7 +7,6 @@
  */
 import type { JobProgress, Transaction } from '../../interfaces.js';
 import {
-  AftercommitError,
   CommitOutcomeUnknownError,
   JobCancelledError,
   JobTimeoutError,
@@ -15,27 +14,19 @@ import {
   RequeueError,
   UnknownJobError,
   WorkerLostError,
+  WorkerStoppingError,
 } from '../../errors.js';
 import { retryDelay, type DelayPolicy } from '../../transactions/backoff.js';
 import { INT_MAX } from '../../support/validate.js';
 import { storedError } from '../stored-error.js';
 import type { JobOutcome } from '../base.js';
 import type { LocalRun } from './local-runs.js';
-import { decideRun, type RunDecision, type RunEnd } from './outcome-rule.js';
+import { decideRun, failAfterRequeueError, type EndedRun, type RunDecision, type RunEnd } from './outcome-rule.js';
 import type { JobRow } from './store.js';
 import type { WorkerHost } from './worker-host.js';
 
-/** Why a stopping worker aborts a job: it goes back to the queue for another worker, unchanged. */
-class WorkerStoppingError extends AftercommitError {
-  readonly code = 'AFTERCOMMIT_WORKER_STOPPING';
-  constructor(worker: string) {
-    super(`worker ${worker} is stopping: the job goes back to the queue`);
-  }
-}
-
 type Failure = Extract<JobOutcome, { state: 'failed' }>;
 
-const noop = () => undefined;
 
 export class ClaimedJob {
   /** The job's result is written in its transaction, which is committing: the row is no longer ours to renew. */
@@ -78,10 +69,11 @@ export class ClaimedJob {
       { id: row.id, job: row.name, previousWorker: row.lockedBy, expiredMs, run: row.runs + 1 },
       `worker ${this.worker}: recovered job ${row.name} (${row.id}) from ${row.lockedBy}, whose lease ran out ${expiredMs} ms ago`,
     );
-    const decision = decideRun({ ...this.limits(), end: 'worker-lost', ownCommitLost: false, leaseLost: false, runs: row.runs });
+    const lost: EndedRun = { ...this.limits(), end: 'worker-lost', ownCommitLost: false, leaseLost: false, runs: row.runs };
+    const decision = decideRun(lost);
     if (decision.action === 'recover') return true;
-    const error = new WorkerLostError(row.name, row.runs);
-    await this.carryOut(decision, { state: 'failed', error: storedError(error), cause: error, transactionAttempt: 0 }, row.runs);
+    const error = new WorkerLostError(row.name, row.runs - row.failures);
+    await this.carryOut(decision, lost, { state: 'failed', error: storedError(error), cause: error, transactionAttempt: 0 });
     return false;
   }
 
@@ -93,7 +85,10 @@ export class ClaimedJob {
     const end = this.endAfterGrace(local.controller.signal, stopBeating.signal);
     if (row.timeoutMs !== null) {
       const timeout = row.timeoutMs;
-      manager.clock.sleep(timeout, stopBeating.signal).then(() => local.controller.abort(new JobTimeoutError(row.name, timeout)), noop);
+      manager.clock.sleep(timeout, stopBeating.signal).then(
+        () => local.controller.abort(new JobTimeoutError(row.name, timeout)),
+        () => undefined, // the run ended first
+      );
     }
     let outcome: JobOutcome;
     try {
@@ -171,28 +166,29 @@ export class ClaimedJob {
     if (foundByFencing) this.lostLease();
     // Only the job's own COMMIT, not one of other work inside the job, can leave it done after all.
     const ownCommitLost = outcome.cause instanceof CommitOutcomeUnknownError && this.commitFailedIn === outcome.transactionAttempt;
-    if (ownCommitLost) {
-      this.host.logger.warn(
-        { err: outcome.cause, id: row.id, job: row.name },
-        `worker ${this.worker}: job ${row.name} (${row.id}) lost its connection during COMMIT; it goes back to the queue and runs again only if that COMMIT did not land`,
-      );
-    }
-    const decision = decideRun({
+    const ended: EndedRun = {
       ...this.limits(),
       end: this.runEnd(outcome.cause, abortReason),
       ownCommitLost,
       leaseLost: outcome.cause instanceof LeaseLostError || abortReason instanceof LeaseLostError,
       runs: row.runs + 1,
-    });
-    await this.carryOut(decision, outcome, row.runs + 1);
+    };
+    const decision = decideRun(ended);
+    if (ownCommitLost && decision.action === 'requeue') {
+      this.host.logger.warn(
+        { err: outcome.cause, id: row.id, job: row.name },
+        `worker ${this.worker}: job ${row.name} (${row.id}) lost its connection during COMMIT; it goes back to the queue and runs again only if that COMMIT did not land`,
+      );
+    }
+    await this.carryOut(decision, ended, outcome);
   }
 
   private limits() {
     return { failures: this.row.failures, maxAttempts: this.row.maxAttempts, maxRuns: this.host.maxRuns };
   }
 
-  /** Writes what the outcome rule decided for the run numbered `run`. */
-  private async carryOut(decision: RunDecision, outcome: Failure, run: number): Promise<void> {
+  /** Writes what the outcome rule decided for run `ended`. */
+  private async carryOut(decision: RunDecision, ended: EndedRun, outcome: Failure): Promise<void> {
     const { manager, store, ttl } = this.host;
     const { row, token } = this;
     const now = manager.clock.now();
@@ -217,11 +213,10 @@ export class ClaimedJob {
           // instead of being re-run until its worker counts as lost.
           this.host.logger.error({ err, id: row.id, job: row.name }, `worker ${this.worker}: job ${row.name} (${row.id}) could not be re-queued; it fails`);
           const error = new RequeueError(storedError(err).message, { cause: err });
-          const failed = { action: 'fail', failures: decision.failures, exhausted: 'attempts' } as const;
-          return this.carryOut(failed, { ...outcome, error: storedError(error), cause: err }, run);
+          return this.carryOut(failAfterRequeueError(ended), ended, { ...outcome, error: storedError(error), cause: err });
         }
         if (requeued) {
-          const counts = { attempt: row.failures + 1, run, transactionAttempt: outcome.transactionAttempt };
+          const counts = { attempt: row.failures + 1, run: ended.runs, transactionAttempt: outcome.transactionAttempt };
           this.host.emitSafely('retried', { id: row.id, name: row.name, ...counts, error: outcome.cause });
         }
         return;
@@ -231,7 +226,7 @@ export class ClaimedJob {
           this.host.localRuns.endAtCommit(tx, row.id, this.local);
           return store.fail(tx.db, row.id, token, outcome.error, now, now + ttl, decision.failures);
         }, bookkeeping('record a failed job'));
-        if (failed) this.host.reportFailure(row, { ...outcome, attempt: row.failures + 1, run });
+        if (failed) this.host.reportFailure(row, { ...outcome, attempt: row.failures + 1, run: ended.runs });
       }
     }
   }

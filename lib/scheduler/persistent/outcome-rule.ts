@@ -4,11 +4,12 @@
  * (facts in, decision out) so that it is read, and tested, in one place.
  *
  * In one statement: a run that is no longer ours (lease lost, schedule removed)
- * is dropped; a run a stopping worker aborted goes back as it was; an
- * application error counts against `maxAttempts`; anything that says nothing
- * about the job (a conflict that outlasted the transaction's retries, a database
- * that went away, the job's own COMMIT lost, a job this worker does not define,
- * a worker that died) counts against `maxRuns` only.
+ * is dropped; a run a stopping worker aborted goes back as it was; an error of
+ * the job's own counts against `maxAttempts`; a run that ended for any other
+ * reason (a conflict that outlasted the transaction's retries, a database that
+ * went away, the job's own COMMIT lost, a job this worker does not define, a
+ * worker that died) counts against `maxRuns`. Each limit counts only its own
+ * kind of run, so a job runs at most `maxAttempts + maxRuns - 1` times.
  */
 
 /** How a run ended, as far as the rule is concerned. */
@@ -34,7 +35,7 @@ export interface EndedRun {
   /** Failures counted against `maxAttempts` before this run. */
   failures: number;
   maxAttempts: number;
-  /** Runs of the job so far, this one included. */
+  /** Runs of the job so far, this one included; those that did not fail with the job's own error count against `maxRuns`. */
   runs: number;
   maxRuns: number;
 }
@@ -49,21 +50,29 @@ export type RunDecision =
   | { action: 'recover' }
   /** Back to the queue after the backoff delay of step `backoffStep` (1, 2, …). */
   | { action: 'requeue'; failures: number; backoffStep: number }
-  /** Failed for good: its application errors used up `maxAttempts`, or its runs `maxRuns`. */
-  | { action: 'fail'; failures: number; exhausted: 'attempts' | 'runs' };
+  /** Failed for good, with `failures` stored. */
+  | { action: 'fail'; failures: number };
 
 export function decideRun(run: EndedRun): RunDecision {
   if (run.leaseLost || run.end === 'removed') return { action: 'drop' };
   if (run.end === 'stopping') return { action: 'hand-back' };
+  // Runs that said nothing about the job, this one included.
+  const otherRuns = run.runs - run.failures;
   if (run.end === 'worker-lost') {
-    return run.runs < run.maxRuns ? { action: 'recover' } : { action: 'fail', failures: run.failures, exhausted: 'runs' };
+    return otherRuns < run.maxRuns ? { action: 'recover' } : { action: 'fail', failures: run.failures };
   }
   // Had the job's own COMMIT landed, the row is done and the re-queue, fenced on the claim, changes nothing.
   if (run.end === 'transient' || run.ownCommitLost) {
-    return run.runs < run.maxRuns
-      ? { action: 'requeue', failures: run.failures, backoffStep: run.runs }
-      : { action: 'fail', failures: run.failures, exhausted: 'runs' };
+    return otherRuns < run.maxRuns ? { action: 'requeue', failures: run.failures, backoffStep: otherRuns } : { action: 'fail', failures: run.failures };
   }
   const failures = run.failures + 1;
-  return failures < run.maxAttempts ? { action: 'requeue', failures, backoffStep: failures } : { action: 'fail', failures, exhausted: 'attempts' };
+  return failures < run.maxAttempts ? { action: 'requeue', failures, backoffStep: failures } : { action: 'fail', failures };
+}
+
+/**
+ * A run the rule re-queued but whose re-queue failed for good (a stored backoff
+ * that gives no valid delay): the job fails, and that counts as its own failure.
+ */
+export function failAfterRequeueError(run: EndedRun): RunDecision {
+  return { action: 'fail', failures: run.failures + 1 };
 }

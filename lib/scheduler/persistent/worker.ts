@@ -38,6 +38,7 @@ export class Worker {
   /** Ms a job whose signal was aborted has before it is ended from outside. */
   private readonly grace: number;
 
+  /** Made by `scheduler.worker()`. @internal */
   constructor(
     private readonly host: WorkerHost,
     options: WorkerOptions = {},
@@ -48,7 +49,7 @@ export class Worker {
     this.queues = options.queues ?? ['default'];
     if (this.queues.length === 0) throw new TypeError('queues must name at least one queue');
     this.minPoll = integerIn(options.minPollInterval ?? 50, 'minPollInterval (ms)', 1);
-    this.maxPoll = integerIn(options.maxPollInterval ?? 2000, 'maxPollInterval (ms)', this.minPoll);
+    this.maxPoll = integerIn(options.maxPollInterval ?? Math.max(2000, this.minPoll), 'maxPollInterval (ms)', this.minPoll);
     this.grace = integerIn(options.grace ?? 5000, 'grace (ms)', 0);
   }
 
@@ -78,11 +79,12 @@ export class Worker {
    * their signal and hands them back to the queue for another worker.
    */
   stop(options: WorkerStopOptions = {}): Promise<void> {
+    const timeout = integerIn(options.timeout ?? 30_000, 'stop({ timeout }) (ms)', 0);
     if (this.state === 'idle' || this.state === 'stopped') return Promise.resolve();
-    return (this.stopping ??= this.shutDown(options)); // a second call waits for the same end
+    return (this.stopping ??= this.shutDown(timeout)); // a second call waits for the same end
   }
 
-  private async shutDown({ timeout = 30_000 }: WorkerStopOptions): Promise<void> {
+  private async shutDown(timeout: number): Promise<void> {
     this.state = 'stopping';
     this.nudge();
     await this.loopDone;
@@ -173,7 +175,7 @@ export class Worker {
         if (claimed.length > 0) await store.claim(tx.db, claimed, { token, worker: this.id, now });
         return claimed;
       },
-      // The worker's own bookkeeping (here and below) touches job rows only, never the app's: it takes
+      // The worker's own bookkeeping (claims here, and what ClaimedJob records) touches job rows only, never the app's: it takes
       // no part in escalation, so a crowd of retried requests does not hold up claims.
       // READ COMMITTED: under MySQL's REPEATABLE READ, the claim's locking reads also take
       // gap locks (even on delete-marked index entries of finished jobs), so concurrent
