@@ -1,0 +1,127 @@
+// Public types of `aftercommit`, dialects: what the transaction manager and the
+// persistent scheduler need to know about one database family (MySQL/MariaDB,
+// PostgreSQL, SQLite): transient errors, the escalation lock, lock-wait
+// cancelling, INSERT limits.
+// Re-exported by lib/interfaces.ts: import them from there.
+// Imports types of transactions.ts only.
+import type { Knex } from 'knex';
+import type { IsolationLevel } from './transactions.js';
+
+/** Runs one statement on an attempt's connection; resolves to knex's query object (its `response` is the driver's answer). */
+export type SendStatement = (sql: string) => Promise<unknown>;
+
+/** How an attempt holds the escalation lock: alone (escalated), or beside other ordinary attempts of contended processes. */
+export type EscalationLockMode = 'exclusive' | 'shared';
+
+/**
+ * The lock escalated attempts of all processes take turns on. It is a session
+ * lock, taken on the attempt's connection before BEGIN (so a REPEATABLE READ
+ * snapshot is not taken while waiting) and given back after COMMIT or ROLLBACK;
+ * a connection that breaks gives it back by itself.
+ */
+export interface EscalationLock {
+  /**
+   * True when the lock has a shared mode (PostgreSQL). Ordinary attempts of a
+   * process that has seen conflicts take the lock too, so that an escalated
+   * attempt of another process waits for them and they wait for it: shared
+   * where it can be, else exclusive.
+   */
+  readonly shared: boolean;
+  /** Waits up to `waitMs` for the lock; resolves false when that time ran out first. */
+  acquire(send: SendStatement, mode: EscalationLockMode, waitMs: number): Promise<boolean>;
+  /** Gives the lock back. */
+  release(send: SendStatement, mode: EscalationLockMode): Promise<unknown>;
+}
+
+/**
+ * Cancelling the lock waits of ordinary attempts under contention: for a
+ * database that looks for deadlocks only after a wait (PostgreSQL's
+ * deadlock_timeout), where a crowd caught in lock waits would otherwise break
+ * its deadlocks one wait at a time.
+ */
+export interface LockWaitCancel {
+  /** The server's id of a connection's session, once connected. */
+  sessionId(connection: unknown): number | undefined;
+  /**
+   * One statement that cancels the statements of the sessions in its first
+   * binding (an array of ids) that wait for a row or table lock and began at
+   * least its second binding (milliseconds) ago; it returns their ids as `id`.
+   */
+  readonly sql: string;
+  /** True for the error a statement cancelled so fails with. */
+  isCancelled(err: unknown): boolean;
+  /** Lets the process exit while the connection the cancels are sent from is open. */
+  unref(connection: unknown): void;
+}
+
+/**
+ * How much one multi-row INSERT may carry. A larger batch is split into several
+ * statements (in the same transaction), each within all three bounds.
+ */
+export interface InsertLimits {
+  /** Bound values per statement. */
+  readonly bindings: number;
+  /** Rows per statement. */
+  readonly rows: number;
+  /** Bytes of values per statement, counted as UTF-8 text before the driver escapes or encodes them. */
+  readonly bytes: number;
+}
+
+/** What the transaction manager needs to know about one database family. */
+export interface Dialect {
+  /** The family, for messages and for tests. */
+  readonly name: 'mysql' | 'postgresql' | 'sqlite';
+  /** The statements that open a read-write transaction, at the given isolation level or the database's default. */
+  begin(isolation?: IsolationLevel): string[];
+  /**
+   * True when `err` means the database rolled the whole transaction back (or
+   * must), so running it again may succeed. Decided by errno/SQLSTATE/code only.
+   */
+  isTransient(err: unknown, options: { retryLockWaitTimeout: boolean }): boolean;
+  /** True when `err` came from a broken connection rather than from the server's verdict on a statement. */
+  isConnectionFailure(err: unknown): boolean;
+  /**
+   * True when the result of a COMMIT says the database rolled back instead
+   * (PostgreSQL answers COMMIT with ROLLBACK, and no error, when a statement of
+   * the transaction failed and the code went on).
+   */
+  committedAsRollback(result: unknown): boolean;
+  /** True when `err` says the database cannot be reached or went away (connection refused or lost, server shutting down). */
+  isUnavailable(err: unknown): boolean;
+  /** True when `err` is a unique-key violation. */
+  isUniqueViolation(err: unknown): boolean;
+  /** Makes a claim's SELECT skip rows other workers hold (FOR UPDATE SKIP LOCKED), where the database needs it. */
+  lockForClaim(query: Knex.QueryBuilder): Knex.QueryBuilder;
+  /** Makes a SELECT read the latest committed rows, not the transaction's snapshot (FOR SHARE), where that differs. */
+  lockingRead(query: Knex.QueryBuilder): Knex.QueryBuilder;
+  /**
+   * Statements that serialise migrations across processes inside one transaction
+   * (on one connection), or none where the transaction itself is exclusive.
+   */
+  migrationLock(name: string): { acquire?: string; release?: string };
+  /**
+   * One writer at a time (SQLite): a second connection cannot write while a
+   * transaction holds the write lock, so progress cannot be written beside an
+   * open job transaction.
+   */
+  readonly singleWriter: boolean;
+  /** How much one multi-row INSERT may carry; the persistent scheduler splits larger batches of jobs. */
+  readonly insertLimits: InsertLimits;
+  /**
+   * Makes `table` store its text as UTF-8 (all of Unicode) and compare it byte
+   * for byte (case and trailing spaces count), whatever the database's defaults;
+   * it does nothing where text already is so.
+   */
+  exactUtf8Text(db: Knex | Knex.Transaction, table: string): Promise<void>;
+  /** The lock escalated attempts of all processes take turns on; none where there is a single writer anyway. */
+  readonly escalationLock: EscalationLock | undefined;
+  /** How to cancel lock waits under contention; none where deadlocks are found at once (InnoDB) or cannot happen (SQLite). */
+  readonly lockWaitCancel: LockWaitCancel | undefined;
+  /**
+   * Ends the transaction open on `connection` from outside, whatever is running
+   * on it (a statement waiting for a lock, a handler that never returns): a
+   * server's connection is closed, so the server rolls back and frees the locks;
+   * SQLite's is rolled back in place. True when the connection is gone.
+   */
+  abortTransaction(connection: unknown): boolean;
+}

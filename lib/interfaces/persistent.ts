@@ -1,0 +1,88 @@
+// Public types of `aftercommit`, the persistent scheduler: job options, its own
+// options and statistics, scheduling with options, and its workers.
+// Re-exported by lib/interfaces.ts: import them from there.
+// Imports types of transactions.ts and schedulers.ts.
+import type { JobFunction, SchedulerOptions } from './schedulers.js';
+import type { RetryDelay } from './transactions.js';
+
+/** How and when one job runs (persistent scheduler): given to `define()` as defaults, or per schedule with `with()`. */
+export interface JobOptions {
+  /** Start no earlier than this (a Date, or ms since the epoch). Default: at once. */
+  runAt?: Date | number;
+  /** Start no earlier than this many ms after schedule(). Not together with `runAt`. */
+  delay?: number;
+  /** Lower runs first among due jobs of a queue; an integer. Default 0. */
+  priority?: number;
+  /** The queue; workers take the queues they are given. Default `default`. */
+  queue?: string;
+  /** Tries allowed for errors of the job's own (`job.attempt` counts them): 1 means a job that throws fails at once, without a retry. Default 1. */
+  maxAttempts?: number;
+  /** Delay before re-running a failed job: uniform(0, bound), the bound growing by factor. Default 1 s, ×2, up to 1 h. */
+  backoff?: RetryDelay;
+  /** Abort the job's signal after this many ms of running; it then fails with JobTimeoutError. Default: none. */
+  timeout?: number;
+  /** How long (ms) a claim lasts without a heartbeat; a crashed worker's job is taken over after it. Default: the scheduler's `lease`. */
+  lease?: number;
+  /** A second schedule with the same key, while the first has not started, returns the first id (`with({ dedupeKey })` resolves to it). */
+  dedupeKey?: string;
+}
+
+/** Options of a {@link PersistentTransactionalScheduler}. */
+export interface PersistentSchedulerOptions extends SchedulerOptions {
+  /** Prefix of the scheduler's tables (`<prefix>jobs`, `<prefix>schema`). Default `aftercommit_`. */
+  tablePrefix?: string;
+  /** Default lease (ms) of a claimed job; renewed by a heartbeat every third of it. Default 30,000. */
+  lease?: number;
+  /**
+   * Runs of a job that may end without saying anything about it (its worker died or lost its lease, a
+   * conflict outlasted the transaction's retries, the database went away, its own COMMIT was lost, a
+   * worker does not define it) before it fails for good. Default 5.
+   */
+  maxRuns?: number;
+}
+
+/** Schedules with options: `scheduler.with({ runAt, priority, ... }).schedule(job, ...args)`. */
+export interface Scheduling {
+  schedule(job: string | JobFunction, ...args: unknown[]): string;
+}
+
+/** Schedules with a dedupe key: resolves to the id of the same owner's pending job with that key, or of the new one. */
+export interface DedupedScheduling {
+  schedule(job: string | JobFunction, ...args: unknown[]): Promise<string>;
+}
+
+/** Counts of the jobs in the table, by state, and the age (ms) of the oldest due pending job. */
+export interface PersistentSchedulerStats {
+  pending: number;
+  running: number;
+  done: number;
+  failed: number;
+  oldestDueMs: number | null;
+}
+
+/** Options of `scheduler.worker()`. */
+export interface WorkerOptions {
+  /** Jobs this worker runs at once. Default: the scheduler's `concurrency`. */
+  concurrency?: number;
+  /** Queues it takes jobs from, in order of preference. Default `['default']`. */
+  queues?: readonly string[];
+  /** Shortest wait (ms) between claims while there is work. Default 50. */
+  minPollInterval?: number;
+  /** Longest wait (ms) between claims when idle (the wait doubles while claims come back empty). Default 2,000. */
+  maxPollInterval?: number;
+  /** How the worker names itself in `locked_by`. Default `<host>:<pid>:<random>`. */
+  id?: string;
+  /**
+   * Ms a job whose signal was aborted (its timeout passed, it was removed, the
+   * worker is stopping) has to end by itself; after that its transaction is ended
+   * from outside (its connection closed, so the database rolls back and frees the
+   * locks), its slot freed and its lease no longer renewed. Default 5,000.
+   */
+  grace?: number;
+}
+
+/** Options of `worker.stop()`. */
+export interface WorkerStopOptions {
+  /** How long (ms) running jobs may go on; then their signal is aborted and they are handed back. Default 30,000. */
+  timeout?: number;
+}
