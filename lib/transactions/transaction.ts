@@ -1,6 +1,7 @@
 /**
- * One attempt of a transaction: the lazily-begun database transaction, its
- * hooks, and the rules for what may still reach the server.
+ * One attempt of a transaction: its hooks, its checkpoints and its end, and
+ * the rules for what may still reach the server. Its lazily-begun database
+ * transactions are in database-transaction.ts.
  *
  * Words used here:
  * - the *database transaction* is one BEGIN … COMMIT/ROLLBACK on one
@@ -15,51 +16,31 @@
  *   back (a deadlock, ...): it stays open, but refuses statements, until it ends.
  */
 import type { Knex } from 'knex';
-import type { AfterCommitHook, Hook, IsolationLevel, Logger, Transaction, TransactionMeta } from '../interfaces.js';
-import type { Dialect } from '../dialects/index.js';
-import { CommitOutcomeUnknownError, CommitRolledBackError, PreemptedError, TransactionDoomedError, TransactionEndedError } from '../errors.js';
-import { acquirePooledConnection, discardOnRelease, releasePooledConnection, sendPastGate, type StatementGate } from './knex-internals.js';
+import type { AfterCommitHook, Hook, IsolationLevel, Transaction, TransactionMeta } from '../interfaces.js';
+import { TransactionDoomedError, TransactionEndedError } from '../errors.js';
+import type { StatementGate } from './knex-internals.js';
 import type { GateTurn } from './contention-gate.js';
-import { ContentionHold, type ContentionEnvironment } from './contention-hold.js';
+import { DatabaseTransactions, type DatabaseTransactionEnvironment } from './database-transaction.js';
 import { HookList } from './hooks.js';
 
 /** What an attempt needs from its manager. */
-export interface AttemptEnvironment {
-  readonly knex: Knex;
-  readonly dialect: Dialect;
-  readonly logger: Logger;
-  isTransient(err: unknown): boolean;
+export interface AttemptEnvironment extends DatabaseTransactionEnvironment {
   /** Makes the `db` of an attempt. */
   bindDb(gate: StatementGate): Knex.Transaction;
-  /** Where attempts take turns under contention; undefined when the manager's `escalate` is off. */
-  readonly contention: ContentionEnvironment | undefined;
 }
 
 type State = 'open' | 'ending' | 'committed' | 'rolled back';
 
-/** The queue of a transaction that has sent nothing yet: shared, as most requests send nothing. */
-const SETTLED: Promise<unknown> = Promise.resolve();
-
-export class TransactionAttempt implements Transaction, StatementGate {
+/**
+ * One attempt. It extends its database transactions (database-transaction.ts):
+ * their BEGIN, the order of their statements, their doom, their COMMIT/ROLLBACK,
+ * and `began`, `doomedBy` and `terminatedBy`.
+ */
+export class TransactionAttempt extends DatabaseTransactions implements Transaction, StatementGate {
+  protected declare readonly env: AttemptEnvironment;
   private boundDb: Knex.Transaction | undefined;
   private state: State = 'open';
-  /** The connection of the open database transaction (BEGIN sent), while one is open. */
-  private connection: Promise<unknown> | undefined;
-  /** The connection statements may use: the one BEGIN was sent on, until its COMMIT/ROLLBACK is queued. */
-  private liveConnection: unknown;
-  /** Statements of this attempt run one after the other, so a doom is seen before the next one is sent. */
-  private queue: Promise<unknown> = SETTLED;
-  /** The error after which the database had rolled the transaction back, if any. */
-  doomedBy: unknown;
-  /** The ROLLBACK sent on our side after the doom, while it is under way. */
-  private doomRollback: Promise<void> | undefined;
   private savepoints = 0;
-  /** What the open database transaction holds under contention (its turn at the gate, ...), if anything. */
-  private hold: ContentionHold | undefined;
-  /** The COMMIT/ROLLBACK of the previous database transaction (a checkpoint), while it is under way; it never rejects. */
-  private previousClosing: Promise<void> | undefined;
-  /** Why the attempt was ended from outside (see terminate()), if it was. */
-  terminatedBy: Error | undefined;
   private controller: AbortController | undefined;
   private readonly beforeCommitHooks = new HookList();
   private readonly afterCommitHooks = new HookList();
@@ -67,24 +48,16 @@ export class TransactionAttempt implements Transaction, StatementGate {
   rollbackOnly = false;
 
   constructor(
-    private readonly env: AttemptEnvironment,
+    env: AttemptEnvironment,
     readonly attempt: number,
     readonly meta: TransactionMeta,
-    private readonly isolation: IsolationLevel | undefined,
+    isolation: IsolationLevel | undefined,
     /** How this attempt takes turns at the contention gate; undefined: it takes no part. */
-    private readonly turn: GateTurn | undefined,
-    /**
-     * The attempt this one was started from with `tm.outside()`, if any: while
-     * that one holds a turn it waits for this one, so this one must not wait for
-     * a turn behind it.
-     */
-    private readonly startedBy: TransactionAttempt | undefined,
+    turn: GateTurn | undefined,
+    /** The attempt this one was started from with `tm.outside()`, if any. */
+    startedBy: TransactionAttempt | undefined,
   ) {
-  }
-
-  /** True while a database transaction of this attempt holds a turn at the gate. */
-  get holdsTurn(): boolean {
-    return this.hold !== undefined;
+    super(env, isolation, turn, startedBy);
   }
 
   /** Aborted when the attempt is ended from outside; made on first use. */
@@ -107,28 +80,10 @@ export class TransactionAttempt implements Transaction, StatementGate {
     this.terminatedBy = reason;
     this.controller?.abort(reason);
     this.state = 'ending';
-    const connection = this.liveConnection;
-    this.connection = undefined;
-    this.liveConnection = undefined;
-    if (connection !== undefined) await this.abandonConnection(connection, reason);
+    const abandoning = this.abandonDatabaseTransaction(reason);
+    if (abandoning) await abandoning;
     this.state = 'rolled back';
     await this.runAfterAbortHooks();
-  }
-
-  /** Closes the database transaction on `connection` from outside and lets the pool have the connection (or drop it). */
-  private async abandonConnection(connection: unknown, reason: Error): Promise<void> {
-    const hold = this.hold;
-    this.hold = undefined;
-    try {
-      // The escalation lock, if held, goes with the closed session.
-      if (this.env.dialect.abortTransaction(connection)) discardOnRelease(connection, reason);
-      hold?.abandon();
-      await releasePooledConnection(this.env.knex, connection);
-    } catch (err) {
-      this.env.logger.warn({ err }, 'ending a transaction from outside: giving its connection back failed');
-    } finally {
-      hold?.leave();
-    }
   }
 
   get escalated(): boolean {
@@ -136,12 +91,8 @@ export class TransactionAttempt implements Transaction, StatementGate {
   }
 
   /** Built on first use: a request that never queries does not pay for it. */
-  get db(): Knex.Transaction {
+  override get db(): Knex.Transaction {
     return (this.boundDb ??= this.env.bindDb(this));
-  }
-
-  get began(): boolean {
-    return this.connection !== undefined;
   }
 
   /** Open: statements, hooks and nested calls are still accepted. */
@@ -182,9 +133,7 @@ export class TransactionAttempt implements Transaction, StatementGate {
     } catch (err) {
       return Promise.reject(err);
     }
-    // A statement sent while the previous database transaction is still closing begins the next one after it.
-    this.connection ??= this.previousClosing ? this.previousClosing.then(() => this.begin()) : this.begin();
-    return this.connection;
+    return this.currentConnection();
   }
 
   statement<T>(connection: unknown, execute: () => Promise<T>): Promise<T> {
@@ -212,85 +161,6 @@ export class TransactionAttempt implements Transaction, StatementGate {
     }
   }
 
-  private enqueue<T>(run: () => Promise<T>): Promise<T> {
-    const result = this.queue.then(run).catch(async (err: unknown) => {
-      if (this.env.isTransient(err)) this.doom(err);
-      else if (this.hold && (await this.hold.wasPreempted(err))) this.doom(new PreemptedError(err));
-      throw err;
-    });
-    this.queue = result.catch(() => undefined);
-    return result;
-  }
-
-  private async begin(): Promise<unknown> {
-    let connection: unknown;
-    let hold: ContentionHold | undefined;
-    try {
-      // The turn comes before the connection: whoever holds a turn can get one once the attempts before it end.
-      const taking = this.takeTurn();
-      hold = taking instanceof Promise ? await taking : taking;
-      connection = await acquirePooledConnection(this.env.knex);
-    } catch (err) {
-      this.connection = undefined; // the next statement may try again
-      hold?.leave();
-      throw err;
-    }
-    if (this.terminatedBy) {
-      // Ended from outside while it waited for its turn or its connection.
-      await releasePooledConnection(this.env.knex, connection);
-      hold?.leave();
-      throw this.terminatedBy;
-    }
-    this.hold = hold;
-    this.liveConnection = connection;
-    try {
-      const locking = hold?.connected(connection, (sql) => this.send(connection, sql));
-      if (locking) await locking;
-      for (const sql of this.env.dialect.begin(this.isolation)) await this.enqueue(() => this.send(connection, sql));
-    } catch (err) {
-      if (this.terminatedBy) throw this.terminatedBy; // terminate() has given everything back
-      this.connection = undefined;
-      this.liveConnection = undefined;
-      this.hold = undefined;
-      await this.giveConnectionBack(connection, hold);
-      throw err;
-    }
-    return connection;
-  }
-
-  private takeTurn(): ContentionHold | Promise<ContentionHold> | undefined {
-    const contention = this.env.contention;
-    if (!contention || !this.turn || this.startedBy?.holdsTurn) return undefined;
-    return ContentionHold.take(contention, this.turn);
-  }
-
-  /** Gives back what the database transaction held under contention, the connection, then the turn. */
-  private async giveConnectionBack(connection: unknown, hold: ContentionHold | undefined): Promise<void> {
-    try {
-      const ending = hold?.ending(connection, (sql) => this.send(connection, sql));
-      if (ending) await ending;
-      await releasePooledConnection(this.env.knex, connection);
-    } finally {
-      hold?.leave();
-    }
-  }
-
-  /** Sends a statement that opens or closes the database transaction: as one of `db`'s, so knex's query events see it too. */
-  private send(connection: unknown, sql: string): Promise<unknown> {
-    return sendPastGate(this.db, connection, sql);
-  }
-
-  /**
-   * The database has rolled the transaction back: roll it back on our side at once so
-   * no later statement of this attempt reaches the server, where MySQL would run
-   * it in autocommit mode.
-   */
-  private doom(err: unknown): void {
-    if (this.doomedBy !== undefined) return;
-    this.doomedBy = err;
-    this.doomRollback = this.closeDatabaseTransaction('ROLLBACK');
-  }
-
   private assertOpen(what: string): void {
     if (!this.isOpen) throw new TransactionEndedError(what);
   }
@@ -299,58 +169,6 @@ export class TransactionAttempt implements Transaction, StatementGate {
     if (this.terminatedBy) throw this.terminatedBy;
     this.assertOpen(what);
     if (this.doomedBy !== undefined) throw new TransactionDoomedError(this.doomedBy);
-  }
-
-  /**
-   * Closes the current database transaction with `sql` (queued behind the
-   * statements already sent) and returns its connection to the pool. A failed
-   * ROLLBACK is logged; a failed COMMIT is rolled back and thrown.
-   */
-  private closeDatabaseTransaction(sql: 'COMMIT' | 'ROLLBACK'): Promise<void> {
-    const pending = this.connection;
-    if (pending === undefined) return SETTLED as Promise<void>;
-    this.connection = undefined;
-    const closing = this.sendClose(pending, sql);
-    this.previousClosing = closing.then(
-      () => undefined,
-      () => undefined,
-    );
-    return closing;
-  }
-
-  private async sendClose(pending: Promise<unknown>, sql: 'COMMIT' | 'ROLLBACK'): Promise<void> {
-    let connection: unknown;
-    try {
-      connection = await pending;
-    } catch {
-      return; // BEGIN failed: there is no transaction to close
-    }
-    // Still this database transaction's: the next one begins only once this one is closed.
-    const hold = this.hold;
-    this.hold = undefined;
-    const close = (statement: string) =>
-      this.enqueue(() => {
-        // From here on, statements meant for this database transaction are refused.
-        if (this.liveConnection === connection) this.liveConnection = undefined;
-        return this.send(connection, statement);
-      });
-    let result: unknown;
-    try {
-      result = await close(sql);
-    } catch (err) {
-      if (sql === 'ROLLBACK') {
-        // A broken connection cannot roll back, and the server already has; knex's pool validates it away.
-        if (this.env.dialect.isConnectionFailure(err)) this.env.logger.debug({ err }, 'ROLLBACK on a broken connection');
-        else this.env.logger.warn({ err }, 'ROLLBACK failed; the connection goes back to the pool as it is');
-        return;
-      }
-      // A failed COMMIT may leave the transaction open (SQLITE_BUSY): roll it back first.
-      await close('ROLLBACK').catch(() => undefined);
-      throw this.env.dialect.isConnectionFailure(err) ? new CommitOutcomeUnknownError(err) : err;
-    } finally {
-      await this.giveConnectionBack(connection, hold);
-    }
-    if (sql === 'COMMIT' && this.env.dialect.committedAsRollback(result)) throw new CommitRolledBackError();
   }
 
   // ---- checkpoints and the end -------------------------------------------
@@ -401,7 +219,7 @@ export class TransactionAttempt implements Transaction, StatementGate {
   end(outcome: 'commit' | 'rollback'): Promise<void> | undefined {
     if (this.ended) return undefined;
     if (outcome === 'rollback' || this.rollbackOnly) return this.endWithRollback();
-    if (this.doomedBy === undefined && this.connection === undefined && this.afterCommitHooks.isEmpty) {
+    if (this.doomedBy === undefined && !this.began && this.afterCommitHooks.isEmpty) {
       this.state = 'committed'; // nothing began and nobody waits: the commit is a formality
       this.afterAbortHooks.clear();
       return undefined;
@@ -438,12 +256,6 @@ export class TransactionAttempt implements Transaction, StatementGate {
       await this.runAfterAbortHooks();
       throw err;
     }
-  }
-
-  private async rollBackDatabaseTransaction(): Promise<void> {
-    await this.doomRollback;
-    this.doomRollback = undefined;
-    await this.closeDatabaseTransaction('ROLLBACK');
   }
 
   private async runAfterAbortHooks(): Promise<void> {
