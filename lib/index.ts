@@ -1,7 +1,7 @@
 export { TransactionManager } from './transactions/manager.js';
 export { clsBridge } from './transactions/cls-bridge.js';
 export { TransactionalScheduler } from './scheduler/transactional-scheduler.js';
-export { bigIntCodec } from './scheduler/codec.js';
+export { bigIntCodec } from './scheduler/value-codecs.js';
 export { PersistentTransactionalScheduler } from './scheduler/persistent/persistent-scheduler.js';
 export { Worker } from './scheduler/persistent/worker.js';
 export { ref, EntityRef } from './context/ref.js';

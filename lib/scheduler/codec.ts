@@ -9,7 +9,7 @@
  */
 import type { ArgumentCodec, TransactionMeta } from '../interfaces.js';
 import { UnstorableValueError } from '../errors.js';
-import { EntityRef, ref } from '../context/ref.js';
+import { dateCodec, refCodec } from './value-codecs.js';
 
 /** Marks a tagged value: `{ "$ac": codec name, "v": encoded }`. */
 const TAG = '$ac';
@@ -34,34 +34,6 @@ const MAX_META_BYTES = 65_535;
 const MAX_PATH_IN_MESSAGE = 200;
 
 type Json = null | boolean | number | string | Json[] | { [key: string]: Json };
-
-/** BigInt stored as its decimal string; opt in with `codecs: [bigIntCodec]`. */
-export const bigIntCodec: ArgumentCodec<bigint> = {
-  name: 'bigint',
-  test: (value) => typeof value === 'bigint',
-  encode: (value) => value.toString(),
-  decode: (stored) => BigInt(stored as string),
-};
-
-const dateCodec: ArgumentCodec<Date> = {
-  name: 'date',
-  test: (value) => value instanceof Date,
-  encode: (value) => {
-    if (Number.isNaN(value.getTime())) throw new RangeError('an Invalid Date has no time to store');
-    return value.toISOString();
-  },
-  decode: (stored) => new Date(stored as string),
-};
-
-const refCodec: ArgumentCodec<EntityRef> = {
-  name: 'ref',
-  test: (value) => value instanceof EntityRef,
-  encode: (value) => ({ table: value.table, key: value.key }),
-  decode: (stored) => {
-    const { table, key } = stored as { table: string; key: EntityRef['key'] };
-    return ref(table, key); // validates the stored shape again
-  },
-};
 
 function describe(value: unknown): string {
   if (typeof value === 'function') return 'a function';

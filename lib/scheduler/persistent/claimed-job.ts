@@ -22,7 +22,7 @@ import { storedError } from '../stored-error.js';
 import type { JobOutcome } from '../base.js';
 import type { LocalRun } from './local-runs.js';
 import { decideRun, failAfterRequeueError, type EndedRun, type RunDecision, type RunEnd } from './outcome-rule.js';
-import type { JobRow } from './store.js';
+import type { JobRow } from './rows.js';
 import type { WorkerHost } from './worker-host.js';
 
 type Failure = Extract<JobOutcome, { state: 'failed' }>;

@@ -12,7 +12,7 @@ import type { WorkerOptions, WorkerStopOptions } from '../../interfaces.js';
 import { within } from '../../support/deadline.js';
 import { integerIn } from '../../support/validate.js';
 import { ClaimedJob } from './claimed-job.js';
-import type { JobRow } from './store.js';
+import type { JobRow } from './rows.js';
 import type { WorkerHost } from './worker-host.js';
 
 /** What stop() allows, beyond the grace, for the jobs ended from outside to be handed back. */
