@@ -1,4 +1,4 @@
 export { aftercommit } from './middleware.js';
 export { jobRoutes } from './job-routes.js';
-export { ClientGoneError, DatabaseUnavailableError, RequestTimeoutError, RetriesExhaustedError, RetryNotSafeError } from './errors.js';
+export { ClientGoneError, DatabaseUnavailableError, NoSchedulerError, RequestTimeoutError, RetriesExhaustedError, RetryNotSafeError } from './errors.js';
 export type * from './interfaces.js';

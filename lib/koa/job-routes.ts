@@ -26,10 +26,11 @@ export function jobRoutes({ prefix = '/jobs', consume = true }: JobRoutesOptions
     if ((ctx.method !== 'GET' && ctx.method !== 'HEAD') || !ctx.path.startsWith(base)) return next();
     const id = ctx.path.slice(base.length);
     if (id.includes('/')) return next();
-    // Inside aftercommit, ctx.scheduler is the scheduler or throws that it was given none.
+    // Inside aftercommit, ctx.scheduler is the scheduler or throws NoSchedulerError (it was given none).
     const { transaction, scheduler } = ctx;
     if (!transaction || !scheduler) {
-      throw new Error('jobRoutes() must be mounted inside aftercommit({ manager, scheduler }, ...), which gives it its transaction and scheduler');
+      // Not a failure of the request but of the app's setup, found on its first poll: a TypeError, like aftercommit()'s bad options.
+      throw new TypeError('jobRoutes() must be mounted inside aftercommit({ manager, scheduler }, ...), which gives it its transaction and scheduler');
     }
     ctx.set('Cache-Control', 'no-store');
     // Unknown, malformed and someone else's ids get the same answer: an id reveals nothing.

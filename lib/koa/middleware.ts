@@ -11,7 +11,7 @@ import type { Context, DefaultContext, DefaultState, Middleware, Next } from 'ko
 import type { Scheduler, Transaction } from '../interfaces.js';
 import type { AftercommitContext, AftercommitOptions } from './interfaces.js';
 import { compose } from './compose.js';
-import { ClientGoneError, DatabaseUnavailableError, RequestTimeoutError, RetriesExhaustedError, RetryNotSafeError } from './errors.js';
+import { ClientGoneError, DatabaseUnavailableError, NoSchedulerError, RequestTimeoutError, RetriesExhaustedError, RetryNotSafeError } from './errors.js';
 import { TransactionEndedError } from '../errors.js';
 import { defaultMetadata, requestIdOf, requestLine, withRequestId } from './request-metadata.js';
 import { restoreResponse, snapshotResponse } from './response-snapshot.js';
@@ -75,10 +75,6 @@ class RequestWatch {
 const GIVEN_SCHEDULER = Symbol('aftercommit: the request’s scheduler');
 type GuardedContext = Context & { [GIVEN_SCHEDULER]?: Scheduler | null };
 
-function noScheduler(what: string): Error {
-  return new Error(`${what}: aftercommit() was given no scheduler; pass one: aftercommit({ manager, scheduler }, ...middleware)`);
-}
-
 /** Apps whose context prototype already has the `ctx.db` and `ctx.scheduler` getters. */
 const withGetters = new WeakSet<object>();
 
@@ -104,7 +100,7 @@ function defineGetters(ctx: Context): void {
       configurable: true,
       get(this: GuardedContext) {
         const scheduler = this[GIVEN_SCHEDULER];
-        if (scheduler === null) throw noScheduler('ctx.scheduler');
+        if (scheduler === null) throw new NoSchedulerError('ctx.scheduler');
         return scheduler;
       },
     },
@@ -141,7 +137,7 @@ export function aftercommit(options: AftercommitOptions, ...middleware: Middlewa
   const requests = new RequestWatch(timeout, watchClient);
   const retryAfter = options.retryAfter ?? 1;
   const persistentContext = (positional?: readonly unknown[], named?: Readonly<Record<string, unknown>>) => {
-    if (!scheduler) throw noScheduler('ctx.persistentContext');
+    if (!scheduler) throw new NoSchedulerError('ctx.persistentContext');
     return scheduler.context(positional, named);
   };
 
