@@ -236,3 +236,11 @@ export class RequeueError extends AftercommitError {
     super(`the run failed and could not be re-queued: ${reason}`, options);
   }
 }
+
+/** A batch ended with steps that failed (or were skipped after one): what its `onFailure` callback receives as the error. */
+export class BatchFailedError extends AftercommitError {
+  readonly code = 'AFTERCOMMIT_BATCH_FAILED';
+  constructor(failed: number, total: number) {
+    super(`${failed} of the batch's ${total} steps failed or were skipped`);
+  }
+}

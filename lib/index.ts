@@ -28,6 +28,7 @@ export {
   JobTimeoutError,
   WorkerLostError,
   WorkerStoppingError,
+  BatchFailedError,
   RequeueError,
 } from './errors.js';
 export type * from './interfaces.js';

@@ -2,7 +2,7 @@
 // options and statistics, scheduling with options, and its workers.
 // Re-exported by lib/interfaces.ts: import them from there.
 // Imports types of transactions.ts and schedulers.ts.
-import type { JobFunction, SchedulerOptions } from './schedulers.js';
+import type { JobFunction, JobSpec, SchedulerOptions, StepSpec } from './schedulers.js';
 import type { RetryDelay } from './transactions.js';
 
 /** How and when one job runs (persistent scheduler): given to `define()` as defaults, or per schedule with `with()`. */
@@ -25,6 +25,14 @@ export interface JobOptions {
   lease?: number;
   /** A second schedule with the same key, while the first has not started, returns the first id (`with({ dedupeKey })` resolves to it). */
   dedupeKey?: string;
+  /** A job to schedule when this one (or this batch) is done, in the transaction that records that; it receives its own arguments, then `{ id, state: 'done', value }`. */
+  onSuccess?: JobSpec;
+  /** A job to schedule when this one (or this batch) fails for good, in the transaction that records that; it receives its own arguments, then `{ id, state: 'failed', error }`. */
+  onFailure?: JobSpec;
+  /** A serial batch stops at its first failed step: the steps after it are `skipped`. Default false (every step runs). */
+  stopOnFailure?: boolean;
+  /** Jobs of a queue with `concurrencyPerKey` run at most that many at once per key (e.g. a tenant or user id). */
+  concurrencyKey?: string;
 }
 
 /** Options of a {@link PersistentTransactionalScheduler}. */
@@ -44,6 +52,10 @@ export interface PersistentSchedulerOptions extends SchedulerOptions {
 /** Schedules with options: `scheduler.with({ runAt, priority, ... }).schedule(job, ...args)`. */
 export interface Scheduling {
   schedule(job: string | JobFunction, ...args: unknown[]): string;
+  /** Schedules a serial batch with these options; returns its id at once. */
+  serial(...steps: StepSpec[]): string;
+  /** Schedules a parallel batch with these options; returns its id at once. */
+  parallel(...steps: StepSpec[]): string;
 }
 
 /** Schedules with a dedupe key: resolves to the id of the same owner's pending job with that key, or of the new one. */
@@ -53,6 +65,8 @@ export interface DedupedScheduling {
 
 /** Counts of the jobs in the table, by state, and the age (ms) of the oldest due pending job. */
 export interface PersistentSchedulerStats {
+  /** Batches whose steps run, and steps whose turn has not come. */
+  waiting: number;
   pending: number;
   running: number;
   done: number;

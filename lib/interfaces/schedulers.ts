@@ -44,10 +44,33 @@ export interface StoredError {
 
 /**
  * Where a job is in its life, in every scheduler and in the jobs table:
- * `pending` (committed, waiting to be due, for a worker or for a free slot),
- * `running`, `done` (its result committed) or `failed` (for good).
+ * `waiting` (a batch whose steps run, or a step whose turn in its batch has not
+ * come), `pending` (committed, waiting to be due, for a worker or for a free
+ * slot), `running`, `done` (its result committed) or `failed` (for good).
  */
-export type JobState = 'pending' | 'running' | 'done' | 'failed';
+export type JobState = 'waiting' | 'pending' | 'running' | 'done' | 'failed';
+
+/** A job described, not scheduled: `scheduler.job(name, ...args)`, its arguments checked and stored at that call. A step of a batch, or a callback. */
+export interface JobSpec {
+  readonly kind: 'job';
+  /** The defined job it runs. */
+  readonly name: string;
+}
+
+/** A batch described, not scheduled: `scheduler.batch('serial' | 'parallel', ...steps)`, a step of another batch. */
+export interface BatchSpec {
+  readonly kind: 'serial' | 'parallel';
+  readonly steps: readonly StepSpec[];
+}
+
+/** A step of a batch: a job or a batch. */
+export type StepSpec = JobSpec | BatchSpec;
+
+/** One step's outcome in the `value` of a finished batch, in the order the steps were given. */
+export type StepOutcome = { state: 'done'; value: unknown } | { state: 'failed'; error: StoredError } | { state: 'skipped' };
+
+/** What a callback job receives after its own arguments: the outcome of the job (or batch) it was attached to. */
+export type ParentOutcome = { id: string; state: 'done'; value: unknown } | { id: string; state: 'failed'; error: StoredError };
 
 /** What `getResult(id)` resolves to: a running job reads `pending` (with its progress), an id nobody may see `unknown`. */
 export type ScheduleResult<T = unknown> =
@@ -196,6 +219,8 @@ export interface SchedulerOptions {
 export interface SchedulerStats {
   /** Waiting for their scheduling transaction to commit. */
   uncommitted: number;
+  /** Batches whose steps run, and steps whose turn has not come. */
+  waiting: number;
   /** Committed, waiting for a free slot. */
   pending: number;
   running: number;

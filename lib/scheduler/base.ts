@@ -6,15 +6,18 @@
 import { EventEmitter } from 'node:events';
 import type {
   ArgumentCodec,
+  BatchSpec,
   EntityKey,
   GetResultOptions,
   JobFunction,
   JobHandle,
   JobProgress,
+  JobSpec,
   Logger,
   SchedulerEvents,
   SchedulerOptions,
   StoredError,
+  StepSpec,
   Transaction,
   TransactionMeta,
 } from '../interfaces.js';
@@ -27,6 +30,7 @@ import { ValueCodec } from './codec.js';
 import { storedError } from './stored-error.js';
 import { jobOwner } from './owner.js';
 import { integerIn } from '../support/validate.js';
+import { StoredBatchSpec, StoredJobSpec, checkSteps } from './specs.js';
 
 const JOB_NAME = /^[A-Za-z0-9_.:-]{1,100}$/;
 /** The longest a result is kept: its expiry, a time in ms, must stay a storable integer. */
@@ -114,6 +118,21 @@ export abstract class SchedulerBase extends EventEmitter<SchedulerEvents> {
     return this;
   }
 
+  /**
+   * Describes a run of the defined job `name` with `args` without scheduling it:
+   * a step of a batch, or a callback. The arguments are checked and stored now,
+   * as `schedule()` would.
+   */
+  job(name: string, ...args: unknown[]): JobSpec {
+    this.definedJob(name);
+    return new StoredJobSpec(this, name, this.codec.encodeArguments(name, args));
+  }
+
+  /** Describes a batch without scheduling it: a step of another batch. */
+  batch(kind: 'serial' | 'parallel', ...steps: StepSpec[]): BatchSpec {
+    return new StoredBatchSpec(kind, checkSteps(this, steps, `batch('${String(kind)}', ...steps)`));
+  }
+
   /** Names of the defined jobs. */
   definedJobs(): string[] {
     return [...this.jobs.keys()];
@@ -149,7 +168,7 @@ export abstract class SchedulerBase extends EventEmitter<SchedulerEvents> {
   }
 
   /** The registered job called `name`, or an error listing the defined ones. @internal */
-  protected job(name: string): JobFunction {
+  protected definedJob(name: string): JobFunction {
     const fn = this.jobs.get(name);
     if (!fn) throw new UnknownJobError(name, this.definedJobs());
     return fn;

@@ -24,6 +24,8 @@ export function persistentSuite(database: TestDatabase, base: string, define: (s
     define(suite.scheduler);
     await suite.scheduler.migrate();
   });
-  after(() => suite.knex.schema.dropTableIfExists(`${suite.prefix}jobs`).dropTableIfExists(`${suite.prefix}schema`));
+  after(() =>
+    suite.knex.schema.dropTableIfExists(`${suite.prefix}jobs`).dropTableIfExists(`${suite.prefix}schema`).dropTableIfExists(`${suite.prefix}recurring`),
+  );
   return suite;
 }

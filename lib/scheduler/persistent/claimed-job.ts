@@ -116,9 +116,10 @@ export class ClaimedJob {
 
   /** Writes the result in the job's transaction: it commits, with the job's writes, only while the claim is ours. */
   private async commitResult(tx: Transaction, result: string): Promise<void> {
-    const { manager, store, ttl } = this.host;
+    const { manager, store, outcomes } = this.host;
     const at = manager.clock.now();
-    if ((await store.complete(tx.db, this.row.id, this.token, result, at, at + ttl)) === 0) throw new LeaseLostError(this.row.id);
+    if ((await store.complete(tx.db, this.row.id, this.token, result, at, outcomes.expiryOf(this.row, at))) === 0) throw new LeaseLostError(this.row.id);
+    await outcomes.recorded(tx.db, this.row, { state: 'done', result });
     this.completing = true;
     tx.afterCommit((ok) => {
       if (!ok) this.commitFailedIn = tx.attempt;
@@ -189,7 +190,7 @@ export class ClaimedJob {
 
   /** Writes what the outcome rule decided for run `ended`. */
   private async carryOut(decision: RunDecision, ended: EndedRun, outcome: Failure): Promise<void> {
-    const { manager, store, ttl } = this.host;
+    const { manager, store, outcomes } = this.host;
     const { row, token } = this;
     const now = manager.clock.now();
     const bookkeeping = (name: string) => ({ name, escalate: false }); // job rows only: no part in escalation
@@ -222,9 +223,11 @@ export class ClaimedJob {
         return;
       }
       case 'fail': {
-        const failed = await manager.run((tx) => {
+        const failed = await manager.run(async (tx) => {
           this.host.localRuns.endAtCommit(tx, row.id, this.local);
-          return store.fail(tx.db, row.id, token, outcome.error, now, now + ttl, decision.failures);
+          const changed = await store.fail(tx.db, row.id, token, outcome.error, now, outcomes.expiryOf(row, now), decision.failures);
+          if (changed) await outcomes.recorded(tx.db, row, { state: 'failed', error: outcome.error });
+          return changed;
         }, bookkeeping('record a failed job'));
         if (failed) this.host.reportFailure(row, { ...outcome, attempt: row.failures + 1, run: ended.runs });
       }

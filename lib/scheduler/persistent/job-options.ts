@@ -1,7 +1,8 @@
 /** Validation and merging of job options (defaults from define(), overrides from with()). */
-import type { JobOptions, RetryDelay } from '../../interfaces.js';
+import type { JobOptions, JobSpec, RetryDelay } from '../../interfaces.js';
 import { delayPolicy, type DelayPolicy } from '../../transactions/backoff.js';
 import { INT_MAX, integerIn } from '../../support/validate.js';
+import { StoredJobSpec, checkCallback } from '../specs.js';
 
 export interface ResolvedJobOptions {
   runAt: number;
@@ -12,6 +13,10 @@ export interface ResolvedJobOptions {
   timeout: number | null;
   lease: number;
   dedupeKey: string | null;
+  /** The callback specs, stored (JSON), or null. */
+  callbacks: string | null;
+  stopOnFailure: boolean;
+  concurrencyKey: string | null;
 }
 
 const DEFAULT_BACKOFF: RetryDelay = { initial: 1000, factor: 2, max: 3_600_000 };
@@ -33,7 +38,7 @@ function checkBackoff(backoff: RetryDelay, what: string): void {
 }
 
 /** Checks options given to define() or with(), so mistakes surface where they are made. */
-export function checkJobOptions(options: JobOptions, where: string): JobOptions {
+export function checkJobOptions(scheduler: object, options: JobOptions, where: string): JobOptions {
   const at = (field: string) => `${where}: ${field}`;
   if (options.runAt !== undefined && options.delay !== undefined) throw new TypeError(`${where}: give runAt or delay, not both`);
   if (options.runAt !== undefined) {
@@ -54,6 +59,14 @@ export function checkJobOptions(options: JobOptions, where: string): JobOptions 
   if (options.dedupeKey !== undefined && (typeof options.dedupeKey !== 'string' || options.dedupeKey.length < 1 || options.dedupeKey.length > 191)) {
     throw new TypeError(`${at('dedupeKey')} must be a string of 1-191 characters`);
   }
+  if (options.concurrencyKey !== undefined && (typeof options.concurrencyKey !== 'string' || options.concurrencyKey.length < 1 || options.concurrencyKey.length > 191)) {
+    throw new TypeError(`${at('concurrencyKey')} must be a string of 1-191 characters`);
+  }
+  if (options.stopOnFailure !== undefined && typeof options.stopOnFailure !== 'boolean') {
+    throw new TypeError(`${at('stopOnFailure')} must be true or false`);
+  }
+  checkCallback(scheduler, options.onSuccess, at('onSuccess'));
+  checkCallback(scheduler, options.onFailure, at('onFailure'));
   return options;
 }
 
@@ -70,5 +83,21 @@ export function resolveJobOptions(defined: JobOptions, given: JobOptions, defaul
     timeout: o.timeout ?? null,
     lease: o.lease ?? defaultLease,
     dedupeKey: given.dedupeKey ?? null, // a dedupe key is per schedule, never a job default
+    callbacks: storedCallbacks(o.onSuccess, o.onFailure),
+    stopOnFailure: o.stopOnFailure ?? false,
+    concurrencyKey: o.concurrencyKey ?? null,
   };
+}
+
+/** A stored callback: the job's name and its stored arguments. */
+export interface StoredCallback {
+  name: string;
+  args: string;
+}
+
+function storedCallbacks(onSuccess: JobSpec | undefined, onFailure: JobSpec | undefined): string | null {
+  if (!onSuccess && !onFailure) return null;
+  const stored = (spec: JobSpec | undefined): StoredCallback | undefined =>
+    spec instanceof StoredJobSpec ? { name: spec.name, args: spec.args } : undefined;
+  return JSON.stringify({ onSuccess: stored(onSuccess), onFailure: stored(onFailure) });
 }

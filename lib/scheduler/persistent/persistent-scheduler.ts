@@ -15,6 +15,7 @@ import type {
   ScheduleResult,
   Scheduler,
   Scheduling,
+  StepSpec,
   StoredError,
   Transaction,
   TransactionMeta,
@@ -28,6 +29,8 @@ import { checkJobOptions, resolveJobOptions } from './job-options.js';
 import { migrate, migrationSource, tableNames } from './schema.js';
 import { LocalRuns } from './local-runs.js';
 import type { NewJob } from './rows.js';
+import { Outcomes, type Origin } from './outcomes.js';
+import { StoredBatchSpec, checkSteps } from '../specs.js';
 import { JobStore } from './store.js';
 import { Worker } from './worker.js';
 import type { WorkerHost } from './worker-host.js';
@@ -44,11 +47,15 @@ function ownerOf(meta: TransactionMeta): string | null {
 export class PersistentTransactionalScheduler extends SchedulerBase implements Scheduler {
   private readonly store: JobStore;
   private readonly lease: number;
+  /** What follows a recorded outcome: callbacks and batches. */
+  private readonly outcomes: Outcomes;
   /** Jobs running in this process: remove() and, with SQLite, getResult() reach them at once. */
   private readonly localRuns = new LocalRuns();
   private readonly defaults = new Map<string, JobOptions>();
-  private readonly batches = new WeakMap<Transaction, NewJob[]>();
+  /** Jobs scheduled by each open transaction, inserted just before it commits. */
+  private readonly unflushed = new WeakMap<Transaction, NewJob[]>();
   private readonly workers = new Set<{ wake(): void }>();
+  private lastSeq = 0;
   /** What this scheduler's workers use of it. */
   private readonly host: WorkerHost;
 
@@ -57,6 +64,9 @@ export class PersistentTransactionalScheduler extends SchedulerBase implements S
     this.store = new JobStore(tableNames(options.tablePrefix ?? 'aftercommit_'), manager.dialect);
     this.lease = integerIn(options.lease ?? 30_000, 'lease (ms)', 100);
     const maxRuns = integerIn(options.maxRuns ?? 5, 'maxRuns', 1);
+    this.outcomes = new Outcomes(this.store, this.codec, manager.clock, this.ttl, (name, args, jobOptions, origin) =>
+      this.rowOf(name, args, jobOptions, origin),
+    );
     this.host = {
       manager,
       store: this.store,
@@ -66,7 +76,8 @@ export class PersistentTransactionalScheduler extends SchedulerBase implements S
       maxRuns,
       concurrency: integerIn(options.concurrency ?? 4, 'concurrency', 1),
       localRuns: this.localRuns,
-      job: (name) => this.job(name),
+      outcomes: this.outcomes,
+      job: (name) => this.definedJob(name),
       decodeMeta: (meta) => this.codec.decodeValue(meta) as TransactionMeta,
       runJob: (run) => this.runJob(run),
       reportFailure: (run, outcome) => this.reportFailure(run, outcome),
@@ -91,7 +102,7 @@ export class PersistentTransactionalScheduler extends SchedulerBase implements S
   override define<A extends any[]>(name: string, fn: JobFunction<A>, options: JobOptions = {}): this {
     super.define(name, fn);
     if (options.dedupeKey !== undefined) throw new TypeError(`define('${name}'): dedupeKey is given per schedule, with with({ dedupeKey })`);
-    this.defaults.set(name, checkJobOptions(options, `define('${name}')`));
+    this.defaults.set(name, checkJobOptions(this, options, `define('${name}')`));
     return this;
   }
 
@@ -100,20 +111,36 @@ export class PersistentTransactionalScheduler extends SchedulerBase implements S
     return this.with({}).schedule(job, ...args);
   }
 
+  /**
+   * Schedules a serial batch: its steps run one after another, each in its own
+   * transaction, in the order given; the next becomes due in the transaction
+   * that records the previous one's outcome. Returns the batch's id at once.
+   */
+  serial(...steps: StepSpec[]): string {
+    return this.with({}).serial(...steps);
+  }
+
+  /** Schedules a parallel batch: every step due at once; it ends in the transaction that records its last step. */
+  parallel(...steps: StepSpec[]): string {
+    return this.with({}).parallel(...steps);
+  }
+
   /** Schedules with options; with a `dedupeKey`, `schedule()` resolves to the id (the owner's first one's while it is pending). */
   with(options: JobOptions & { dedupeKey: string }): DedupedScheduling;
   with(options: JobOptions): Scheduling;
   with(options: JobOptions): Scheduling | DedupedScheduling {
-    checkJobOptions(options, 'with()');
+    checkJobOptions(this, options, 'with()');
     if (options.dedupeKey !== undefined) {
       return { schedule: (job, ...args) => this.insertDeduped(this.newJob(options, job, args)) };
     }
     return {
       schedule: (job, ...args) => {
         const row = this.newJob(options, job, args);
-        this.batch().push(row);
+        this.pendingInserts().push(row);
         return row.id;
       },
+      serial: (...steps) => this.scheduleBatch(options, 'serial', steps),
+      parallel: (...steps) => this.scheduleBatch(options, 'parallel', steps),
     };
   }
 
@@ -125,7 +152,7 @@ export class PersistentTransactionalScheduler extends SchedulerBase implements S
   async getResult(id: string, options: GetResultOptions = {}): Promise<ScheduleResult> {
     if (!isScheduleId(id)) return { state: 'unknown' };
     const tx = this.manager.current;
-    const unflushed = tx && this.batches.get(tx)?.find((row) => row.id === id);
+    const unflushed = tx && this.unflushed.get(tx)?.find((row) => row.id === id);
     if (unflushed) return visibleTo({ user: unflushed.owner ?? undefined }, options) ? { state: 'pending' } : { state: 'unknown' };
     // Running here, with SQLite: answer without a query (the job's transaction may hold the only
     // connection). A server is always asked: it knows of a commit before this process does.
@@ -141,7 +168,7 @@ export class PersistentTransactionalScheduler extends SchedulerBase implements S
     // The query checked the owner already; checked again here, the same way as for jobs not yet written, so that
     // a table whose owner column still ignores case (before migration 2) cannot widen what a caller sees.
     if (!visibleTo({ user: status.owner ?? undefined }, options)) return { state: 'unknown' };
-    if (status.state === 'pending' || status.state === 'running') {
+    if (status.state === 'waiting' || status.state === 'pending' || status.state === 'running') {
       return status.progress ? { state: 'pending', progress: status.progress } : { state: 'pending' };
     }
     // Only now, for whoever may see it, the result or error itself.
@@ -161,12 +188,13 @@ export class PersistentTransactionalScheduler extends SchedulerBase implements S
   async remove(id: string): Promise<void> {
     if (!isScheduleId(id)) return;
     const tx = this.manager.current;
-    const batch = (tx && this.batches.get(tx)) ?? [];
+    const batch = (tx && this.unflushed.get(tx)) ?? [];
     const unflushed = batch.findIndex((row) => row.id === id);
     if (unflushed !== -1) batch.splice(unflushed, 1); // in place: a batch may hold 100,000s of jobs
     const cancel = () => this.localRuns.cancel(id);
     if (!tx) cancel(); // first: with SQLite, the job's transaction may hold the lock the DELETE needs
-    await this.store.remove(tx?.db ?? this.manager.knex, id);
+    const db = tx?.db ?? this.manager.knex;
+    await this.store.removeAll(db, await this.outcomes.batchAndUnstarted(db, id)); // a batch: with its steps that have not started
     if (tx) tx.afterCommit((ok) => ok && cancel());
   }
 
@@ -187,7 +215,12 @@ export class PersistentTransactionalScheduler extends SchedulerBase implements S
     if (name === undefined) {
       throw new TypeError('PersistentTransactionalScheduler runs jobs by name: define(name, fn) the function and schedule its name');
     }
-    this.job(name); // unknown names fail here, in the request
+    this.definedJob(name); // unknown names fail here, in the request
+    return this.rowOf(name, this.codec.encodeArguments(name, args), options, this.originOf(tx, name));
+  }
+
+  /** The row of a new job `name` with stored `args`, its options resolved now. */
+  private rowOf(name: string, args: string, options: JobOptions, origin: Origin): NewJob {
     const now = this.manager.clock.now();
     const resolved = resolveJobOptions(this.defaults.get(name) ?? {}, options, this.lease, now);
     return {
@@ -196,32 +229,69 @@ export class PersistentTransactionalScheduler extends SchedulerBase implements S
       queue: resolved.queue,
       priority: resolved.priority,
       runAt: resolved.runAt,
-      args: this.codec.encodeArguments(name, args),
-      meta: this.codec.encodeMeta(name, tx.meta),
-      owner: ownerOf(tx.meta),
+      args,
+      ...origin,
       maxAttempts: resolved.maxAttempts,
       backoff: JSON.stringify(resolved.backoff),
       timeoutMs: resolved.timeout,
       leaseMs: resolved.lease,
       dedupeKey: resolved.dedupeKey,
       createdAt: now,
+      seq: this.nextSeq(now),
+      callbacks: resolved.callbacks,
+      stopOnFailure: resolved.stopOnFailure,
+      concurrencyKey: resolved.concurrencyKey,
     };
   }
 
-  /** The current transaction's jobs to insert before it commits (in as few INSERTs as the database allows). */
-  private batch(): NewJob[] {
+  /** Who schedules in `tx`: its metadata and owner, as stored with the job. */
+  private originOf(tx: Transaction, name: string): Origin {
+    return { meta: this.codec.encodeMeta(name, tx.meta), owner: ownerOf(tx.meta) };
+  }
+
+  /** Schedules a batch: a row for it (waiting until its steps end) and one per step, due in turn. */
+  private scheduleBatch(options: JobOptions, kind: 'serial' | 'parallel', steps: StepSpec[]): string {
     const tx = this.schedulingTransaction();
-    let batch = this.batches.get(tx);
+    const batch = new StoredBatchSpec(kind, checkSteps(this, steps, `${kind}(...steps)`));
+    const rows = this.batchRows(batch, options, this.originOf(tx, kind), true);
+    this.pendingInserts().push(...rows);
+    return rows[0]!.id;
+  }
+
+  /** The rows of `batch` (itself first), its steps due at once when `due` (for a serial batch: its first). */
+  private batchRows(batch: StoredBatchSpec, options: JobOptions, origin: Origin, due: boolean, place?: { parentId: string; stepIndex: number }): NewJob[] {
+    const head: NewJob = {
+      ...this.rowOf(batch.kind, '[]', options, origin),
+      ...place,
+      kind: batch.kind,
+      state: 'waiting',
+      stepsTotal: batch.steps.length,
+    };
+    const rows = [head];
+    batch.steps.forEach((step, stepIndex) => {
+      const stepDue = due && (batch.kind === 'parallel' || stepIndex === 0);
+      const at = { parentId: head.id, stepIndex };
+      if (step instanceof StoredBatchSpec) rows.push(...this.batchRows(step, { runAt: head.runAt }, origin, stepDue, at));
+      // A batch starts when it is due: its first steps with it, the others when their turn comes.
+      else rows.push({ ...this.rowOf(step.name, step.args, { runAt: head.runAt }, origin), ...at, state: stepDue ? 'pending' : 'waiting' });
+    });
+    return rows;
+  }
+
+  /** The current transaction's jobs to insert before it commits (in as few INSERTs as the database allows). */
+  private pendingInserts(): NewJob[] {
+    const tx = this.schedulingTransaction();
+    let batch = this.unflushed.get(tx);
     if (!batch) {
       const rows: NewJob[] = [];
       batch = rows;
-      this.batches.set(tx, rows);
+      this.unflushed.set(tx, rows);
       tx.beforeCommit(async () => {
-        this.batches.delete(tx); // later schedules of this transaction (after tx.commit()) start a new batch
+        this.unflushed.delete(tx); // later schedules of this transaction (after tx.commit()) start a new batch
         await this.store.insert(tx.db, rows);
       });
       tx.afterCommit((ok) => ok && this.wake());
-      tx.afterAbort(() => this.batches.delete(tx)); // after tx.abort(), later schedules start a new batch too
+      tx.afterAbort(() => this.unflushed.delete(tx)); // after tx.abort(), later schedules start a new batch too
     }
     return batch;
   }
@@ -241,6 +311,15 @@ export class PersistentTransactionalScheduler extends SchedulerBase implements S
     }
     tx.afterCommit((ok) => ok && this.wake());
     return row.id;
+  }
+
+  /**
+   * Submission order of this process's schedules: ms since the epoch × 1024, and
+   * one more than the last, so schedules of the same ms keep their order.
+   */
+  private nextSeq(now: number): number {
+    this.lastSeq = Math.max(this.lastSeq + 1, now * 1024);
+    return this.lastSeq;
   }
 
   private wake(): void {

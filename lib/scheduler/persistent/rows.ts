@@ -29,6 +29,19 @@ export interface JobRow {
   error: string | null;
   finishedAt: number | null;
   expiresAt: number | null;
+  /** `job`, or the kind of batch this row is. */
+  kind: JobKind;
+  /** Of a batch: its steps, and those whose outcome is recorded. */
+  stepsTotal: number | null;
+  stepsDone: number | null;
+  stopOnFailure: boolean;
+  /** The batch this row is a step of. */
+  parentId: string | null;
+  stepIndex: number | null;
+  /** Stored callback specs (JSON), if any. */
+  callbacks: string | null;
+  concurrencyKey: string | null;
+  recurringKey: string | null;
 }
 
 /** What schedule() writes for a new job. */
@@ -47,7 +60,22 @@ export interface NewJob {
   leaseMs: number;
   dedupeKey: string | null;
   createdAt: number;
+  /** Submission order: the claim takes equal priority and run time in this order. */
+  seq: number;
+  /** `waiting` for a batch, and for a serial batch's steps after the first. Default `pending`. */
+  state?: 'pending' | 'waiting';
+  kind?: JobKind;
+  parentId?: string | null;
+  stepIndex?: number | null;
+  stepsTotal?: number | null;
+  stopOnFailure?: boolean;
+  callbacks?: string | null;
+  concurrencyKey?: string | null;
+  recurringKey?: string | null;
 }
+
+/** What a row of the jobs table is: a job, or a batch whose steps are rows of their own. */
+export type JobKind = 'job' | 'serial' | 'parallel';
 
 /** What getResult reads of a job before it knows the caller may see its outcome: no arguments, no result. */
 export interface JobStatus {
@@ -119,5 +147,14 @@ export function fromRow(r: Record<string, unknown>): JobRow {
     error: (r.error as string | null) ?? null,
     finishedAt: numOrNull(r.finished_at),
     expiresAt: numOrNull(r.expires_at),
+    kind: ((r.kind as JobKind | undefined) ?? 'job'),
+    stepsTotal: numOrNull(r.steps_total),
+    stepsDone: numOrNull(r.steps_done),
+    stopOnFailure: Boolean(r.stop_on_failure),
+    parentId: (r.parent_id as string | null) ?? null,
+    stepIndex: numOrNull(r.step_index),
+    callbacks: (r.callbacks as string | null) ?? null,
+    concurrencyKey: (r.concurrency_key as string | null) ?? null,
+    recurringKey: (r.recurring_key as string | null) ?? null,
   };
 }

@@ -10,13 +10,15 @@ import { dialectOf } from '../../dialects/index.js';
 export interface TableNames {
   jobs: string;
   schema: string;
+  /** The last instant each recurring job fired for. */
+  recurring: string;
 }
 
 export function tableNames(prefix: string): TableNames {
   if (!/^[A-Za-z_][A-Za-z0-9_]{0,40}$/.test(prefix)) {
     throw new TypeError(`tablePrefix must be letters, digits and _ (at most 41), got ${JSON.stringify(prefix)}`);
   }
-  return { jobs: `${prefix}jobs`, schema: `${prefix}schema` };
+  return { jobs: `${prefix}jobs`, schema: `${prefix}schema`, recurring: `${prefix}recurring` };
 }
 
 /** One step of the schema; steps are applied in order and recorded in the schema table. */
@@ -95,6 +97,58 @@ const steps: Step[] = [
       // Fails while two owners hold the same key: one key per table is what version 1 allows.
       await db.schema.alterTable(jobs, (t) => t.unique(['dedupe_key'], { indexName: `${jobs}_dedupe` }));
       await db(schema).where({ version: 2 }).delete(); // so that migrate() applies it again
+    },
+  },
+  {
+    // Batches, callbacks, quotas and recurring jobs.
+    version: 3,
+    async up(db, { jobs, recurring }) {
+      await db.schema.alterTable(jobs, (t) => {
+        t.string('kind', 16).notNullable().defaultTo('job'); // job | serial | parallel
+        t.string('parent_id', 32).nullable(); // the batch this row is a step of
+        t.integer('step_index').nullable(); // its place in that batch, from 0
+        t.integer('steps_total').nullable(); // of a batch
+        t.integer('steps_done').nullable(); // of a batch: steps whose outcome is recorded
+        t.boolean('stop_on_failure').notNullable().defaultTo(false); // of a serial batch
+        t.text('callbacks').nullable(); // JSON { onSuccess?, onFailure? }: stored job specs
+        t.string('concurrency_key', 191).nullable();
+        t.bigInteger('seq').notNullable().defaultTo(0); // submission order, after priority and run_at
+        t.bigInteger('started_at').nullable(); // the last claim, for rate limits
+        t.string('recurring_key', 191).nullable(); // with run_at: one row per recurring job and instant
+        t.index(['parent_id', 'step_index'], `${jobs}_steps`);
+        t.index(['state', 'queue', 'concurrency_key'], `${jobs}_concurrency`);
+        t.index(['queue', 'started_at'], `${jobs}_started`);
+        t.unique(['recurring_key', 'run_at'], { indexName: `${jobs}_recurring` });
+      });
+      // The claim follows priority, run_at, then submission order (ids are random).
+      await db.schema.alterTable(jobs, (t) => {
+        t.dropIndex(['state', 'queue', 'priority', 'run_at', 'id'], `${jobs}_claim`);
+        t.index(['state', 'queue', 'priority', 'run_at', 'seq'], `${jobs}_claim`);
+      });
+      if (!(await db.schema.hasTable(recurring))) {
+        await db.schema.createTable(recurring, (t) => {
+          t.string('key', 191).primary();
+          t.bigInteger('last_instant').notNullable(); // ms since the epoch
+        });
+        await dialectOf(db).exactUtf8Text(db, recurring);
+      }
+    },
+    async down(db, { jobs, recurring, schema }) {
+      await db.schema.dropTableIfExists(recurring);
+      await db.schema.alterTable(jobs, (t) => {
+        t.dropIndex(['state', 'queue', 'priority', 'run_at', 'seq'], `${jobs}_claim`);
+        t.index(['state', 'queue', 'priority', 'run_at', 'id'], `${jobs}_claim`);
+      });
+      await db.schema.alterTable(jobs, (t) => {
+        t.dropUnique(['recurring_key', 'run_at'], `${jobs}_recurring`);
+        t.dropIndex(['queue', 'started_at'], `${jobs}_started`);
+        t.dropIndex(['state', 'queue', 'concurrency_key'], `${jobs}_concurrency`);
+        t.dropIndex(['parent_id', 'step_index'], `${jobs}_steps`);
+      });
+      await db.schema.alterTable(jobs, (t) =>
+        t.dropColumns('kind', 'parent_id', 'step_index', 'steps_total', 'steps_done', 'stop_on_failure', 'callbacks', 'concurrency_key', 'seq', 'started_at', 'recurring_key'),
+      );
+      await db(schema).where({ version: 3 }).delete();
     },
   },
 ];

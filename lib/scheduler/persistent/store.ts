@@ -32,7 +32,7 @@ export class JobStore {
       id: j.id,
       name: j.name,
       queue: j.queue,
-      state: 'pending',
+      state: j.state ?? 'pending',
       priority: j.priority,
       run_at: j.runAt,
       args: j.args,
@@ -47,6 +47,16 @@ export class JobStore {
       dedupe_key: j.dedupeKey,
       anonymous_dedupe_key: j.owner === null ? j.dedupeKey : null,
       created_at: j.createdAt,
+      seq: j.seq,
+      kind: j.kind ?? 'job',
+      parent_id: j.parentId ?? null,
+      step_index: j.stepIndex ?? null,
+      steps_total: j.stepsTotal ?? null,
+      steps_done: j.stepsTotal === undefined || j.stepsTotal === null ? null : 0,
+      stop_on_failure: j.stopOnFailure ?? false,
+      callbacks: j.callbacks ?? null,
+      concurrency_key: j.concurrencyKey ?? null,
+      recurring_key: j.recurringKey ?? null,
     }));
     for (const statement of statementsOf(rows, this.dialect.insertLimits)) await this.jobs(db).insert(statement);
   }
@@ -60,14 +70,14 @@ export class JobStore {
 
   /**
    * Ids of due pending jobs of `queue`, locked against other claimers
-   * (SKIP LOCKED): `ORDER BY priority, run_at, id`, which the claim index follows.
+   * (SKIP LOCKED): `ORDER BY priority, run_at, seq` (submission order), which the claim index follows.
    */
   async duePending(db: Db, queue: string, now: number, limit: number): Promise<JobRow[]> {
     const query = this.jobs(db)
       .select('*')
       .where({ state: 'pending', queue })
       .andWhere('run_at', '<=', now)
-      .orderBy([{ column: 'priority' }, { column: 'run_at' }, { column: 'id' }])
+      .orderBy([{ column: 'priority' }, { column: 'run_at' }, { column: 'seq' }])
       .limit(limit);
     return (await this.dialect.lockForClaim(query)).map(fromRow);
   }
@@ -133,7 +143,7 @@ export class JobStore {
   }
 
   /** Records the result, in the job's own transaction; 0 when the lease is lost (the job must roll back). */
-  complete(db: Db, id: string, token: string, result: string, now: number, expiresAt: number): Promise<number> {
+  complete(db: Db, id: string, token: string, result: string, now: number, expiresAt: number | null): Promise<number> {
     return this.jobs(db)
       .where({ id, lease: token, state: 'running' })
       .update({
@@ -149,7 +159,7 @@ export class JobStore {
   }
 
   /** Records a failure for good; fenced like complete. */
-  fail(db: Db, id: string, token: string, error: StoredError, now: number, expiresAt: number, failures: number): Promise<number> {
+  fail(db: Db, id: string, token: string, error: StoredError, now: number, expiresAt: number | null, failures: number): Promise<number> {
     return this.jobs(db)
       .where({ id, lease: token, state: 'running' })
       .update({
@@ -180,9 +190,51 @@ export class JobStore {
       });
   }
 
-  /** Deletes a job in any state. */
-  remove(db: Db, id: string): Promise<number> {
-    return this.jobs(db).where({ id }).delete();
+  // ---- batches ------------------------------------------------------------
+
+  /** Counts one more finished step of batch `id` (locking its row until the transaction ends); its row after that, or undefined once removed. */
+  async stepFinished(db: Db, id: string): Promise<JobRow | undefined> {
+    const changed = await this.jobs(db).where({ id, state: 'waiting' }).increment('steps_done', 1);
+    if (changed === 0) return undefined;
+    const row = fromRow(await this.jobs(db).where({ id }).first());
+    await this.jobs(db).where({ id }).update({ progress_fraction: row.stepsDone! / row.stepsTotal! });
+    return row;
+  }
+
+  // The reads below lock what they read, so they see the latest committed rows rather than the
+  // transaction's snapshot (MySQL's REPEATABLE READ): a step another worker just finished is finished.
+
+  /** Batch `id`'s step at `index`: its id and kind, while it waits for its turn. */
+  async waitingStep(db: Db, batchId: string, index: number): Promise<{ id: string; kind: string; steps_total: number | null } | undefined> {
+    return this.dialect.lockingRead(this.jobs(db).where({ parent_id: batchId, step_index: index, state: 'waiting' }).first('id', 'kind', 'steps_total'));
+  }
+
+  /** Makes a waiting job due now. */
+  makeDue(db: Db, id: string, now: number): Promise<number> {
+    return this.jobs(db).where({ id, state: 'waiting' }).update({ state: 'pending', run_at: now });
+  }
+
+  /** The steps of batch `id` in order, with their outcomes. */
+  steps(db: Db, batchId: string): Promise<{ id: string; kind: string; step_index: number; state: JobState; result: string | null; error: string | null }[]> {
+    return this.dialect.lockingRead(this.jobs(db).where({ parent_id: batchId }).orderBy('step_index').select('id', 'kind', 'step_index', 'state', 'result', 'error'));
+  }
+
+  /** Records a batch's outcome; its steps expire with it from now on. */
+  async finishBatch(db: Db, id: string, result: string, now: number, expiresAt: number | null): Promise<void> {
+    await this.jobs(db).where({ id }).update({ state: 'done', result, finished_at: now, expires_at: expiresAt, progress_fraction: 1 });
+    await this.jobs(db).where({ parent_id: id }).update({ expires_at: expiresAt });
+  }
+
+  /** Ids of batch `id`'s steps that have not started (waiting or pending), from step `from` on. */
+  async unstartedSteps(db: Db, batchId: string, from = 0): Promise<{ id: string; kind: string }[]> {
+    return this.dialect.lockingRead(
+      this.jobs(db).where({ parent_id: batchId }).andWhere('step_index', '>=', from).whereIn('state', ['waiting', 'pending']).select('id', 'kind'),
+    );
+  }
+
+  /** Deletes jobs by id, in any state (a removed job, with the steps of a removed batch that never started). */
+  removeAll(db: Db, ids: readonly string[]): Promise<number> {
+    return ids.length === 0 ? Promise.resolve(0) : this.jobs(db).whereIn('id', ids).delete();
   }
 
   /** Deletes a finished result (after the transaction that fetched it committed). */
@@ -198,7 +250,7 @@ export class JobStore {
 
   /** Counts by state, and the age of the oldest due pending job. */
   async stats(db: Db, now: number): Promise<{ counts: Record<JobState, number>; oldestDueMs: number | null }> {
-    const counts: Record<JobState, number> = { pending: 0, running: 0, done: 0, failed: 0 };
+    const counts: Record<JobState, number> = { waiting: 0, pending: 0, running: 0, done: 0, failed: 0 };
     const rows = (await this.jobs(db).select('state').count({ n: '*' }).groupBy('state')) as { state: JobState; n: unknown }[];
     for (const row of rows) counts[row.state] = Number(row.n);
     const oldest = await this.jobs(db).where({ state: 'pending' }).andWhere('run_at', '<=', now).min({ at: 'run_at' }).first();

@@ -3,6 +3,7 @@ import type { JobFunction, Logger, SchedulerEvents, StoredError, TransactionMeta
 import type { TransactionManager } from '../../transactions/manager.js';
 import type { JobOutcome, JobRun } from '../base.js';
 import type { LocalRuns } from './local-runs.js';
+import type { Outcomes } from './outcomes.js';
 import type { JobStore } from './store.js';
 
 export interface WorkerHost {
@@ -15,6 +16,8 @@ export interface WorkerHost {
   maxRuns: number;
   concurrency: number;
   localRuns: LocalRuns;
+  /** Writes what follows a recorded outcome (callbacks, batch progress) in the same transaction. */
+  outcomes: Outcomes;
   job(name: string): JobFunction;
   decodeMeta(meta: string): TransactionMeta;
   runJob(run: JobRun): Promise<JobOutcome>;

@@ -1,0 +1,121 @@
+/**
+ * What follows a job's outcome, written in the same transaction that records
+ * it: the job's callback, and its batch's progress (the next step of a serial
+ * batch made due, or the batch's own outcome once its last step ended). So a
+ * callback exists exactly once, and a batch ends exactly once, even when its
+ * last two steps end at the same moment on two workers: the second waits for
+ * the first's lock on the batch row and sees its count.
+ */
+import type { Knex } from 'knex';
+import type { Clock, JobOptions, StepOutcome, StoredError } from '../../interfaces.js';
+import { BatchFailedError } from '../../errors.js';
+import type { ValueCodec } from '../codec.js';
+import { storedError } from '../stored-error.js';
+import type { StoredCallback } from './job-options.js';
+import type { JobRow, NewJob } from './rows.js';
+import type { JobStore } from './store.js';
+
+type Db = Knex | Knex.Transaction;
+
+/** A recorded outcome: the stored result, or the stored error. */
+export type RecordedOutcome = { state: 'done'; result: string } | { state: 'failed'; error: StoredError };
+
+/** Who scheduled a job: its stored metadata and owner, which its steps and callbacks inherit. */
+export interface Origin {
+  meta: string;
+  owner: string | null;
+}
+
+/** Makes the row of a new job `name` with stored `args`, as the scheduler resolves `options`. */
+export type RowMaker = (name: string, args: string, options: JobOptions, origin: Origin) => NewJob;
+
+export class Outcomes {
+  constructor(
+    private readonly store: JobStore,
+    private readonly codec: ValueCodec,
+    private readonly clock: Clock,
+    private readonly ttl: number,
+    private readonly makeRow: RowMaker,
+  ) {}
+
+  /** When a finished job's row expires: a step's, only with its batch. */
+  expiryOf(row: Pick<JobRow, 'parentId'>, now: number): number | null {
+    return row.parentId === null ? now + this.ttl : null;
+  }
+
+  /** Writes what follows `row`'s outcome, in the transaction `db` that records it. */
+  async recorded(db: Db, row: JobRow, outcome: RecordedOutcome): Promise<void> {
+    await this.callBack(db, row, outcome);
+    if (row.parentId !== null && row.stepIndex !== null) await this.stepEnded(db, row.parentId, row.stepIndex, outcome.state === 'failed');
+  }
+
+  /** Inserts the callback for `outcome`, if `row` has one: its own arguments, then the outcome. */
+  private async callBack(db: Db, row: JobRow, outcome: RecordedOutcome): Promise<void> {
+    if (row.callbacks === null) return;
+    const callbacks = JSON.parse(row.callbacks) as { onSuccess?: StoredCallback; onFailure?: StoredCallback };
+    const callback = outcome.state === 'done' ? callbacks.onSuccess : callbacks.onFailure;
+    if (!callback) return;
+    const parent =
+      outcome.state === 'done'
+        ? { id: row.id, state: 'done' as const, value: this.codec.decodeValue(outcome.result) }
+        : { id: row.id, state: 'failed' as const, error: outcome.error };
+    const args = this.codec.encodeArguments(callback.name, [...this.codec.decodeArguments(callback.args), parent]);
+    await this.store.insert(db, [this.makeRow(callback.name, args, {}, { meta: row.meta, owner: row.owner })]);
+  }
+
+  /** Counts a step of batch `batchId` as ended, and moves the batch on. */
+  private async stepEnded(db: Db, batchId: string, index: number, failed: boolean): Promise<void> {
+    const batch = await this.store.stepFinished(db, batchId);
+    if (!batch) return; // the batch was removed
+    const total = batch.stepsTotal!;
+    const now = this.clock.now();
+    if (batch.kind === 'serial' && batch.stepsDone! < total) {
+      if (!(failed && batch.stopOnFailure)) return this.makeStepDue(db, batchId, index + 1, now);
+      await this.store.removeAll(db, await this.unstarted(db, batchId, index + 1)); // skipped
+    } else if (batch.stepsDone! < total) {
+      return;
+    }
+    await this.finish(db, batch, now);
+  }
+
+  /** Makes step `index` of batch `batchId` due: a job at once, a batch through its own first steps. */
+  private async makeStepDue(db: Db, batchId: string, index: number, now: number): Promise<void> {
+    const step = await this.store.waitingStep(db, batchId, index);
+    if (!step) return;
+    if (step.kind === 'job') {
+      await this.store.makeDue(db, step.id, now);
+      return;
+    }
+    if (step.kind === 'serial') return this.makeStepDue(db, step.id, 0, now);
+    for (let i = 0; i < Number(step.steps_total); i++) await this.makeStepDue(db, step.id, i, now);
+  }
+
+  /** Ids of the steps of `batchId` from `from` on that never started, nested batches' steps included. */
+  private async unstarted(db: Db, batchId: string, from: number): Promise<string[]> {
+    const ids: string[] = [];
+    for (const step of await this.store.unstartedSteps(db, batchId, from)) {
+      ids.push(step.id);
+      if (step.kind !== 'job') ids.push(...(await this.unstarted(db, step.id, 0)));
+    }
+    return ids;
+  }
+
+  /** Records a batch's outcome (one per step, in order), then what follows it. */
+  private async finish(db: Db, batch: JobRow, now: number): Promise<void> {
+    const total = batch.stepsTotal!;
+    const outcomes: StepOutcome[] = Array.from({ length: total }, () => ({ state: 'skipped' }));
+    for (const step of await this.store.steps(db, batch.id)) {
+      if (step.state === 'done') outcomes[Number(step.step_index)] = { state: 'done', value: this.codec.decodeValue(step.result!) };
+      if (step.state === 'failed') outcomes[Number(step.step_index)] = { state: 'failed', error: JSON.parse(step.error!) as StoredError };
+    }
+    const result = this.codec.encodeResult(batch.name, outcomes);
+    await this.store.finishBatch(db, batch.id, result, now, this.expiryOf(batch, now));
+    const failed = outcomes.filter((outcome) => outcome.state !== 'done').length;
+    await this.recorded(db, batch, failed === 0 ? { state: 'done', result } : { state: 'failed', error: storedError(new BatchFailedError(failed, total)) });
+  }
+
+  /** Ids of `batchId` and every step under it that has not started: what remove() deletes. */
+  async batchAndUnstarted(db: Db, batchId: string): Promise<string[]> {
+    return [batchId, ...(await this.unstarted(db, batchId, 0))];
+  }
+}
