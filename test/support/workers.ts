@@ -95,6 +95,8 @@ export function multiProcessSuite(
       t.integer('n').notNullable();
       t.integer('pid').notNullable();
       t.integer('run').notNullable();
+      t.bigInteger('started_at').nullable(); // the job's own clock, for the order and overlap of runs
+      t.bigInteger('ended_at').nullable();
     });
     if (options.counter) {
       suite.counter = database.table('counter');
@@ -114,6 +116,7 @@ export function multiProcessSuite(
     for (const worker of suite.workers) worker.child.kill('SIGKILL');
     await suite.knex.schema.dropTableIfExists(`${suite.prefix}jobs`);
     await suite.knex.schema.dropTableIfExists(`${suite.prefix}schema`);
+    await suite.knex.schema.dropTableIfExists(`${suite.prefix}recurring`);
   });
   suite.spawn = ({ lease = options.lease, hold = 0, work, concurrency = 1 } = {}) => {
     const env = {
