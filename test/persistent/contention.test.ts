@@ -74,7 +74,7 @@ eachDialect(
       }
       const finishedIn = Date.now() - scheduledAt; // reported, not asserted
       const { oldestDueMs: _, ...counts } = await suite.scheduler.stats();
-      assert.deepEqual(counts, { pending: 0, running: 0, done: JOBS, failed: 0 }, 'every job done, none failed');
+      assert.deepEqual(counts, { waiting: 0, pending: 0, running: 0, done: JOBS, failed: 0 }, 'every job done, none failed');
 
       // Each job's own result: done, by a worker process, with its argument.
       const results = await Promise.all(ids.map(async (id) => ({ id, result: await suite.scheduler.getResult(id) })));

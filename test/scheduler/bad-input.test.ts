@@ -89,7 +89,7 @@ eachDialect(
     it('nothing is lost: the requests committed their own work, and no schedule was kept', async () => {
       const rows = await knex(notes).count({ n: '*' }).first();
       assert.equal(Number(rows!.n), cases.length);
-      assert.deepEqual(scheduler.stats(), { uncommitted: 0, pending: 0, running: 0, done: 0, failed: 0 });
+      assert.deepEqual(scheduler.stats(), { uncommitted: 0, waiting: 0, pending: 0, running: 0, done: 0, failed: 0 });
     });
 
     it('stores what it accepts faithfully: undefined, null, nested data, Dates, and BigInt with its codec', async () => {

@@ -47,7 +47,7 @@ eachDialect('the life of a schedule', (database) => {
     });
     const ids = await Promise.all([1, 2, 3, 4, 5, 6].map((n) => tm.run(async () => scheduler.schedule('gated', n))));
     await until(() => scheduler.stats().running === 2);
-    assert.deepEqual(scheduler.stats(), { uncommitted: 0, pending: 4, running: 2, done: 0, failed: 0 });
+    assert.deepEqual(scheduler.stats(), { uncommitted: 0, waiting: 0, pending: 4, running: 2, done: 0, failed: 0 });
     gate.resolve();
     for (const [i, id] of ids.entries()) assert.deepEqual(await finished(scheduler, id), { state: 'done', value: i + 1 });
     assert.equal(most, 2);
