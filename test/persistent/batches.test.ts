@@ -10,12 +10,13 @@ import assert from 'node:assert/strict';
 import type { Knex } from 'knex';
 import { PersistentTransactionalScheduler, type JobHandle, type ParentOutcome, type Worker } from '../../lib/index.js';
 import { eachDialect } from '../support/databases.js';
-import { finished, until } from '../support/helpers.js';
+import { deferred, finished, until } from '../support/helpers.js';
 import { persistentSuite } from '../support/persistent-suite.js';
 
 eachDialect('batches and callbacks (persistent scheduler)', (database) => {
   let effects: string;
   const log: string[] = [];
+  const gates = new Map<string, ReturnType<typeof deferred<void>>>();
   const suite = persistentSuite(database, 'batch', (scheduler) => {
     scheduler.define('add', async (job: JobHandle, a: number, b: number) => {
       await job.db(effects).insert({ job_id: job.id, text: `add ${a}+${b}` });
@@ -28,6 +29,10 @@ eachDialect('batches and callbacks (persistent scheduler)', (database) => {
     scheduler.define('note', async (job: JobHandle, label: string, started: number) => {
       await job.db(effects).insert({ job_id: job.id, text: `note ${label} ${started}` });
       return label;
+    });
+    scheduler.define('gate', async (_job: JobHandle, key: string) => {
+      await gates.get(key)!.promise;
+      return key;
     });
     scheduler.define('record', async (job: JobHandle, label: string, parent: ParentOutcome) => {
       log.push(`${label}: ${parent.state === 'done' ? `done ${JSON.stringify(parent.value)}` : `failed ${parent.error.name}: ${parent.error.message}`}`);
@@ -151,6 +156,18 @@ eachDialect('batches and callbacks (persistent scheduler)', (database) => {
     await s.remove(id);
     assert.deepEqual(await s.getResult(id), { state: 'unknown' });
     assert.equal((await suite.knex(`${suite.prefix}jobs`).where({ parent_id: id })).length, 0, 'its unstarted steps are gone');
+  });
+
+  it('polling a step by its id does not consume it: its outcome stays for its batch', async () => {
+    const s = suite.scheduler;
+    gates.set('consume', deferred());
+    const id = await inTransaction(() => s.serial(s.job('add', 8, 8), s.job('gate', 'consume')));
+    const jobs = () => suite.knex(`${suite.prefix}jobs`).where({ parent_id: id }).orderBy('step_index');
+    await until(async () => (await jobs())[0]?.state === 'done', 10_000, 'the first step');
+    const first = (await jobs())[0].id as string;
+    assert.deepEqual(await suite.tm.run(() => s.getResult(first)), { state: 'done', value: 16 }); // fetched in a transaction that commits
+    gates.get('consume')!.resolve();
+    assert.deepEqual(await finished(s, id), { state: 'done', value: [{ state: 'done', value: 16 }, { state: 'done', value: 'consume' }] });
   });
 
   it('a batch scheduled by a transaction that aborts never runs', async () => {

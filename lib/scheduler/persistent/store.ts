@@ -72,14 +72,32 @@ export class JobStore {
    * Ids of due pending jobs of `queue`, locked against other claimers
    * (SKIP LOCKED): `ORDER BY priority, run_at, seq` (submission order), which the claim index follows.
    */
-  async duePending(db: Db, queue: string, now: number, limit: number): Promise<JobRow[]> {
+  async duePending(db: Db, queue: string, now: number, limit: number, skip?: { keys: readonly string[]; ids: readonly string[] }): Promise<JobRow[]> {
     const query = this.jobs(db)
       .select('*')
       .where({ state: 'pending', queue })
       .andWhere('run_at', '<=', now)
       .orderBy([{ column: 'priority' }, { column: 'run_at' }, { column: 'seq' }])
       .limit(limit);
+    // A queue with a limit per key passes over the jobs of keys that are full, and those it took already.
+    if (skip?.keys.length) query.andWhere((q) => q.whereNull('concurrency_key').orWhereNotIn('concurrency_key', skip.keys));
+    if (skip?.ids.length) query.whereNotIn('id', skip.ids);
     return (await this.dialect.lockForClaim(query)).map(fromRow);
+  }
+
+  /** Running jobs of `queue` (leases run out or not: each is running until taken over), by concurrency key (null: without one). */
+  async runningByKey(db: Db, queue: string): Promise<Map<string | null, number>> {
+    const rows = (await this.jobs(db).select('concurrency_key').count({ n: '*' }).where({ state: 'running', queue }).groupBy('concurrency_key')) as {
+      concurrency_key: string | null;
+      n: unknown;
+    }[];
+    return new Map(rows.map((row) => [row.concurrency_key, Number(row.n)]));
+  }
+
+  /** Jobs of `queue` claimed after `since` (by started_at, the last claim of each; in any state). */
+  async startedSince(db: Db, queue: string, since: number): Promise<number> {
+    const row = await this.jobs(db).where({ queue }).andWhere('started_at', '>', since).count({ n: '*' }).first();
+    return Number((row as { n?: unknown } | undefined)?.n ?? 0);
   }
 
   /** Running jobs whose lease ran out (their worker died or stalled), locked against other claimers. */
@@ -111,7 +129,7 @@ export class JobStore {
     return this.jobs(db).where({ id }).whereIn('state', ['done', 'failed']).first('state', 'result', 'error');
   }
 
-  /** Marks claimed jobs running under a new lease; a pending job gives up its dedupe key. */
+  /** Marks claimed jobs running under a new lease, started now; a pending job gives up its dedupe key. */
   async claim(db: Db, rows: readonly JobRow[], lease: { token: string; worker: string; now: number }): Promise<void> {
     // One UPDATE per lease length (usually one): the expiry is computed here, not by SQL arithmetic.
     const byLease = new Map<number, JobRow[]>();
@@ -124,6 +142,7 @@ export class JobStore {
           lease: lease.token,
           locked_by: lease.worker,
           locked_until: lease.now + leaseMs,
+          started_at: lease.now, // for rate limits
           dedupe_key: null,
           anonymous_dedupe_key: null,
           runs: db.raw('runs + 1'),
@@ -239,7 +258,8 @@ export class JobStore {
 
   /** Deletes a finished result (after the transaction that fetched it committed). */
   consume(db: Db, id: string): Promise<number> {
-    return this.jobs(db).where({ id }).whereIn('state', ['done', 'failed']).delete();
+    // A step's outcome belongs to its batch's value: it goes when the batch's rows expire.
+    return this.jobs(db).where({ id }).whereNull('parent_id').whereIn('state', ['done', 'failed']).delete();
   }
 
   /** Deletes up to `limit` finished rows past their expiry; returns how many. */
