@@ -140,6 +140,25 @@ eachDialect('batches and callbacks (persistent scheduler)', (database) => {
       assert.deepEqual(log.filter((l) => l.startsWith('batch ko')), ["batch ko: failed BatchFailedError: 1 of the batch's 2 steps failed or were skipped"]);
     });
 
+    it('a nested batch with a failed step, two levels down, counts as failed: it stops its serial parent and fails it', async () => {
+      const s = suite.scheduler;
+      const id = await inTransaction(() =>
+        s
+          .with({ stopOnFailure: true, onFailure: s.job('record', 'nested ko') })
+          .serial(s.batch('serial', s.batch('parallel', s.job('fails', 'deep'))), s.job('add', 9, 9)),
+      );
+      assert.deepEqual(await finished(s, id), {
+        state: 'done',
+        value: [
+          { state: 'done', value: [{ state: 'done', value: [{ state: 'failed', error: { name: 'RangeError', message: 'deep' } }] }] },
+          { state: 'skipped' },
+        ],
+      });
+      await until(() => log.some((l) => l.startsWith('nested ko')), 10_000, 'the callback');
+      assert.deepEqual(log.filter((l) => l.startsWith('nested ko')), ["nested ko: failed BatchFailedError: 2 of the batch's 2 steps failed or were skipped"]);
+      assert.ok(!(await texts()).includes('add 9+9'));
+    });
+
     it('a callback spec must come from this scheduler’s job(): anything else is refused where it is given', async () => {
       const s = suite.scheduler;
       assert.throws(() => s.with({ onSuccess: { kind: 'job', name: 'add' } }), /with\(\): onSuccess must be a job spec made by this scheduler's job/);

@@ -104,14 +104,17 @@ export class Outcomes {
   private async finish(db: Db, batch: JobRow, now: number): Promise<void> {
     const total = batch.stepsTotal!;
     const outcomes: StepOutcome[] = Array.from({ length: total }, () => ({ state: 'skipped' }));
+    let failedBatches = 0; // nested batches are `done` with their outcomes, but count as failed when a step of theirs did
     for (const step of await this.store.steps(db, batch.id)) {
       if (step.state === 'done') outcomes[Number(step.step_index)] = { state: 'done', value: this.codec.decodeValue(step.result!) };
       if (step.state === 'failed') outcomes[Number(step.step_index)] = { state: 'failed', error: JSON.parse(step.error!) as StoredError };
+      if (step.state === 'done' && step.kind !== 'job' && step.error !== null) failedBatches++;
     }
+    const failed = outcomes.filter((outcome) => outcome.state !== 'done').length + failedBatches;
+    const error = failed === 0 ? null : storedError(new BatchFailedError(failed, total));
     const result = this.codec.encodeResult(batch.name, outcomes);
-    await this.store.finishBatch(db, batch.id, result, now, this.expiryOf(batch, now));
-    const failed = outcomes.filter((outcome) => outcome.state !== 'done').length;
-    await this.recorded(db, batch, failed === 0 ? { state: 'done', result } : { state: 'failed', error: storedError(new BatchFailedError(failed, total)) });
+    await this.store.finishBatch(db, batch.id, result, error, now, this.expiryOf(batch, now));
+    await this.recorded(db, batch, error === null ? { state: 'done', result } : { state: 'failed', error });
   }
 
   /** Ids of `batchId` and every step under it that has not started: what remove() deletes. */

@@ -238,9 +238,13 @@ export class JobStore {
     return this.dialect.lockingRead(this.jobs(db).where({ parent_id: batchId }).orderBy('step_index').select('id', 'kind', 'step_index', 'state', 'result', 'error'));
   }
 
-  /** Records a batch's outcome; its steps expire with it from now on. */
-  async finishBatch(db: Db, id: string, result: string, now: number, expiresAt: number | null): Promise<void> {
-    await this.jobs(db).where({ id }).update({ state: 'done', result, finished_at: now, expires_at: expiresAt, progress_fraction: 1 });
+  /**
+   * Records a batch's outcome: `done` with its steps' outcomes, and the error its
+   * failure callback got when a step failed. Its steps expire with it from now on.
+   */
+  async finishBatch(db: Db, id: string, result: string, error: StoredError | null, now: number, expiresAt: number | null): Promise<void> {
+    const stored = error === null ? null : JSON.stringify(error);
+    await this.jobs(db).where({ id }).update({ state: 'done', result, error: stored, finished_at: now, expires_at: expiresAt, progress_fraction: 1 });
     await this.jobs(db).where({ parent_id: id }).update({ expires_at: expiresAt });
   }
 
