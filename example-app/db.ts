@@ -22,7 +22,11 @@ export function connect(url = process.env.DATABASE_URL, sqliteFile = process.env
         max: 4,
         afterCreate(connection: { pragma(sql: string): unknown }, done: (err: Error | null, connection: unknown) => void) {
           connection.pragma('journal_mode = WAL');
-          connection.pragma('busy_timeout = 5000');
+          // No busy timeout: better-sqlite3 waits synchronously, so a transaction waiting for the write
+          // lock would stop this whole process, the transaction that holds the lock included, until the
+          // timeout. Failing at once with SQLITE_BUSY lets aftercommit retry it, alone, when its turn comes
+          // (two month reports of a year report starting together, a page polling while a job reads).
+          connection.pragma('busy_timeout = 0');
           done(null, connection);
         },
       },
@@ -63,6 +67,19 @@ export async function prepareDatabase(knex: Knex): Promise<void> {
       t.integer('orders').notNullable();
       t.integer('total_cents').notNullable();
       t.bigInteger('created_at').notNullable();
+    });
+  }
+  if (!(await knex.schema.hasTable('year_summaries'))) {
+    // Written by the year report's callback (yearSummary), one row per year report: the page shows the latest.
+    await knex.schema.createTable('year_summaries', (t) => {
+      t.increments('id');
+      t.string('batch_id', 32).notNullable().index();
+      t.integer('user_id').notNullable();
+      t.integer('year').notNullable();
+      t.integer('orders').notNullable();
+      t.integer('total_cents').notNullable();
+      t.bigInteger('written_at').notNullable();
+      t.index(['user_id', 'year']);
     });
   }
   if ((await knex('users').count({ n: '*' }).first())?.n == 0) {

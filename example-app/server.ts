@@ -8,11 +8,13 @@ import { PersistentTransactionalScheduler, TransactionManager } from '../lib/ind
 import { createApp } from './app.js';
 import { connect, prepareDatabase } from './db.js';
 import { defineReportJob } from './report.js';
+import { defineYearReportJobs } from './year-report.js';
 
 const knex = connect();
 const tm = new TransactionManager(knex);
 const scheduler = new PersistentTransactionalScheduler(tm, { entities: { users: 'id' } });
 defineReportJob(scheduler, tm);
+defineYearReportJobs(scheduler, tm);
 
 await prepareDatabase(knex);
 await scheduler.migrate();

@@ -2,7 +2,8 @@
  * The example's flow over HTTP against MariaDB, with the jobs run by two
  * separate worker processes (npm run worker): reports scheduled by interleaved
  * users, progress seen while they run, totals as the database says, and nobody
- * sees another user's job or report.
+ * sees another user's job or report; year reports, whose twelve month reports
+ * the worker processes share and whose callback writes the year's summary once.
  */
 import { after, before, it } from 'node:test';
 import assert from 'node:assert/strict';
@@ -12,7 +13,8 @@ import type { Knex } from 'knex';
 import { eachDialect } from '../support/databases.js';
 import { request } from '../support/http.js';
 import { until } from '../support/helpers.js';
-import { expectedTotals, startExample, type Example } from './serve.js';
+import { monthsOf } from '../../example-app/year-report.js';
+import { expectedTotals, expectedYear, startExample, type Example } from './serve.js';
 
 eachDialect(
   'the example over HTTP with two worker processes',
@@ -22,7 +24,7 @@ eachDialect(
     const workers: ChildProcess[] = [];
 
     const drop = async () => {
-      for (const table of ['reports', 'orders', 'users', 'aftercommit_jobs', 'aftercommit_schema']) await knex.schema.dropTableIfExists(table);
+      for (const table of ['year_summaries', 'reports', 'orders', 'users', 'aftercommit_jobs', 'aftercommit_schema']) await knex.schema.dropTableIfExists(table);
     };
 
     before(async () => {
@@ -31,7 +33,7 @@ eachDialect(
       example = await startExample(knex, { embeddedWorker: false });
       for (let i = 0; i < 2; i++) {
         const worker = spawn(process.execPath, ['--import', 'tsx', 'lib/cli.ts', 'worker', '--jobs', 'example-app/jobs.ts', '--concurrency', '2'], {
-          env: { ...process.env, DATABASE_URL: database.config.connection as string, REPORT_STEPS: '6', REPORT_STEP_MS: '150' },
+          env: { ...process.env, DATABASE_URL: database.config.connection as string, REPORT_STEPS: '6', REPORT_STEP_MS: '150', MONTH_REPORT_MS: '150' },
           stdio: ['ignore', 'pipe', 'inherit'],
         });
         await once(worker.stdout!, 'data'); // "aftercommit: worker … started"
@@ -87,12 +89,58 @@ eachDialect(
       assert.deepEqual(example.errors, []);
     });
 
+    it('year reports: the worker processes share the months, the callback writes each summary once', async () => {
+      // The web process runs no worker: every month report and callback runs in a worker process.
+      const scheduled = await Promise.all(
+        [1, 3].map(async (user) => {
+          const response = await request(`${example.url}/year-reports`, { method: 'POST', headers: as(user), body: JSON.stringify({ year: '2026' }) });
+          assert.equal(response.status, 202);
+          const { id, poll, summary } = response.body as { id: string; poll: string; summary: string };
+          assert.deepEqual({ poll, summary }, { poll: `/jobs/${id}`, summary: '/year-summaries/2026' });
+          return { user, id };
+        }),
+      );
+      let sawProgress = false;
+      await Promise.all(
+        scheduled.map(async ({ user, id }) => {
+          assert.equal((await request(`${example.url}/jobs/${id}`, { headers: as(2) })).status, 404, 'not to another user');
+          let result!: { state: string; progress?: { fraction: number }; value?: { state: string; value: { month: string; orders: number; totalCents: number } }[] };
+          await until(async () => {
+            result = (await request(`${example.url}/jobs/${id}`, { headers: as(user) })).body;
+            if (result.state === 'pending' && result.progress && result.progress.fraction > 0 && result.progress.fraction < 1) sawProgress = true;
+            return result.state !== 'pending';
+          }, 30_000);
+          assert.equal(result.state, 'done');
+          const months = await Promise.all(monthsOf(2026).map(async (month) => ({ state: 'done', value: { month, ...(await expectedTotals(knex, user, month)) } })));
+          assert.deepEqual(result.value, months, 'one outcome per month, in order');
+          // The callback commits a moment after the batch: its summary, once it is there.
+          let summary!: { batchId?: string; year: number; orders: number; totalCents: number };
+          await until(async () => {
+            const response = await request(`${example.url}/year-summaries/2026`, { headers: as(user) });
+            summary = response.body;
+            return response.status === 200 && summary.batchId === id;
+          }, 30_000);
+          assert.deepEqual({ year: summary.year, orders: summary.orders, totalCents: summary.totalCents }, { year: 2026, ...(await expectedYear(knex, user, 2026)) });
+          assert.equal((await knex('year_summaries').where({ batch_id: id })).length, 1, 'written once');
+        }),
+      );
+      assert.ok(sawProgress, 'the fraction of months done was visible while the batch ran');
+      assert.equal((await request(`${example.url}/year-summaries/2026`, { headers: as(2) })).status, 404, 'nobody else’s summary');
+      assert.deepEqual(example.errors, []);
+    });
+
     it('bad input answers 400/404 with a clear message', async () => {
       const cases: [string, RequestInit, number, string][] = [
         ['/reports', { method: 'POST', headers: as(1), body: JSON.stringify({ month: '2026-13' }) }, 400, 'month must look like 2026-10 (YYYY-MM), got "2026-13"'],
         ['/reports', { method: 'POST', headers: as(1), body: JSON.stringify({ month: '2999-01' }) }, 400, '2999-01 is in the future: there are no orders yet'],
         ['/reports', { method: 'POST', headers: as(1), body: '{not json' }, 400, 'the request body is not valid JSON'],
         ['/reports', { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ month: '2026-10' }) }, 401, 'log in first'],
+        ['/year-reports', { method: 'POST', headers: as(1), body: JSON.stringify({ year: '26' }) }, 400, 'year must look like 2026 (YYYY), got "26"'],
+        ['/year-reports', { method: 'POST', headers: as(1), body: JSON.stringify({ year: 2999 }) }, 400, '2999 is in the future: there are no orders yet'],
+        ['/year-reports', { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ year: '2026' }) }, 401, 'log in first'],
+        ['/year-summaries/2025', { headers: as(1) }, 404, 'no summary of 2025 yet'],
+        ['/year-summaries/abc', { headers: as(1) }, 404, 'no summary of abc yet'],
+        ['/year-summaries/2026', {}, 401, 'log in first'],
         ['/reports/999999', { headers: as(1) }, 404, 'no such report'],
         ['/reports/abc', { headers: as(1) }, 404, 'no such report'],
         ['/jobs/0123456789abcdef0123456789abcdef', { headers: as(1) }, 404, 'no such job'],

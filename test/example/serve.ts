@@ -4,6 +4,7 @@ import { PersistentTransactionalScheduler, TransactionManager, type Worker } fro
 import { createApp } from '../../example-app/app.js';
 import { prepareDatabase } from '../../example-app/db.js';
 import { defineReportJob } from '../../example-app/report.js';
+import { defineYearReportJobs } from '../../example-app/year-report.js';
 import { recordingLogger } from '../support/helpers.js';
 import { serve, type Served } from '../support/http.js';
 
@@ -12,10 +13,11 @@ export interface Example extends Served {
   stop(): Promise<void>;
 }
 
-export async function startExample(knex: Knex, { embeddedWorker = true, stepMs = 150, steps = 8 } = {}): Promise<Example> {
+export async function startExample(knex: Knex, { embeddedWorker = true, stepMs = 150, steps = 8, monthMs = 100 } = {}): Promise<Example> {
   const tm = new TransactionManager(knex, { logger: recordingLogger() });
   const scheduler = new PersistentTransactionalScheduler(tm, { entities: { users: 'id' } });
   defineReportJob(scheduler, tm, { steps, stepMs });
+  defineYearReportJobs(scheduler, tm, { monthMs });
   await prepareDatabase(knex);
   await scheduler.migrate();
   const worker: Worker | undefined = embeddedWorker ? scheduler.worker({ concurrency: 2 }).start() : undefined;
@@ -33,8 +35,14 @@ export async function startExample(knex: Knex, { embeddedWorker = true, stepMs =
   };
 }
 
-/** What alice's orders of a month add up to, straight from the database. */
+/** What a user's orders of a month add up to, straight from the database. */
 export async function expectedTotals(knex: Knex, userId: number, month: string) {
   const orders = (await knex('orders').where({ user_id: userId, month })) as { amount_cents: number }[];
+  return { orders: orders.length, totalCents: orders.reduce((sum, o) => sum + Number(o.amount_cents), 0) };
+}
+
+/** What a user's orders of a year add up to, straight from the database. */
+export async function expectedYear(knex: Knex, userId: number, year: number) {
+  const orders = (await knex('orders').where({ user_id: userId }).andWhere('month', 'like', `${year}-%`)) as { amount_cents: number }[];
   return { orders: orders.length, totalCents: orders.reduce((sum, o) => sum + Number(o.amount_cents), 0) };
 }

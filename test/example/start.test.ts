@@ -28,6 +28,9 @@ it('npm start creates and seeds its database, listens, prints the URL and serves
     assert.match(page.body as string, /<button id="generate">Generate report<\/button>/);
     const scheduled = await request(`${url}reports`, { method: 'POST', headers: { 'X-User': '2', 'content-type': 'application/json' }, body: JSON.stringify({ month: '2026-05' }) });
     assert.equal(scheduled.status, 202);
+    assert.match(page.body as string, /<button id="year-report">Year report<\/button>/);
+    const year = await request(`${url}year-reports`, { method: 'POST', headers: { 'X-User': '2', 'content-type': 'application/json' }, body: JSON.stringify({ year: '2026' }) });
+    assert.equal(year.status, 202);
   } finally {
     child.kill('SIGTERM');
     assert.equal((await once(child, 'exit'))[0], 0);
