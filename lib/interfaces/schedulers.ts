@@ -95,6 +95,14 @@ export interface GetResultOptions {
 export interface Scheduler {
   /** Schedules `job` to start once the current transaction commits; returns the 32-hex id at once. */
   schedule(job: string | JobFunction, ...args: unknown[]): string;
+  /** Describes a run of the defined job `name` without scheduling it (a batch's step, a callback); the arguments are checked now. */
+  job(name: string, ...args: unknown[]): JobSpec;
+  /** Describes a batch without scheduling it: a step of another batch. */
+  batch(kind: 'serial' | 'parallel', ...steps: StepSpec[]): BatchSpec;
+  /** Schedules a serial batch (its steps one after another); returns its id at once. */
+  serial(...steps: StepSpec[]): string;
+  /** Schedules a parallel batch (its steps at once); returns its id at once. */
+  parallel(...steps: StepSpec[]): string;
   /** What became of schedule `id`. */
   getResult(id: string, options?: GetResultOptions): Promise<ScheduleResult>;
   /** Deletes schedule `id` (and cancels its job). */
