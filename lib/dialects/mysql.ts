@@ -1,4 +1,4 @@
-import type { Dialect, EscalationLock, InsertLimits } from '../interfaces.js';
+import type { Dialect, EscalationLock, InsertLimits, QueueLock } from '../interfaces.js';
 import { errorField } from '../support/error-field.js';
 
 /** errno values after which InnoDB has rolled back the whole transaction. */
@@ -25,6 +25,32 @@ const escalationLock: EscalationLock = {
     return answer.response[0][0]?.acquired === 1;
   },
   release: (send) => send(`DO RELEASE_LOCK(${ESCALATION_LOCK_NAME})`),
+};
+
+/** A queue's lock: names are server-wide and at most 64 characters, so the database's and the queue's are hashed. */
+const queueLockName = (name: string) => `CONCAT('aftercommit:', SHA1(CONCAT_WS(':', DATABASE(), '${checkedLockName(name)}')))`;
+
+/** Lock names are written into the statement: only characters that need no quoting. */
+function checkedLockName(name: string): string {
+  if (!/^[A-Za-z0-9_.:-]+$/.test(name)) throw new TypeError(`a lock name is letters, digits and _ . : - only, got ${JSON.stringify(name)}`);
+  return name;
+}
+
+/** Named locks are session locks, which no COMMIT gives back: taken on a connection of their own. */
+const queueLock: QueueLock = {
+  session: true,
+  async acquire(send, name, waitMs) {
+    // 1 when taken, 0 when the wait ran out; the wait is rounded up to whole seconds.
+    const answer = (await send(`SELECT GET_LOCK(${queueLockName(name)}, ${Math.max(1, Math.ceil(waitMs / 1000))}) AS acquired`)) as {
+      response: [{ acquired: number | null }[]];
+    };
+    return answer.response[0][0]?.acquired === 1;
+  },
+  async release(send, name) {
+    // 1 when this session held it; 0 or NULL when it did not (its connection broke and reconnected, or it was never taken).
+    const answer = (await send(`SELECT RELEASE_LOCK(${queueLockName(name)}) AS released`)) as { response: [{ released: number | null }[]] };
+    return answer.response[0][0]?.released === 1;
+  },
 };
 
 /**
@@ -87,6 +113,7 @@ export const mysql: Dialect = {
     await db.raw(`ALTER TABLE ?? CONVERT TO CHARACTER SET utf8mb4 COLLATE ${collation}`, [table]);
   },
   escalationLock,
+  queueLock,
   lockWaitCancel: undefined, // InnoDB finds a deadlock the moment it forms
   // destroy(), not end(): end() waits behind the statement in progress.
   abortTransaction: (connection) => {

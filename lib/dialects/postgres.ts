@@ -1,4 +1,4 @@
-import type { Dialect, EscalationLock, InsertLimits, LockWaitCancel } from '../interfaces.js';
+import type { Dialect, EscalationLock, InsertLimits, LockWaitCancel, QueueLock } from '../interfaces.js';
 import { errorField } from '../support/error-field.js';
 
 const ROLLED_BACK_SQLSTATES = new Set(['40001' /* serialization_failure */, '40P01' /* deadlock_detected */]);
@@ -63,6 +63,27 @@ const escalationLock: EscalationLock = {
   release: (send, mode) => send(`SELECT ${lockFunctions[mode].unlock}(${ESCALATION_LOCK_KEY})`),
 };
 
+/**
+ * A queue's lock: an advisory lock of the claim's transaction, given back by its end. The two-key form keeps
+ * these apart from the escalation lock's one-key space; two names that hash alike only take turns together.
+ */
+const queueLock: QueueLock = {
+  session: false,
+  async acquire(send, name, waitMs) {
+    if (!/^[A-Za-z0-9_.:-]+$/.test(name)) throw new TypeError(`a lock name is letters, digits and _ . : - only, got ${JSON.stringify(name)}`);
+    // The claim's other statements never wait (SKIP LOCKED, then rows it holds): the bound is this wait's alone.
+    await send(`SET LOCAL lock_timeout = ${Math.max(1, Math.ceil(waitMs))}`);
+    try {
+      await send(`SELECT pg_advisory_xact_lock(hashtext('aftercommit.queue'), hashtext('${name}'))`);
+      return true;
+    } catch (err) {
+      if (errorField(err, 'code') === '55P03') return false; // lock_not_available: the wait ran out
+      throw err;
+    }
+  },
+  release: async () => true, // the transaction's end gives it back
+};
+
 const lockWaitCancel: LockWaitCancel = {
   sessionId: (connection) => (connection as { processID?: number }).processID,
   // OFFSET 0 keeps the filter inside the subquery, so only sessions waiting for a row or table lock (not
@@ -108,6 +129,7 @@ export const postgres: Dialect = {
   // default collation is deterministic, and deterministic collations tell apart strings that differ in any byte.
   exactUtf8Text: async () => undefined,
   escalationLock,
+  queueLock,
   lockWaitCancel,
   abortTransaction: (connection) => {
     // Closing the socket: end() would wait for the query in progress.

@@ -33,6 +33,7 @@ export const sqlite: Dialect = {
   insertLimits: { bindings: 32_766, rows: 500, bytes: Number.POSITIVE_INFINITY },
   exactUtf8Text: async () => undefined, // text is UTF-8, and columns compare with BINARY unless declared otherwise
   escalationLock: undefined, // BEGIN IMMEDIATE already admits one writer at a time
+  queueLock: undefined, // likewise: a claim counts and claims alone
   lockWaitCancel: undefined,
   // Synchronous: nothing runs on the connection while JavaScript runs this, so it rolls back in place.
   abortTransaction: (connection) => {

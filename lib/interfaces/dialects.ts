@@ -34,6 +34,31 @@ export interface EscalationLock {
 }
 
 /**
+ * The lock claimers of one limited queue (a persistent scheduler's `queues`
+ * option) take in turn, in every process, so that counting the queue's running
+ * jobs and claiming more is one step. It is held until the claim's transaction
+ * has ended: the next claimer counts the jobs this one started.
+ */
+export interface QueueLock {
+  /**
+   * True for a session lock that no COMMIT gives back (MySQL's named locks): it
+   * is taken on a connection of its own before the claim's transaction begins,
+   * and given back after that transaction ended. False: `acquire` runs in the
+   * claim's transaction, whose end gives the lock back (PostgreSQL's advisory
+   * transaction locks).
+   */
+  readonly session: boolean;
+  /**
+   * Waits up to `waitMs` for the lock called `name` (letters, digits and `_ . : -`
+   * only); resolves false when that time ran out. Only a session lock reads the
+   * answers `send` resolves to (knex's query object).
+   */
+  acquire(send: SendStatement, name: string, waitMs: number): Promise<boolean>;
+  /** Gives a session lock back; resolves false when its session no longer held it (the connection broke meanwhile). */
+  release(send: SendStatement, name: string): Promise<boolean>;
+}
+
+/**
  * Cancelling the lock waits of ordinary attempts under contention: for a
  * database that looks for deadlocks only after a wait (PostgreSQL's
  * deadlock_timeout), where a crowd caught in lock waits would otherwise break
@@ -115,6 +140,8 @@ export interface Dialect {
   exactUtf8Text(db: Knex | Knex.Transaction, table: string): Promise<void>;
   /** The lock escalated attempts of all processes take turns on; none where there is a single writer anyway. */
   readonly escalationLock: EscalationLock | undefined;
+  /** The lock claimers of a limited queue take turns on; none where a claim is exclusive anyway (a single writer). */
+  readonly queueLock: QueueLock | undefined;
   /** How to cancel lock waits under contention; none where deadlocks are found at once (InnoDB) or cannot happen (SQLite). */
   readonly lockWaitCancel: LockWaitCancel | undefined;
   /**

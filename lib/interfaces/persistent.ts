@@ -35,6 +35,37 @@ export interface JobOptions {
   concurrencyKey?: string;
 }
 
+/** When a recurring job fires (persistent scheduler): `scheduler.recurring(key, options, name, ...args)`. See docs/recurring.md. */
+export interface RecurringOptions {
+  /** The cron pattern (croner's syntax): five fields from minute to day of week, or six with seconds first, e.g. `'0 30 9 * * MON-FRI'`. */
+  cron: string;
+  /** The IANA time zone the pattern's times are local to, e.g. `'Europe/Berlin'` (daylight-saving changes included). Default `'UTC'`, whatever the host's zone. */
+  timezone?: string;
+  /** What fires for the instants missed (not fired within `missedAfter` ms, e.g. while no worker ran): `'once'` one catch-up run for all of them, `'skip'` none. Default `'once'`. */
+  missed?: 'skip' | 'once';
+  /** How late (ms) an instant may still fire as on time; an instant later than that counts as missed. From 1,000; default 60,000. */
+  missedAfter?: number;
+}
+
+/**
+ * Limits of one queue (the persistent scheduler's `queues` option), kept where
+ * jobs are claimed, across every worker of every process. A job taken over after
+ * its lease ran out counts as it did while running; see docs/workers.md.
+ */
+export interface QueueOptions {
+  /** At most this many running jobs of the queue at once; 1 runs them one at a time, in priority, run-at and submission order. */
+  concurrency?: number;
+  /** At most this many running jobs at once per `concurrencyKey` (a job option), while other keys go on; jobs without a key are not limited by it. */
+  concurrencyPerKey?: number;
+  /** At most `limit` claims of the queue within any `per` ms (counted from each job's last claim). */
+  rate?: {
+    /** Claims allowed within one window; an integer from 1. */
+    limit: number;
+    /** The window, in ms; an integer from 1. */
+    per: number;
+  };
+}
+
 /** Options of a {@link PersistentTransactionalScheduler}. */
 export interface PersistentSchedulerOptions extends SchedulerOptions {
   /** Prefix of the scheduler's tables (`<prefix>jobs`, `<prefix>schema`). Default `aftercommit_`. */
@@ -47,6 +78,8 @@ export interface PersistentSchedulerOptions extends SchedulerOptions {
    * worker does not define it) before it fails for good. Default 5.
    */
   maxRuns?: number;
+  /** Limits per queue name, e.g. `{ reports: { concurrency: 1 } }`, kept across all workers and processes. Default: none. */
+  queues?: Record<string, QueueOptions>;
 }
 
 /** Schedules with options: `scheduler.with({ runAt, priority, ... }).schedule(job, ...args)`. */

@@ -12,6 +12,7 @@ import type {
   JobOptions,
   PersistentSchedulerOptions,
   PersistentSchedulerStats,
+  RecurringOptions,
   ScheduleResult,
   Scheduler,
   Scheduling,
@@ -28,6 +29,8 @@ import { isScheduleId, newScheduleId } from '../ids.js';
 import { checkJobOptions, resolveJobOptions } from './job-options.js';
 import { migrate, migrationSource, tableNames } from './schema.js';
 import { LocalRuns } from './local-runs.js';
+import { QueueQuotas, checkQueueOptions } from './quotas.js';
+import { RecurringJobs } from './recurring.js';
 import type { NewJob } from './rows.js';
 import { Outcomes, type Origin } from './outcomes.js';
 import { StoredBatchSpec, checkSteps } from '../specs.js';
@@ -58,18 +61,33 @@ export class PersistentTransactionalScheduler extends SchedulerBase implements S
   private lastSeq = 0;
   /** What this scheduler's workers use of it. */
   private readonly host: WorkerHost;
+  /** The recurring jobs declared in this process; its workers fire them. */
+  private readonly recurringJobs: RecurringJobs;
 
   constructor(manager: TransactionManager, options: PersistentSchedulerOptions = {}) {
     super(manager, options);
     this.store = new JobStore(tableNames(options.tablePrefix ?? 'aftercommit_'), manager.dialect);
     this.lease = integerIn(options.lease ?? 30_000, 'lease (ms)', 100);
     const maxRuns = integerIn(options.maxRuns ?? 5, 'maxRuns', 1);
+    const quotas = new QueueQuotas(checkQueueOptions(options.queues), this.store, manager.knex, manager.dialect, this.logger);
     this.outcomes = new Outcomes(this.store, this.codec, manager.clock, this.ttl, (name, args, jobOptions, origin) =>
       this.rowOf(name, args, jobOptions, origin),
     );
+    this.recurringJobs = new RecurringJobs({
+      manager,
+      store: this.store,
+      logger: this.logger,
+      encodeArguments: (name, args) => {
+        this.definedJob(name); // define() the job first
+        return this.codec.encodeArguments(name, args);
+      },
+      row: (name, args, runAt) => this.rowOf(name, args, { runAt }, { meta: this.codec.encodeMeta(name, {}), owner: null }),
+      wake: () => this.wake(),
+    });
     this.host = {
       manager,
       store: this.store,
+      quotas,
       emitSafely: (event, ...args) => this.emitSafely(event, ...args),
       logger: this.logger,
       ttl: this.ttl,
@@ -77,13 +95,17 @@ export class PersistentTransactionalScheduler extends SchedulerBase implements S
       concurrency: integerIn(options.concurrency ?? 4, 'concurrency', 1),
       localRuns: this.localRuns,
       outcomes: this.outcomes,
+      recurring: this.recurringJobs,
       job: (name) => this.definedJob(name),
       decodeMeta: (meta) => this.codec.decodeValue(meta) as TransactionMeta,
       runJob: (run) => this.runJob(run),
       reportFailure: (run, outcome) => this.reportFailure(run, outcome),
       register: (worker) => {
         this.workers.add(worker);
-        return () => this.workers.delete(worker);
+        return () => {
+          this.workers.delete(worker);
+          if (this.workers.size === 0) quotas.close(); // the connection MySQL's queue locks are taken on, if open
+        };
       },
     };
   }
@@ -207,6 +229,16 @@ export class PersistentTransactionalScheduler extends SchedulerBase implements S
   /** A worker that claims and runs this scheduler's jobs; `start()` it. */
   worker(options: WorkerOptions = {}): Worker {
     return new Worker(this.host, options);
+  }
+
+  /**
+   * Declares a recurring job: at each instant of `options.cron`, the defined job
+   * `name` runs with `args`, once across all processes and hosts. Declare it at
+   * start-up in every process that runs workers, after `define(name)`. See docs/recurring.md.
+   */
+  recurring(key: string, options: RecurringOptions, name: string, ...args: unknown[]): this {
+    this.recurringJobs.declare(key, options, name, args);
+    return this;
   }
 
   private newJob(options: JobOptions, job: string | JobFunction, args: unknown[]): NewJob {

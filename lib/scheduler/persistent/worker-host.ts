@@ -4,11 +4,15 @@ import type { TransactionManager } from '../../transactions/manager.js';
 import type { JobOutcome, JobRun } from '../base.js';
 import type { LocalRuns } from './local-runs.js';
 import type { Outcomes } from './outcomes.js';
+import type { RecurringTicker } from './recurring.js';
+import type { QueueQuotas } from './quotas.js';
 import type { JobStore } from './store.js';
 
 export interface WorkerHost {
   manager: TransactionManager;
   store: JobStore;
+  /** The limits of the scheduler's queues, kept at claim time. */
+  quotas: QueueQuotas;
   /** Emits a scheduler event; a listener that throws is logged, never fails the job or the worker. */
   emitSafely<K extends keyof SchedulerEvents>(event: K, ...args: SchedulerEvents[K]): void;
   logger: Logger;
@@ -18,6 +22,8 @@ export interface WorkerHost {
   localRuns: LocalRuns;
   /** Writes what follows a recorded outcome (callbacks, batch progress) in the same transaction. */
   outcomes: Outcomes;
+  /** The recurring jobs declared in this process: the loop fires them when due. */
+  recurring: RecurringTicker;
   job(name: string): JobFunction;
   decodeMeta(meta: string): TransactionMeta;
   runJob(run: JobRun): Promise<JobOutcome>;

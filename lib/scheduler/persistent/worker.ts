@@ -106,6 +106,7 @@ export class Worker {
   private async loop(): Promise<void> {
     let interval = this.minPoll;
     while (this.state === 'running') {
+      await this.host.recurring.tick(); // the recurring jobs due by now: inserted before this claim looks
       const free = this.concurrency - this.active.size;
       let claimed = 0;
       if (free > 0) {
@@ -119,7 +120,9 @@ export class Worker {
       // Short waits while there is work, doubling up to maxPoll while claims come back empty.
       // A full worker did not look: it waits for a free slot (which wakes it), then starts short again.
       interval = claimed > 0 || free === 0 ? this.minPoll : Math.min(interval * 2, this.maxPoll);
-      if (this.state === 'running') await this.pause(free === 0 ? this.maxPoll : interval);
+      // Never past the next recurring instant: a tick is due then (at once when it already is).
+      const wait = Math.min(free === 0 ? this.maxPoll : interval, this.host.recurring.untilDue());
+      if (this.state === 'running' && wait > 0) await this.pause(wait);
     }
   }
 
@@ -156,31 +159,36 @@ export class Worker {
 
   /** Claims up to `limit` jobs (expired leases first, then due jobs of each queue) and starts them. */
   private async claim(limit: number): Promise<number> {
-    const { manager, store } = this.host;
+    const { manager, store, quotas } = this.host;
     const now = manager.clock.now();
     const token = randomBytes(16).toString('hex');
     const checkLeases = now >= this.nextLeaseCheck;
-    const rows = await manager.run(
-      async (tx) => {
-        const claimed: JobRow[] = [];
-        if (checkLeases) {
-          // Not our own: a job running here has a live worker even if its heartbeat is late.
-          const expired = await store.expiredLeases(tx.db, now, limit);
-          claimed.push(...expired.filter((row) => !this.host.localRuns.has(row.id)));
-        }
-        for (const queue of this.queues) {
-          if (claimed.length >= limit) break;
-          claimed.push(...(await store.duePending(tx.db, queue, now, limit - claimed.length)));
-        }
-        if (claimed.length > 0) await store.claim(tx.db, claimed, { token, worker: this.id, now });
-        return claimed;
-      },
-      // The worker's own bookkeeping (claims here, and what ClaimedJob records) touches job rows only, never the app's: it takes
-      // no part in escalation, so a crowd of retried requests does not hold up claims.
-      // READ COMMITTED: under MySQL's REPEATABLE READ, the claim's locking reads also take
-      // gap locks (even on delete-marked index entries of finished jobs), so concurrent
-      // claimers block and deadlock each other when they insert into those gaps.
-      { name: `claim jobs (worker ${this.id})`, isolationLevel: 'read committed', escalate: false },
+    // Limited queues are claimed in turns across all processes (their lock held until this transaction ended); others as they are.
+    const turn = quotas.turn(this.queues);
+    const rows = await turn.around(() =>
+      manager.run(
+        async (tx) => {
+          await turn.lock(tx.db); // first, before any row lock
+          const claimed: JobRow[] = [];
+          if (checkLeases) {
+            // Not our own: a job running here has a live worker even if its heartbeat is late.
+            const expired = await store.expiredLeases(tx.db, now, limit);
+            claimed.push(...expired.filter((row) => !this.host.localRuns.has(row.id)));
+          }
+          for (const queue of this.queues) {
+            if (claimed.length >= limit) break;
+            claimed.push(...(await quotas.due(tx.db, queue, now, limit - claimed.length)));
+          }
+          if (claimed.length > 0) await store.claim(tx.db, claimed, { token, worker: this.id, now });
+          return claimed;
+        },
+        // The worker's own bookkeeping (claims here, and what ClaimedJob records) touches job rows only, never the app's: it takes
+        // no part in escalation, so a crowd of retried requests does not hold up claims.
+        // READ COMMITTED: under MySQL's REPEATABLE READ, the claim's locking reads also take
+        // gap locks (even on delete-marked index entries of finished jobs), so concurrent
+        // claimers block and deadlock each other when they insert into those gaps.
+        { name: `claim jobs (worker ${this.id})`, isolationLevel: 'read committed', escalate: false },
+      ),
     );
     if (checkLeases) this.nextLeaseCheck = now + this.maxPoll;
     for (const row of rows) this.begin(row, token, now);
