@@ -24,8 +24,10 @@ describe('the packed package', () => {
     const installed = join(app, 'node_modules', 'aftercommit');
     mkdirSync(installed, { recursive: true });
     run('tar', ['xzf', join(app, tarball), '-C', installed, '--strip-components=1'], app);
-    // The peers the app chose, taken from this checkout instead of the registry.
-    for (const peer of ['knex', 'better-sqlite3', 'koa', '@koa/router', '@types']) {
+    // The package's own dependencies (npm installs them beside it) and the peers the app chose,
+    // taken from this checkout instead of the registry.
+    const { dependencies = {} } = JSON.parse(readFileSync(join(root, 'package.json'), 'utf8')) as { dependencies?: Record<string, string> };
+    for (const peer of [...Object.keys(dependencies), 'knex', 'better-sqlite3', 'koa', '@koa/router', '@types']) {
       mkdirSync(join(app, 'node_modules', peer, '..'), { recursive: true });
       symlinkSync(join(root, 'node_modules', peer), join(app, 'node_modules', peer));
     }
