@@ -274,13 +274,13 @@ async function runConfiguration(workerCount: number): Promise<Configuration> {
 
 // ---- part 3: the claim query with many finished rows -------------------------
 
-/** The worker's claim query (JobStore.duePendingQuery), written out with the same builder calls. */
+/** The worker's claim query (JobStore.duePending), written out with the same builder calls. */
 const claimQuery = (db: Knex | Knex.Transaction, table: string) =>
   db(table)
     .select('*')
     .where({ state: 'pending', queue: 'default' })
     .andWhere('run_at', '<=', Date.now())
-    .orderBy([{ column: 'priority' }, { column: 'run_at' }, { column: 'id' }])
+    .orderBy([{ column: 'priority' }, { column: 'run_at' }, { column: 'seq' }])
     .limit(CLAIM_LIMIT)
     .forUpdate()
     .skipLocked();
