@@ -23,16 +23,17 @@ import type {
   WorkerOptions,
 } from '../../interfaces.js';
 import type { TransactionManager } from '../../transactions/manager.js';
-import { ConflictError } from '../../errors.js';
 import { SchedulerBase, visibleTo } from '../base.js';
-import { isScheduleId, newScheduleId } from '../ids.js';
-import { checkJobOptions, resolveJobOptions } from './job-options.js';
+import { isScheduleId } from '../ids.js';
+import { checkJobOptions } from './job-options.js';
 import { migrate, migrationSource, tableNames } from './schema.js';
 import { LocalRuns } from './local-runs.js';
 import { QueueQuotas, checkQueueOptions } from './quotas.js';
 import { RecurringJobs } from './recurring.js';
 import type { NewJob } from './rows.js';
 import { Outcomes, type Origin } from './outcomes.js';
+import { NewRows } from './new-rows.js';
+import { TransactionInserts } from './transaction-inserts.js';
 import { StoredBatchSpec, checkSteps } from '../specs.js';
 import { JobStore } from './store.js';
 import { Worker } from './worker.js';
@@ -49,16 +50,15 @@ function ownerOf(meta: TransactionMeta): string | null {
 
 export class PersistentTransactionalScheduler extends SchedulerBase implements Scheduler {
   private readonly store: JobStore;
-  private readonly lease: number;
+  /** Makes the rows schedules write. */
+  private readonly newRows: NewRows;
   /** What follows a recorded outcome: callbacks and batches. */
   private readonly outcomes: Outcomes;
   /** Jobs running in this process: remove() and, with SQLite, getResult() reach them at once. */
   private readonly localRuns = new LocalRuns();
-  private readonly defaults = new Map<string, JobOptions>();
   /** Jobs scheduled by each open transaction, inserted just before it commits. */
-  private readonly unflushed = new WeakMap<Transaction, NewJob[]>();
+  private readonly inserts: TransactionInserts;
   private readonly workers = new Set<{ wake(): void }>();
-  private lastSeq = 0;
   /** What this scheduler's workers use of it. */
   private readonly host: WorkerHost;
   /** The recurring jobs declared in this process; its workers fire them. */
@@ -67,11 +67,12 @@ export class PersistentTransactionalScheduler extends SchedulerBase implements S
   constructor(manager: TransactionManager, options: PersistentSchedulerOptions = {}) {
     super(manager, options);
     this.store = new JobStore(tableNames(options.tablePrefix ?? 'aftercommit_'), manager.dialect);
-    this.lease = integerIn(options.lease ?? 30_000, 'lease (ms)', 100);
+    this.inserts = new TransactionInserts(this.store, manager.dialect, () => this.wake());
+    this.newRows = new NewRows(manager.clock, integerIn(options.lease ?? 30_000, 'lease (ms)', 100));
     const maxRuns = integerIn(options.maxRuns ?? 5, 'maxRuns', 1);
     const quotas = new QueueQuotas(checkQueueOptions(options.queues), this.store, manager.knex, manager.dialect, this.logger);
     this.outcomes = new Outcomes(this.store, this.codec, manager.clock, this.ttl, (name, args, jobOptions, origin) =>
-      this.rowOf(name, args, jobOptions, origin),
+      this.newRows.job(name, args, jobOptions, origin),
     );
     this.recurringJobs = new RecurringJobs({
       manager,
@@ -81,7 +82,7 @@ export class PersistentTransactionalScheduler extends SchedulerBase implements S
         this.definedJob(name); // define() the job first
         return this.codec.encodeArguments(name, args);
       },
-      row: (name, args, runAt) => this.rowOf(name, args, { runAt }, { meta: this.codec.encodeMeta(name, {}), owner: null }),
+      row: (name, args, runAt) => this.newRows.job(name, args, { runAt }, { meta: this.codec.encodeMeta(name, {}), owner: null }),
       wake: () => this.wake(),
     });
     this.host = {
@@ -124,7 +125,7 @@ export class PersistentTransactionalScheduler extends SchedulerBase implements S
   override define<A extends any[]>(name: string, fn: JobFunction<A>, options: JobOptions = {}): this {
     super.define(name, fn);
     if (options.dedupeKey !== undefined) throw new TypeError(`define('${name}'): dedupeKey is given per schedule, with with({ dedupeKey })`);
-    this.defaults.set(name, checkJobOptions(this, options, `define('${name}')`));
+    this.newRows.defaults.set(name, checkJobOptions(this, options, `define('${name}')`));
     return this;
   }
 
@@ -153,12 +154,18 @@ export class PersistentTransactionalScheduler extends SchedulerBase implements S
   with(options: JobOptions): Scheduling | DedupedScheduling {
     checkJobOptions(this, options, 'with()');
     if (options.dedupeKey !== undefined) {
-      return { schedule: (job, ...args) => this.insertDeduped(this.newJob(options, job, args)) };
+      return {
+        schedule: (job, ...args) => {
+          const tx = this.schedulingTransaction();
+          return this.inserts.insertDeduped(tx, this.newJob(tx, options, job, args));
+        },
+      };
     }
     return {
       schedule: (job, ...args) => {
-        const row = this.newJob(options, job, args);
-        this.pendingInserts().push(row);
+        const tx = this.schedulingTransaction();
+        const row = this.newJob(tx, options, job, args);
+        this.inserts.add(tx, [row]);
         return row.id;
       },
       serial: (...steps) => this.scheduleBatch(options, 'serial', steps),
@@ -174,7 +181,7 @@ export class PersistentTransactionalScheduler extends SchedulerBase implements S
   async getResult(id: string, options: GetResultOptions = {}): Promise<ScheduleResult> {
     if (!isScheduleId(id)) return { state: 'unknown' };
     const tx = this.manager.current;
-    const unflushed = tx && this.unflushed.get(tx)?.find((row) => row.id === id);
+    const unflushed = this.inserts.find(tx, id);
     if (unflushed) return visibleTo({ user: unflushed.owner ?? undefined }, options) ? { state: 'pending' } : { state: 'unknown' };
     // Running here, with SQLite: answer without a query (the job's transaction may hold the only
     // connection). A server is always asked: it knows of a commit before this process does.
@@ -210,9 +217,7 @@ export class PersistentTransactionalScheduler extends SchedulerBase implements S
   async remove(id: string): Promise<void> {
     if (!isScheduleId(id)) return;
     const tx = this.manager.current;
-    const batch = (tx && this.unflushed.get(tx)) ?? [];
-    const unflushed = batch.findIndex((row) => row.id === id);
-    if (unflushed !== -1) batch.splice(unflushed, 1); // in place: a batch may hold 100,000s of jobs
+    this.inserts.drop(tx, id);
     const cancel = () => this.localRuns.cancel(id);
     if (!tx) cancel(); // first: with SQLite, the job's transaction may hold the lock the DELETE needs
     const db = tx?.db ?? this.manager.knex;
@@ -241,39 +246,13 @@ export class PersistentTransactionalScheduler extends SchedulerBase implements S
     return this;
   }
 
-  private newJob(options: JobOptions, job: string | JobFunction, args: unknown[]): NewJob {
-    const tx = this.schedulingTransaction();
+  private newJob(tx: Transaction, options: JobOptions, job: string | JobFunction, args: unknown[]): NewJob {
     const name = typeof job === 'function' ? this.nameOf(job) : job;
     if (name === undefined) {
       throw new TypeError('PersistentTransactionalScheduler runs jobs by name: define(name, fn) the function and schedule its name');
     }
     this.definedJob(name); // unknown names fail here, in the request
-    return this.rowOf(name, this.codec.encodeArguments(name, args), options, this.originOf(tx, name));
-  }
-
-  /** The row of a new job `name` with stored `args`, its options resolved now. */
-  private rowOf(name: string, args: string, options: JobOptions, origin: Origin): NewJob {
-    const now = this.manager.clock.now();
-    const resolved = resolveJobOptions(this.defaults.get(name) ?? {}, options, this.lease, now);
-    return {
-      id: newScheduleId(),
-      name,
-      queue: resolved.queue,
-      priority: resolved.priority,
-      runAt: resolved.runAt,
-      args,
-      ...origin,
-      maxAttempts: resolved.maxAttempts,
-      backoff: JSON.stringify(resolved.backoff),
-      timeoutMs: resolved.timeout,
-      leaseMs: resolved.lease,
-      dedupeKey: resolved.dedupeKey,
-      createdAt: now,
-      seq: this.nextSeq(now),
-      callbacks: resolved.callbacks,
-      stopOnFailure: resolved.stopOnFailure,
-      concurrencyKey: resolved.concurrencyKey,
-    };
+    return this.newRows.job(name, this.codec.encodeArguments(name, args), options, this.originOf(tx, name));
   }
 
   /** Who schedules in `tx`: its metadata and owner, as stored with the job. */
@@ -285,73 +264,9 @@ export class PersistentTransactionalScheduler extends SchedulerBase implements S
   private scheduleBatch(options: JobOptions, kind: 'serial' | 'parallel', steps: StepSpec[]): string {
     const tx = this.schedulingTransaction();
     const batch = new StoredBatchSpec(kind, checkSteps(this, steps, `${kind}(...steps)`));
-    const rows = this.batchRows(batch, options, this.originOf(tx, kind), true);
-    this.pendingInserts().push(...rows);
+    const rows = this.newRows.batch(batch, options, this.originOf(tx, kind), true);
+    this.inserts.add(tx, rows);
     return rows[0]!.id;
-  }
-
-  /** The rows of `batch` (itself first), its steps due at once when `due` (for a serial batch: its first). */
-  private batchRows(batch: StoredBatchSpec, options: JobOptions, origin: Origin, due: boolean, place?: { parentId: string; stepIndex: number }): NewJob[] {
-    const head: NewJob = {
-      ...this.rowOf(batch.kind, '[]', options, origin),
-      ...place,
-      kind: batch.kind,
-      state: 'waiting',
-      stepsTotal: batch.steps.length,
-    };
-    const rows = [head];
-    batch.steps.forEach((step, stepIndex) => {
-      const stepDue = due && (batch.kind === 'parallel' || stepIndex === 0);
-      const at = { parentId: head.id, stepIndex };
-      if (step instanceof StoredBatchSpec) rows.push(...this.batchRows(step, { runAt: head.runAt }, origin, stepDue, at));
-      // A batch starts when it is due: its first steps with it, the others when their turn comes.
-      else rows.push({ ...this.rowOf(step.name, step.args, { runAt: head.runAt }, origin), ...at, state: stepDue ? 'pending' : 'waiting' });
-    });
-    return rows;
-  }
-
-  /** The current transaction's jobs to insert before it commits (in as few INSERTs as the database allows). */
-  private pendingInserts(): NewJob[] {
-    const tx = this.schedulingTransaction();
-    let batch = this.unflushed.get(tx);
-    if (!batch) {
-      const rows: NewJob[] = [];
-      batch = rows;
-      this.unflushed.set(tx, rows);
-      tx.beforeCommit(async () => {
-        this.unflushed.delete(tx); // later schedules of this transaction (after tx.commit()) start a new batch
-        await this.store.insert(tx.db, rows);
-      });
-      tx.afterCommit((ok) => ok && this.wake());
-      tx.afterAbort(() => this.unflushed.delete(tx)); // after tx.abort(), later schedules start a new batch too
-    }
-    return batch;
-  }
-
-  /** Inserts a job with a dedupe key at once, in a savepoint: a pending job of the same owner with the key wins. */
-  private async insertDeduped(row: NewJob): Promise<string> {
-    const tx = this.schedulingTransaction();
-    const key = row.dedupeKey!;
-    try {
-      await tx.db.transaction(async (savepoint) => this.store.insert(savepoint, [row]));
-    } catch (err) {
-      if (!this.manager.dialect.isUniqueViolation(err)) throw err;
-      const existing = await this.store.pendingWithKey(tx.db, row.owner, key);
-      if (existing) return existing;
-      // The holder started (and gave up its key) between the two statements: run the whole transaction again.
-      throw new ConflictError(`the job holding dedupe key ${JSON.stringify(key)} started meanwhile`, { cause: err });
-    }
-    tx.afterCommit((ok) => ok && this.wake());
-    return row.id;
-  }
-
-  /**
-   * Submission order of this process's schedules: ms since the epoch × 1024, and
-   * one more than the last, so schedules of the same ms keep their order.
-   */
-  private nextSeq(now: number): number {
-    this.lastSeq = Math.max(this.lastSeq + 1, now * 1024);
-    return this.lastSeq;
   }
 
   private wake(): void {
