@@ -130,6 +130,7 @@ export abstract class SchedulerBase extends EventEmitter<SchedulerEvents> {
 
   /** Describes a batch without scheduling it: a step of another batch. */
   batch(kind: 'serial' | 'parallel', ...steps: StepSpec[]): BatchSpec {
+    if (kind !== 'serial' && kind !== 'parallel') throw new TypeError(`batch(kind, ...steps): kind must be 'serial' or 'parallel', got ${JSON.stringify(kind)}`);
     return new StoredBatchSpec(kind, checkSteps(this, steps, `batch('${String(kind)}', ...steps)`));
   }
 

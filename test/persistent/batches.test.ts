@@ -30,12 +30,14 @@ eachDialect('batches and callbacks (persistent scheduler)', (database) => {
       await job.db(effects).insert({ job_id: job.id, text: `note ${label} ${started}` });
       return label;
     });
+    scheduler.define('big', async (_job: JobHandle, kilobytes: number) => 'x'.repeat(kilobytes * 1024));
     scheduler.define('gate', async (_job: JobHandle, key: string) => {
       await gates.get(key)!.promise;
       return key;
     });
     scheduler.define('record', async (job: JobHandle, label: string, parent: ParentOutcome) => {
-      log.push(`${label}: ${parent.state === 'done' ? `done ${JSON.stringify(parent.value)}` : `failed ${parent.error.name}: ${parent.error.message}`}`);
+      const value = parent.state === 'done' && typeof parent.value === 'string' && parent.value.length > 100 ? `${parent.value.length} characters` : parent.value;
+      log.push(`${label}: ${parent.state === 'done' ? `done ${'value' in parent ? JSON.stringify(value) : '(no value)'}` : `failed ${parent.error.name}: ${parent.error.message}`}`);
       await job.db(effects).insert({ job_id: job.id, text: `record ${label} for ${parent.id}` });
       return label;
     });
@@ -187,6 +189,91 @@ eachDialect('batches and callbacks (persistent scheduler)', (database) => {
     assert.deepEqual(await suite.tm.run(() => s.getResult(first)), { state: 'done', value: 16 }); // fetched in a transaction that commits
     gates.get('consume')!.resolve();
     assert.deepEqual(await finished(s, id), { state: 'done', value: [{ state: 'done', value: 16 }, { state: 'done', value: 'consume' }] });
+  });
+
+  describe('removal and limits', () => {
+    const jobs = () => suite.knex(`${suite.prefix}jobs`);
+
+    it('removing a step fails it (JobCancelledError) and its batch goes on', async () => {
+      const s = suite.scheduler;
+      gates.set('removed step', deferred());
+      const id = await inTransaction(() => s.serial(s.job('add', 1, 1), s.job('gate', 'removed step'), s.job('add', 3, 3)));
+      await until(async () => (await jobs().where({ parent_id: id, step_index: 1 }).first())?.state === 'running', 10_000, 'step 1 to run');
+      const step = (await jobs().where({ parent_id: id, step_index: 1 }).first()).id as string;
+      await s.remove(step);
+      gates.get('removed step')!.resolve();
+      assert.deepEqual(await finished(s, id), {
+        state: 'done',
+        value: [
+          { state: 'done', value: 2 },
+          { state: 'failed', error: { name: 'JobCancelledError', message: `schedule ${step} was removed while its job ran; the job's writes are rolled back` } },
+          { state: 'done', value: 6 },
+        ],
+      });
+    });
+
+    it('removing a batch in the transaction that scheduled it leaves none of its steps', async () => {
+      const s = suite.scheduler;
+      const id = await inTransaction(async () => {
+        const batch = s.serial(s.job('add', 1, 2), s.batch('parallel', s.job('add', 3, 4)));
+        await s.remove(batch);
+        return batch;
+      });
+      assert.deepEqual(await s.getResult(id), { state: 'unknown' });
+      assert.equal((await jobs().where({ parent_id: id })).length, 0);
+    });
+
+    it('stopOnFailure reaches the batches inside: a nested serial batch stops at its failed step too', async () => {
+      const s = suite.scheduler;
+      const id = await inTransaction(() => s.with({ stopOnFailure: true }).serial(s.batch('serial', s.job('add', 1, 0), s.job('fails', 'inner'), s.job('add', 41, 1))));
+      assert.deepEqual(await finished(s, id), {
+        state: 'done',
+        value: [
+          {
+            state: 'done',
+            value: [{ state: 'done', value: 1 }, { state: 'failed', error: { name: 'RangeError', message: 'inner' } }, { state: 'skipped' }],
+          },
+        ],
+      });
+      assert.ok(!(await texts()).includes('add 41+1'));
+    });
+
+    it('refuses a batch kind or a with() option a batch has no use for, and stopOnFailure on a job', async () => {
+      const s = suite.scheduler;
+      assert.throws(() => s.batch('Serial' as 'serial', s.job('add', 1, 1)), /kind must be 'serial' or 'parallel', got "Serial"/);
+      await assert.rejects(inTransaction(() => s.with({ queue: 'reports' }).serial(s.job('add', 1, 1))), /serial\(\.\.\.steps\): queue is not an option of a serial batch/);
+      await assert.rejects(inTransaction(() => s.with({ stopOnFailure: true }).parallel(s.job('add', 1, 1))), /stopOnFailure is not an option of a parallel batch/);
+      await assert.rejects(inTransaction(() => s.with({ stopOnFailure: true }).schedule('add', 1, 1)), /stopOnFailure applies to a serial batch, not to a job/);
+    });
+
+    it('a batch whose value is too large to store ends failed with UnstorableValueError, keeping its steps’ states', async () => {
+      const s = suite.scheduler;
+      const id = await inTransaction(() => s.with({ onFailure: s.job('record', 'too large') }).parallel(s.job('big', 400), s.job('big', 400), s.job('big', 400)));
+      assert.deepEqual(await finished(s, id), { state: 'done', value: [{ state: 'done' }, { state: 'done' }, { state: 'done' }] });
+      await until(() => log.some((l) => l.startsWith('too large')), 10_000, 'the callback');
+      assert.match(log.find((l) => l.startsWith('too large'))!, /^too large: failed UnstorableValueError: /);
+    });
+
+    it('a callback whose parent’s value exceeds maxArgumentBytes gets the outcome without the value', async () => {
+      const s = suite.scheduler;
+      const id = await inTransaction(() => s.with({ onSuccess: s.job('record', 'no value') }).schedule('big', 100));
+      assert.equal(((await finished(s, id)) as { value: string }).value.length, 100 * 1024, 'the job’s own result is whole');
+      await until(() => log.some((l) => l.startsWith('no value')), 10_000, 'the callback');
+      assert.deepEqual(log.filter((l) => l.startsWith('no value')), ['no value: done (no value)']);
+    });
+
+    it('once a batch ends, its steps expire with it, at every level', async () => {
+      const s = suite.scheduler;
+      const id = await inTransaction(() => s.serial(s.batch('parallel', s.batch('serial', s.job('add', 2, 2)))));
+      await finished(s, id);
+      const all = async (ids: string[]): Promise<{ id: string; expires_at: unknown }[]> => {
+        const rows = (await jobs().whereIn('parent_id', ids)) as { id: string; expires_at: unknown }[];
+        return rows.length === 0 ? rows : [...rows, ...(await all(rows.map((r) => r.id)))];
+      };
+      const under = await all([id]);
+      assert.equal(under.length, 3, 'two nested batches and a job');
+      assert.ok(under.every((r) => r.expires_at !== null));
+    });
   });
 
   it('a batch scheduled by a transaction that aborts never runs', async () => {

@@ -70,6 +70,26 @@ export function checkJobOptions(scheduler: object, options: JobOptions, where: s
   return options;
 }
 
+/** The options `with()` may give a batch: when it starts, its callbacks, and (serial) whether a failure stops it. */
+const BATCH_OPTIONS: Record<'serial' | 'parallel', readonly (keyof JobOptions)[]> = {
+  serial: ['runAt', 'delay', 'onSuccess', 'onFailure', 'stopOnFailure'],
+  parallel: ['runAt', 'delay', 'onSuccess', 'onFailure'],
+};
+
+/** Refuses options of `with()` that a batch of `kind` has no use for (they belong to its steps' jobs). */
+export function checkBatchOptions(kind: 'serial' | 'parallel', options: JobOptions): void {
+  for (const key of Object.keys(options) as (keyof JobOptions)[]) {
+    if (options[key] !== undefined && !BATCH_OPTIONS[kind].includes(key)) {
+      throw new TypeError(`${kind}(...steps): ${key} is not an option of a ${kind} batch (it takes ${BATCH_OPTIONS[kind].join(', ')}); give it to define() of the steps' jobs`);
+    }
+  }
+}
+
+/** Refuses options of `with()` that only a batch has. */
+export function checkJobOnlyOptions(options: JobOptions): void {
+  if (options.stopOnFailure !== undefined) throw new TypeError('schedule(): stopOnFailure applies to a serial batch, not to a job');
+}
+
 /** The options a schedule runs with: per-schedule over per-job over the scheduler's defaults. */
 export function resolveJobOptions(defined: JobOptions, given: JobOptions, defaultLease: number, now: number): ResolvedJobOptions {
   const o = { ...defined, ...given };

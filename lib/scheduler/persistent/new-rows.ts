@@ -21,10 +21,10 @@ export class NewRows {
     private readonly lease: number,
   ) {}
 
-  /** The row of a new job `name` with stored `args`, its options resolved now. */
-  job(name: string, args: string, options: JobOptions, origin: Origin): NewJob {
+  /** The row of a new job `name` with stored `args`, its options resolved now (over `defined`, its `define()` options). */
+  job(name: string, args: string, options: JobOptions, origin: Origin, defined = this.defaults.get(name) ?? {}): NewJob {
     const now = this.clock.now();
-    const resolved = resolveJobOptions(this.defaults.get(name) ?? {}, options, this.lease, now);
+    const resolved = resolveJobOptions(defined, options, this.lease, now);
     return {
       id: newScheduleId(),
       name,
@@ -48,13 +48,14 @@ export class NewRows {
 
   /** The rows of `batch` (itself first), its steps due at once when `due` (for a serial batch: its first). */
   batch(batch: StoredBatchSpec, options: JobOptions, origin: Origin, due: boolean, place?: { parentId: string; stepIndex: number }): NewJob[] {
-    const head: NewJob = { ...this.job(batch.kind, '[]', options, origin), ...place, kind: batch.kind, state: 'waiting', stepsTotal: batch.steps.length };
+    // A batch row has no job of its own, so no define() options: a job named 'serial' lends it none.
+    const head: NewJob = { ...this.job(batch.kind, '[]', options, origin, {}), ...place, kind: batch.kind, state: 'waiting', stepsTotal: batch.steps.length };
     const rows = [head];
     batch.steps.forEach((step, stepIndex) => {
       // A batch starts when it is due: its first steps with it, the others when their turn comes.
       const stepDue = due && (batch.kind === 'parallel' || stepIndex === 0);
       const at = { parentId: head.id, stepIndex };
-      if (step instanceof StoredBatchSpec) rows.push(...this.batch(step, { runAt: head.runAt }, origin, stepDue, at));
+      if (step instanceof StoredBatchSpec) rows.push(...this.batch(step, { runAt: head.runAt, stopOnFailure: head.stopOnFailure }, origin, stepDue, at));
       else rows.push({ ...this.job(step.name, step.args, { runAt: head.runAt }, origin), ...at, state: stepDue ? 'pending' : 'waiting' });
     });
     return rows;

@@ -25,7 +25,7 @@ import type {
 import type { TransactionManager } from '../../transactions/manager.js';
 import { SchedulerBase, visibleTo } from '../base.js';
 import { isScheduleId } from '../ids.js';
-import { checkJobOptions } from './job-options.js';
+import { checkBatchOptions, checkJobOnlyOptions, checkJobOptions } from './job-options.js';
 import { migrate, migrationSource, tableNames } from './schema.js';
 import { LocalRuns } from './local-runs.js';
 import { QueueQuotas, checkQueueOptions } from './quotas.js';
@@ -71,8 +71,13 @@ export class PersistentTransactionalScheduler extends SchedulerBase implements S
     this.newRows = new NewRows(manager.clock, integerIn(options.lease ?? 30_000, 'lease (ms)', 100));
     const maxRuns = integerIn(options.maxRuns ?? 5, 'maxRuns', 1);
     const quotas = new QueueQuotas(checkQueueOptions(options.queues), this.store, manager.knex, manager.dialect, this.logger);
-    this.outcomes = new Outcomes(this.store, this.codec, manager.clock, this.ttl, (name, args, jobOptions, origin) =>
-      this.newRows.job(name, args, jobOptions, origin),
+    this.outcomes = new Outcomes(
+      this.store,
+      this.codec,
+      manager.clock,
+      this.ttl,
+      (name, args, jobOptions, origin) => this.newRows.job(name, args, jobOptions, origin),
+      this.logger,
     );
     this.recurringJobs = new RecurringJobs({
       manager,
@@ -125,6 +130,7 @@ export class PersistentTransactionalScheduler extends SchedulerBase implements S
   override define<A extends any[]>(name: string, fn: JobFunction<A>, options: JobOptions = {}): this {
     super.define(name, fn);
     if (options.dedupeKey !== undefined) throw new TypeError(`define('${name}'): dedupeKey is given per schedule, with with({ dedupeKey })`);
+    if (options.stopOnFailure !== undefined) throw new TypeError(`define('${name}'): stopOnFailure is given to a serial batch, with with({ stopOnFailure }).serial()`);
     this.newRows.defaults.set(name, checkJobOptions(this, options, `define('${name}')`));
     return this;
   }
@@ -156,6 +162,7 @@ export class PersistentTransactionalScheduler extends SchedulerBase implements S
     if (options.dedupeKey !== undefined) {
       return {
         schedule: (job, ...args) => {
+          checkJobOnlyOptions(options);
           const tx = this.schedulingTransaction();
           return this.inserts.insertDeduped(tx, this.newJob(tx, options, job, args));
         },
@@ -163,6 +170,7 @@ export class PersistentTransactionalScheduler extends SchedulerBase implements S
     }
     return {
       schedule: (job, ...args) => {
+        checkJobOnlyOptions(options);
         const tx = this.schedulingTransaction();
         const row = this.newJob(tx, options, job, args);
         this.inserts.add(tx, [row]);
@@ -211,8 +219,10 @@ export class PersistentTransactionalScheduler extends SchedulerBase implements S
 
   /**
    * Deletes schedule `id`: a job that has not started never will; a running
-   * one is signalled, and its writes roll back (its completion is fenced on a
-   * row that no longer exists). Inside a transaction, that happens when it commits.
+   * one is signalled, and its writes roll back (its completion is fenced on its
+   * claim, which is gone). A batch goes with its steps that have not started; a
+   * step of a batch fails instead (JobCancelledError), so its batch goes on.
+   * Inside a transaction, that happens when it commits.
    */
   async remove(id: string): Promise<void> {
     if (!isScheduleId(id)) return;
@@ -221,7 +231,7 @@ export class PersistentTransactionalScheduler extends SchedulerBase implements S
     const cancel = () => this.localRuns.cancel(id);
     if (!tx) cancel(); // first: with SQLite, the job's transaction may hold the lock the DELETE needs
     const db = tx?.db ?? this.manager.knex;
-    await this.store.removeAll(db, await this.outcomes.batchAndUnstarted(db, id)); // a batch: with its steps that have not started
+    await this.outcomes.remove(db, id);
     if (tx) tx.afterCommit((ok) => ok && cancel());
   }
 
@@ -262,6 +272,7 @@ export class PersistentTransactionalScheduler extends SchedulerBase implements S
 
   /** Schedules a batch: a row for it (waiting until its steps end) and one per step, due in turn. */
   private scheduleBatch(options: JobOptions, kind: 'serial' | 'parallel', steps: StepSpec[]): string {
+    checkBatchOptions(kind, options);
     const tx = this.schedulingTransaction();
     const batch = new StoredBatchSpec(kind, checkSteps(this, steps, `${kind}(...steps)`));
     const rows = this.newRows.batch(batch, options, this.originOf(tx, kind), true);

@@ -240,12 +240,22 @@ export class JobStore {
 
   /**
    * Records a batch's outcome: `done` with its steps' outcomes, and the error its
-   * failure callback got when a step failed. Its steps expire with it from now on.
+   * failure callback got when a step failed.
    */
   async finishBatch(db: Db, id: string, result: string, error: StoredError | null, now: number, expiresAt: number | null): Promise<void> {
     const stored = error === null ? null : JSON.stringify(error);
     await this.jobs(db).where({ id }).update({ state: 'done', result, error: stored, finished_at: now, expires_at: expiresAt, progress_fraction: 1 });
-    await this.jobs(db).where({ parent_id: id }).update({ expires_at: expiresAt });
+  }
+
+  /** Makes job `id` expire at `expiresAt`. */
+  expire(db: Db, id: string, expiresAt: number): Promise<number> {
+    return this.jobs(db).where({ id }).update({ expires_at: expiresAt });
+  }
+
+  /** Makes the steps of batches `ids` expire at `expiresAt`; returns the ids of those steps that are batches themselves. */
+  async expireSteps(db: Db, ids: readonly string[], expiresAt: number): Promise<string[]> {
+    await this.jobs(db).whereIn('parent_id', ids).update({ expires_at: expiresAt });
+    return (await this.jobs(db).whereIn('parent_id', ids).whereNot({ kind: 'job' }).select('id')).map((r: { id: string }) => r.id);
   }
 
   /** Ids of batch `id`'s steps that have not started (waiting or pending), from step `from` on. */
@@ -253,6 +263,20 @@ export class JobStore {
     return this.dialect.lockingRead(
       this.jobs(db).where({ parent_id: batchId }).andWhere('step_index', '>=', from).whereIn('state', ['waiting', 'pending']).select('id', 'kind'),
     );
+  }
+
+  /** Job `id`'s row, if it exists. */
+  async row(db: Db, id: string): Promise<JobRow | undefined> {
+    const row = await this.jobs(db).where({ id }).first();
+    return row ? fromRow(row) : undefined;
+  }
+
+  /** Ends a step that has not finished as failed with `error` (a removed step): 0 once it had finished. */
+  cancelStep(db: Db, id: string, error: StoredError, now: number): Promise<number> {
+    return this.jobs(db)
+      .where({ id })
+      .whereIn('state', ['waiting', 'pending', 'running'])
+      .update({ state: 'failed', error: JSON.stringify(error), finished_at: now, lease: null, locked_by: null, locked_until: null });
   }
 
   /** Deletes jobs by id, in any state (a removed job, with the steps of a removed batch that never started). */

@@ -40,11 +40,16 @@ export class TransactionInserts {
     return tx && this.unflushed.get(tx)?.find((row) => row.id === id);
   }
 
-  /** Takes row `id` out of what `tx` will write. */
+  /** Takes row `id`, and the steps under it when it is a batch, out of what `tx` will write. */
   drop(tx: Transaction | undefined, id: string): void {
     const rows = (tx && this.unflushed.get(tx)) ?? [];
-    const index = rows.findIndex((row) => row.id === id);
-    if (index !== -1) rows.splice(index, 1); // in place: a transaction may hold 100,000s of jobs
+    if (!rows.some((row) => row.id === id)) return;
+    // A batch's row comes before its steps', so one pass finds every row under it.
+    const dropped = new Set([id]);
+    for (const row of rows) if (row.parentId && dropped.has(row.parentId)) dropped.add(row.id);
+    let kept = 0;
+    for (const row of rows) if (!dropped.has(row.id)) rows[kept++] = row; // in place: a transaction may hold 100,000s of jobs
+    rows.length = kept;
   }
 
   /** Inserts a job with a dedupe key at once, in a savepoint: a pending job of the same owner with the key wins. */
