@@ -69,8 +69,12 @@ export type StepSpec = JobSpec | BatchSpec;
 /** One step's outcome in the `value` of a finished batch, in the order the steps were given. */
 export type StepOutcome = { state: 'done'; value: unknown } | { state: 'failed'; error: StoredError } | { state: 'skipped' };
 
-/** What a callback job receives after its own arguments: the outcome of the job (or batch) it was attached to. */
-export type ParentOutcome = { id: string; state: 'done'; value: unknown } | { id: string; state: 'failed'; error: StoredError };
+/**
+ * What a callback job receives after its own arguments: the outcome of the job (or batch) it was
+ * attached to. `value` is left out when it cannot be passed (larger than `maxArgumentBytes`, or no
+ * longer decodable): read it with `getResult(id)`.
+ */
+export type ParentOutcome = { id: string; state: 'done'; value?: unknown } | { id: string; state: 'failed'; error: StoredError };
 
 /** What `getResult(id)` resolves to: a running job reads `pending` (with its progress), an id nobody may see `unknown`. */
 export type ScheduleResult<T = unknown> =

@@ -3,7 +3,7 @@
  * the instants a cron pattern makes due (a pure function, below), and firing them.
  * Every process whose workers run ticks its declarations; for one key, one short
  * transaction locks the key's row in `<prefix>recurring`, inserts a job row per
- * instant to fire (the unique index on (recurring_key, run_at) refuses a second)
+ * instant to fire (the unique index on (recurring_key, recurring_instant) refuses a second)
  * and moves the row's `last_instant` on, so each instant fires once across all
  * processes and hosts. See docs/recurring.md.
  */
@@ -21,6 +21,7 @@ const DEFAULT_MISSED: MissedPolicy = 'once';
 const DEFAULT_MISSED_AFTER = 60_000;
 /** A tick that failed (the database is away) is tried again this much later. */
 const RETRY_MS = 1000;
+const RECURRING_OPTIONS = ['cron', 'timezone', 'missed', 'missedAfter'];
 
 /** A cron pattern read in a time zone: the instants (ms since the epoch, whole seconds) it fires at. */
 export class CronSchedule {
@@ -147,6 +148,9 @@ export class RecurringJobs implements RecurringTicker {
     }
     const where = `recurring('${key}')`;
     if (typeof options !== 'object' || options === null) throw new TypeError(`${where}: options must be { cron, timezone?, missed?, missedAfter? }`);
+    for (const option of Object.keys(options)) {
+      if (!RECURRING_OPTIONS.includes(option)) throw new TypeError(`${where}: unknown option ${JSON.stringify(option)}; the options are ${RECURRING_OPTIONS.join(', ')}`);
+    }
     const { cron, timezone = 'UTC', missed = DEFAULT_MISSED, missedAfter = DEFAULT_MISSED_AFTER } = options;
     if (typeof cron !== 'string') throw new TypeError(`${where}: cron must be a cron pattern (a string), got ${String(cron)}`);
     if (typeof timezone !== 'string') throw new TypeError(`${where}: timezone must be an IANA time zone name such as 'Europe/Berlin', got ${String(timezone)}`);
@@ -208,6 +212,11 @@ export class RecurringJobs implements RecurringTicker {
         isolationLevel: 'read committed',
         escalate: false,
       });
+      if (outcome === 'busy') {
+        // Another process holds the key's row: it is firing these instants. Look again shortly, in case it stalls.
+        d.nextDue = this.deps.manager.clock.now() + RETRY_MS;
+        return 0;
+      }
       if (outcome) {
         d.nextDue = d.schedule.next(outcome.last) ?? Number.POSITIVE_INFINITY;
         return outcome.inserted;
@@ -217,16 +226,20 @@ export class RecurringJobs implements RecurringTicker {
     }
   }
 
-  /** Locks the key's row, inserts the job rows of the instants to fire, moves `last_instant` on; undefined when the row is missing. */
-  private async fireIn(tx: Transaction, d: Declaration): Promise<{ last: number; inserted: number } | undefined> {
+  /**
+   * Locks the key's row, inserts the job rows of the instants to fire, moves `last_instant` on; undefined
+   * when the row is missing, `busy` when another process holds it (never waits for it: a process that
+   * stalls while firing must not stop the others' workers, whose loops tick).
+   */
+  private async fireIn(tx: Transaction, d: Declaration): Promise<{ last: number; inserted: number } | 'busy' | undefined> {
     const { manager, store } = this.deps;
-    const query = tx.db(store.tables.recurring).where({ key: d.key }).first('last_instant');
-    const row = (await (manager.dialect.singleWriter ? query : query.forUpdate())) as { last_instant: number | string } | undefined;
-    if (!row) return undefined;
+    const keyRow = () => tx.db(store.tables.recurring).where({ key: d.key });
+    const row = (await manager.dialect.lockForClaim(keyRow().select('last_instant')))[0] as { last_instant: number | string } | undefined;
+    if (!row) return (await keyRow().first('key')) ? 'busy' : undefined;
     const last = Number(row.last_instant);
     const now = manager.clock.now(); // after the lock wait
     const due = dueRuns(d.schedule, { last, now, missed: d.missed, missedAfter: d.missedAfter });
-    const rows = due.runs.map((run): NewJob => ({ ...this.deps.row(d.name, d.args, run.at), recurringKey: d.key }));
+    const rows = due.runs.map((run): NewJob => ({ ...this.deps.row(d.name, d.args, run.at), recurringKey: d.key, recurringInstant: run.at }));
     if (rows.length > 0) await store.insert(tx.db, rows);
     if (due.last !== last) await tx.db(store.tables.recurring).where({ key: d.key }).update({ last_instant: due.last });
     if (due.missed) {

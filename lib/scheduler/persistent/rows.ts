@@ -72,6 +72,8 @@ export interface NewJob {
   callbacks?: string | null;
   concurrencyKey?: string | null;
   recurringKey?: string | null;
+  /** The instant a recurring job's row fires for. */
+  recurringInstant?: number | null;
 }
 
 /** What a row of the jobs table is: a job, or a batch whose steps are rows of their own. */

@@ -114,11 +114,12 @@ const steps: Step[] = [
         t.string('concurrency_key', 191).nullable();
         t.bigInteger('seq').notNullable().defaultTo(0); // submission order, after priority and run_at
         t.bigInteger('started_at').nullable(); // the last claim, for rate limits
-        t.string('recurring_key', 191).nullable(); // with run_at: one row per recurring job and instant
+        t.string('recurring_key', 191).nullable(); // with recurring_instant: one row per recurring job and instant
+        t.bigInteger('recurring_instant').nullable(); // the instant it fires for (run_at may move on a retry)
         t.index(['parent_id', 'step_index'], `${jobs}_steps`);
         t.index(['state', 'queue', 'concurrency_key'], `${jobs}_concurrency`);
         t.index(['queue', 'started_at'], `${jobs}_started`);
-        t.unique(['recurring_key', 'run_at'], { indexName: `${jobs}_recurring` });
+        t.unique(['recurring_key', 'recurring_instant'], { indexName: `${jobs}_recurring` });
       });
       // The claim follows priority, run_at, then submission order (ids are random).
       await db.schema.alterTable(jobs, (t) => {
@@ -140,13 +141,13 @@ const steps: Step[] = [
         t.index(['state', 'queue', 'priority', 'run_at', 'id'], `${jobs}_claim`);
       });
       await db.schema.alterTable(jobs, (t) => {
-        t.dropUnique(['recurring_key', 'run_at'], `${jobs}_recurring`);
+        t.dropUnique(['recurring_key', 'recurring_instant'], `${jobs}_recurring`);
         t.dropIndex(['queue', 'started_at'], `${jobs}_started`);
         t.dropIndex(['state', 'queue', 'concurrency_key'], `${jobs}_concurrency`);
         t.dropIndex(['parent_id', 'step_index'], `${jobs}_steps`);
       });
       await db.schema.alterTable(jobs, (t) =>
-        t.dropColumns('kind', 'parent_id', 'step_index', 'steps_total', 'steps_done', 'stop_on_failure', 'callbacks', 'concurrency_key', 'seq', 'started_at', 'recurring_key'),
+        t.dropColumns('kind', 'parent_id', 'step_index', 'steps_total', 'steps_done', 'stop_on_failure', 'callbacks', 'concurrency_key', 'seq', 'started_at', 'recurring_key', 'recurring_instant'),
       );
       await db(schema).where({ version: 3 }).delete();
     },

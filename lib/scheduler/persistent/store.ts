@@ -57,6 +57,7 @@ export class JobStore {
       callbacks: j.callbacks ?? null,
       concurrency_key: j.concurrencyKey ?? null,
       recurring_key: j.recurringKey ?? null,
+      recurring_instant: j.recurringInstant ?? null,
     }));
     for (const statement of statementsOf(rows, this.dialect.insertLimits)) await this.jobs(db).insert(statement);
   }
