@@ -20,7 +20,8 @@ export interface ResolvedJobOptions {
 }
 
 const DEFAULT_BACKOFF: RetryDelay = { initial: 1000, factor: 2, max: 3_600_000 };
-const QUEUE = /^[A-Za-z0-9_.:-]{1,64}$/;
+/** A queue's name, as the jobs table keeps it. */
+export const QUEUE = /^[A-Za-z0-9_.:-]{1,64}$/;
 
 /** The last moment a Date can hold: run times beyond it cannot be stored or compared. */
 const LAST_DATE_MS = 8.64e15;

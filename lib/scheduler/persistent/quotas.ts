@@ -21,6 +21,7 @@ import { closeRawConnection, openRawConnection, queryOn } from '../../transactio
 import { integerIn } from '../../support/validate.js';
 import type { JobRow } from './rows.js';
 import type { JobStore } from './store.js';
+import { QUEUE } from './job-options.js';
 
 type Db = Knex | Knex.Transaction;
 
@@ -32,7 +33,6 @@ export interface QueueLimits {
 }
 
 /** The queue names job options accept (job-options.ts checks them the same way). */
-const QUEUE = /^[A-Za-z0-9_.:-]{1,64}$/;
 const QUEUE_OPTIONS = new Set(['concurrency', 'concurrencyPerKey', 'rate']);
 const RATE_OPTIONS = new Set(['limit', 'per']);
 
