@@ -36,7 +36,7 @@ eachDialect('batches and callbacks (persistent scheduler)', (database) => {
       return key;
     });
     scheduler.define('record', async (job: JobHandle, label: string, parent: ParentOutcome) => {
-      const value = parent.state === 'done' && typeof parent.value === 'string' && parent.value.length > 100 ? `${parent.value.length} characters` : parent.value;
+      const value = parent.state !== 'done' ? undefined : typeof parent.value === 'string' && parent.value.length > 100 ? `${parent.value.length} characters` : parent.value;
       log.push(`${label}: ${parent.state === 'done' ? `done ${'value' in parent ? JSON.stringify(value) : '(no value)'}` : `failed ${parent.error.name}: ${parent.error.message}`}`);
       await job.db(effects).insert({ job_id: job.id, text: `record ${label} for ${parent.id}` });
       return label;

@@ -10,12 +10,11 @@
  */
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn, type ChildProcess } from 'node:child_process';
-import { createInterface } from 'node:readline';
 import knexFactory, { type Knex } from 'knex';
 import { PersistentTransactionalScheduler, TransactionManager, type JobHandle, type PersistentSchedulerOptions, type QueueOptions } from '../../lib/index.js';
-import { eachDialect, type TestDatabase } from '../support/databases.js';
+import { eachDialect } from '../support/databases.js';
 import { recordingLogger, until, untilAborted } from '../support/helpers.js';
+import { multiProcessSuite } from '../support/workers.js';
 
 describe('the queues option is refused where it is given', () => {
   const knex = knexFactory({ client: 'better-sqlite3', connection: { filename: ':memory:' }, useNullAsDefault: true });
@@ -102,51 +101,16 @@ const QUEUES: Record<string, QueueOptions> = {
   rated: { rate: { limit: 2, per: 400 } },
 };
 
-interface WorkerProcess {
-  child: ChildProcess;
-  lines: Record<string, unknown>[];
-}
-
-function startWorker(database: TestDatabase, env: Record<string, string>, options: { concurrency: number; queues: string[] }): WorkerProcess {
-  const connection = database.config.connection as string | { filename: string };
-  const child = spawn(process.execPath, ['--import', 'tsx', 'test/fixtures/quota-jobs.ts'], {
-    env: {
-      ...process.env,
-      ...env,
-      AC_FIXTURE_CLIENT: database.config.client as string,
-      AC_FIXTURE_CONNECTION: typeof connection === 'string' ? connection : connection.filename,
-      // Short polls: the three processes' claims meet often.
-      AC_FIXTURE_WORKER: JSON.stringify({ ...options, minPollInterval: 5, maxPollInterval: 20 }),
-    },
-    stdio: ['ignore', 'pipe', 'inherit'],
-  });
-  const lines: Record<string, unknown>[] = [];
-  createInterface({ input: child.stdout! }).on('line', (text) => {
-    try {
-      lines.push(JSON.parse(text) as Record<string, unknown>);
-    } catch {
-      lines.push({ msg: text });
-    }
-  });
-  return { child, lines };
-}
-
 eachDialect(
   'queue limits across three worker processes',
   (database) => {
-    let knex: Knex;
-    let tm: TransactionManager;
-    let scheduler: PersistentTransactionalScheduler;
-    let spans: string;
-    let prefix: string;
-    const workers: WorkerProcess[] = [];
-
-    before(async () => {
-      knex = database.knex();
-      spans = database.table('spans');
-      prefix = `${database.table('quota')}_`;
-      await knex.schema.createTable(spans, (t) => {
-        t.increments('id');
+    const suite = multiProcessSuite(database, {
+      fixture: 'test/fixtures/quota-jobs.ts',
+      lease: 10_000,
+      jobs: ['span'],
+      queues: QUEUES,
+      // One row per event of a `span` job: see SpanRow.
+      effects: (t) => {
         t.string('job_id', 32).notNullable();
         t.integer('n').notNullable();
         t.string('key', 20).nullable();
@@ -154,25 +118,22 @@ eachDialect(
         t.integer('run').notNullable();
         t.string('event', 5).notNullable();
         t.bigInteger('at').notNullable();
-      });
-      tm = new TransactionManager(knex, { logger: recordingLogger() });
-      scheduler = new PersistentTransactionalScheduler(tm, { tablePrefix: prefix, queues: QUEUES });
-      scheduler.define('span', async () => undefined); // run by the worker processes, scheduled here by name
-      scheduler.define('held', (job: JobHandle) => untilAborted(job.signal)); // run here, until its worker stops
-      await scheduler.migrate();
-      const env = { AC_FIXTURE_PREFIX: prefix, AC_FIXTURE_SPANS: spans, AC_FIXTURE_LEASE: '10000', AC_FIXTURE_QUEUES: JSON.stringify(QUEUES) };
-      for (let i = 0; i < 3; i++) workers.push(startWorker(database, env, { concurrency: 4, queues: ['serial', 'tenants', 'rated'] }));
-      await until(() => workers.every((w) => w.lines.some((l) => l.msg === 'worker started')), 60_000, 'three worker processes started');
+      },
+      // Short polls: the three processes' claims meet often.
+      poll: { minPollInterval: 5, maxPollInterval: 20 },
     });
+    const { workers } = suite;
 
-    after(async () => {
-      for (const worker of workers) worker.child.kill('SIGKILL');
-      await knex.schema.dropTableIfExists(`${prefix}jobs`).dropTableIfExists(`${prefix}schema`).dropTableIfExists(`${prefix}recurring`);
+    before(async () => {
+      suite.scheduler.define('held', (job: JobHandle) => untilAborted(job.signal)); // run here, until its worker stops
+      for (let i = 0; i < 3; i++) suite.spawn({ concurrency: 4, queues: ['serial', 'tenants', 'rated'] });
+      const started = () => workers.every((w) => w.lines.some((l) => String(l.msg).startsWith('aftercommit: worker')));
+      await until(started, 60_000, 'three worker processes started');
     });
 
     async function spansOfQueue(ids: string[], what: string): Promise<Span[]> {
-      await until(async () => (await knex(spans).whereIn('job_id', ids).where({ event: 'end' }).count({ n: '*' }).first())!.n == ids.length, 120_000, what);
-      const result = spansOf((await knex(spans).whereIn('job_id', ids)) as SpanRow[]);
+      await until(async () => (await suite.knex(suite.effects).whereIn('job_id', ids).where({ event: 'end' }).count({ n: '*' }).first())!.n == ids.length, 120_000, what);
+      const result = spansOf((await suite.knex(suite.effects).whereIn('job_id', ids)) as SpanRow[]);
       assert.equal(result.length, ids.length, 'each job ran once');
       assert.deepEqual(new Set(result.map((s) => s.id)), new Set(ids));
       return result;
@@ -186,7 +147,7 @@ eachDialect(
       const ids: string[] = [];
       // Four request transactions, one after the other: submission order is the order of n.
       for (let batch = 0; batch < 4; batch++) {
-        ids.push(...(await tm.run(async () => Array.from({ length: 6 }, (_, i) => scheduler.with({ queue: 'serial' }).schedule('span', batch * 6 + i, null, 15)))));
+        ids.push(...(await suite.tm.run(async () => Array.from({ length: 6 }, (_, i) => suite.scheduler.with({ queue: 'serial' }).schedule('span', batch * 6 + i, null, 15)))));
       }
       const result = await spansOfQueue(ids, '24 serial jobs');
       for (let i = 1; i < result.length; i++) {
@@ -206,8 +167,8 @@ eachDialect(
 
     it('concurrencyPerKey 2: never more than two of a key at once, while other keys go on', async () => {
       // Key a's jobs first and slow: the head of the queue is a's backlog, which must not hold up b's or those without a key.
-      const ids = await tm.run(async () => {
-        const tenants = (key: string | null) => scheduler.with({ queue: 'tenants', ...(key === null ? {} : { concurrencyKey: key }) });
+      const ids = await suite.tm.run(async () => {
+        const tenants = (key: string | null) => suite.scheduler.with({ queue: 'tenants', ...(key === null ? {} : { concurrencyKey: key }) });
         return [
           ...Array.from({ length: 10 }, (_, i) => tenants('a').schedule('span', i, 'a', 120)),
           ...Array.from({ length: 10 }, (_, i) => tenants('b').schedule('span', 10 + i, 'b', 20)),
@@ -231,10 +192,10 @@ eachDialect(
     });
 
     it('a rate limit never lets more claims into one window than it allows', async () => {
-      const ids = await tm.run(async () => Array.from({ length: 8 }, (_, i) => scheduler.with({ queue: 'rated' }).schedule('span', i, null, 1)));
+      const ids = await suite.tm.run(async () => Array.from({ length: 8 }, (_, i) => suite.scheduler.with({ queue: 'rated' }).schedule('span', i, null, 1)));
       await spansOfQueue(ids, '8 rated jobs');
       // The claims' own times (each claimer's clock), as the rate counts them: any three of them span at least 400 ms.
-      const starts = ((await knex(`${prefix}jobs`).whereIn('id', ids).select('started_at')) as { started_at: unknown }[])
+      const starts = ((await suite.knex(`${suite.prefix}jobs`).whereIn('id', ids).select('started_at')) as { started_at: unknown }[])
         .map((r) => Number(r.started_at))
         .sort((a, b) => a - b);
       assert.equal(starts.length, 8);
@@ -245,19 +206,19 @@ eachDialect(
     if (database.name !== 'sqlite') {
       it("the claim's statements of a limited queue use indexes", async () => {
         // A queue no worker process takes: this process claims it, once, and its statements are EXPLAINed.
-        await tm.run(async (tx) => {
-          for (let i = 0; i < 300; i++) scheduler.with({ queue: 'explained', priority: i % 7, concurrencyKey: `k${i % 3}` }).schedule('held');
+        await suite.tm.run(async (tx) => {
+          for (let i = 0; i < 300; i++) suite.scheduler.with({ queue: 'explained', priority: i % 7, concurrencyKey: `k${i % 3}` }).schedule('held');
           await tx.db.raw('select 1');
         });
         const statements: Knex.Sql[] = [];
         const capture = (query: Knex.Sql) => {
-          if (query.sql.includes(`${prefix}jobs`) && /^select/i.test(query.sql) && /skip locked|count\(/i.test(query.sql)) statements.push(query);
+          if (query.sql.includes(`${suite.prefix}jobs`) && /^select/i.test(query.sql) && /skip locked|count\(/i.test(query.sql)) statements.push(query);
         };
-        knex.on('query', capture);
-        const claimer = scheduler.worker({ queues: ['explained'], concurrency: 10, minPollInterval: 60_000, maxPollInterval: 60_000 }).start();
+        suite.knex.on('query', capture);
+        const claimer = suite.scheduler.worker({ queues: ['explained'], concurrency: 10, minPollInterval: 60_000, maxPollInterval: 60_000 }).start();
         // One of each key (concurrencyPerKey: 1) is all the claim may take.
         await until(() => claimer.running === 3);
-        knex.off('query', capture);
+        suite.knex.off('query', capture);
         await claimer.stop({ timeout: 0 });
         // Counting by key, the claims in the rate's window, the first due jobs, then those of keys not yet full.
         assert.ok(statements.some((s) => /group by/i.test(s.sql)));
@@ -268,17 +229,17 @@ eachDialect(
           const sql = statement.sql.replace(/\$\d+/g, '?');
           const bindings = statement.bindings as Knex.RawBinding[];
           if (database.name === 'mysql') {
-            const [plan] = (await knex.raw(`EXPLAIN ${sql}`, bindings)) as [{ table: string; key: string | null; Extra: string }[]];
-            for (const step of plan) assert.ok(step.key?.startsWith(`${prefix}jobs_`), `${sql}: ${JSON.stringify(step)}`);
+            const [plan] = (await suite.knex.raw(`EXPLAIN ${sql}`, bindings)) as [{ table: string; key: string | null; Extra: string }[]];
+            for (const step of plan) assert.ok(step.key?.startsWith(`${suite.prefix}jobs_`), `${sql}: ${JSON.stringify(step)}`);
             if (claims[0] === statement) assert.doesNotMatch(String(plan[0]!.Extra), /filesort/);
           } else {
-            await knex.raw('ANALYZE ??', [`${prefix}jobs`]);
-            const plan = await knex.transaction(async (trx) => {
+            await suite.knex.raw('ANALYZE ??', [`${suite.prefix}jobs`]);
+            const plan = await suite.knex.transaction(async (trx) => {
               await trx.raw('SET LOCAL enable_seqscan = off'); // a small table: make the planner show the index path
               return (await trx.raw(`EXPLAIN (FORMAT JSON) ${sql}`, bindings)).rows[0]['QUERY PLAN'];
             });
             const text = JSON.stringify(plan);
-            assert.match(text, new RegExp(`"Index Name":"${prefix}jobs_`), sql);
+            assert.match(text, new RegExp(`"Index Name":"${suite.prefix}jobs_`), sql);
             assert.doesNotMatch(text, /"Node Type":"Seq Scan"/, sql);
             if (claims[0] === statement) assert.doesNotMatch(text, /"Node Type":"Sort"/, sql);
           }

@@ -10,12 +10,9 @@
  *   were stopped for 5 s, `'once'` fires one catch-up run and `'skip'` none.
  * Declarations are checked where they are made.
  */
-import { after, before, it } from 'node:test';
+import { it } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn, type ChildProcess } from 'node:child_process';
-import { createInterface } from 'node:readline';
 import { setTimeout as sleep } from 'node:timers/promises';
-import type { Knex } from 'knex';
 import {
   PersistentTransactionalScheduler,
   TransactionManager,
@@ -26,6 +23,7 @@ import {
 } from '../../lib/index.js';
 import { eachDialect, type TestDatabase } from '../support/databases.js';
 import { ManualClock, recordingLogger, until } from '../support/helpers.js';
+import { multiProcessSuite, type WorkerProcess } from '../support/workers.js';
 
 const EVERY_SECOND = '* * * * * *';
 
@@ -37,30 +35,26 @@ interface Fired {
   effects: number;
 }
 
-/** Tables of a suite: the effects the `tick` job writes, and the scheduler's under a prefix of their own. */
-function recurringTables(database: TestDatabase) {
-  const t = {} as { knex: Knex; effects: string; prefix: string };
-  before(async () => {
-    t.knex = database.knex();
-    t.effects = database.table('rec_effects');
-    t.prefix = `${database.table('rec')}_`;
-    await t.knex.schema.createTable(t.effects, (table) => {
-      table.increments('id');
+/**
+ * The hooks of a suite: the effects table the `tick` job writes (one row per run: the job, the key
+ * it was declared under, the process), the scheduler's tables under a prefix of their own, and
+ * worker processes (the real CLI with test/fixtures/recurring-jobs.ts) for the suite that spawns them.
+ */
+function recurringSuite(database: TestDatabase) {
+  return multiProcessSuite(database, {
+    fixture: 'test/fixtures/recurring-jobs.ts',
+    lease: 5000,
+    jobs: ['tick'],
+    effects: (table) => {
       table.string('job_id', 32).notNullable();
       table.string('key_name', 191).notNullable();
       table.integer('pid').notNullable();
-    });
-    const tm = new TransactionManager(t.knex, { logger: recordingLogger() });
-    await new PersistentTransactionalScheduler(tm, { tablePrefix: t.prefix }).migrate();
+    },
   });
-  after(async () => {
-    for (const table of ['jobs', 'schema', 'recurring']) await t.knex.schema.dropTableIfExists(`${t.prefix}${table}`);
-  });
-  return t;
 }
 
 eachDialect('recurring jobs in one process', (database) => {
-  const t = recurringTables(database);
+  const t = recurringSuite(database);
 
   function scheduler(tm: TransactionManager): PersistentTransactionalScheduler {
     const s = new PersistentTransactionalScheduler(tm, { tablePrefix: t.prefix, lease: 60_000 });
@@ -220,46 +214,11 @@ eachDialect('recurring jobs in one process', (database) => {
   }
 });
 
-interface WorkerProcess {
-  child: ChildProcess;
-  lines: Record<string, unknown>[];
-  exited: Promise<number | null>;
-}
-
 eachDialect(
   'recurring jobs with three worker processes',
   (database) => {
-    const t = recurringTables(database);
-    const processes: WorkerProcess[] = [];
-    after(() => {
-      for (const p of processes) p.child.kill('SIGKILL');
-    });
-
-    /** A worker process: the real CLI with test/fixtures/recurring-jobs.ts. */
-    function startWorker(): WorkerProcess {
-      const connection = database.config.connection as string;
-      const child = spawn(process.execPath, ['--import', 'tsx', 'lib/cli.ts', 'worker', '--jobs', 'test/fixtures/recurring-jobs.ts'], {
-        env: {
-          ...process.env,
-          AC_FIXTURE_CLIENT: database.config.client as string,
-          AC_FIXTURE_CONNECTION: connection,
-          AC_FIXTURE_PREFIX: t.prefix,
-          AC_FIXTURE_EFFECTS: t.effects,
-        },
-        stdio: ['ignore', 'pipe', 'inherit'],
-      });
-      const lines: Record<string, unknown>[] = [];
-      createInterface({ input: child.stdout! }).on('line', (text) => {
-        try {
-          lines.push(JSON.parse(text) as Record<string, unknown>);
-        } catch {
-          lines.push({ msg: text });
-        }
-      });
-      const worker = { child, lines, exited: new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code))) };
-      processes.push(worker);
-      return worker;
-    }
+    const t = recurringSuite(database);
+    const startWorker = () => t.spawn({ concurrency: 4 }); // the scheduler's default, which the CLI gives without --concurrency
 
     const started = (w: WorkerProcess) => w.lines.some((l) => typeof l.msg === 'string' && l.msg.includes('started'));
 
@@ -341,7 +300,7 @@ eachDialect(
       assertContiguous(skip, 'catch-up-skip after the restart');
       assert.ok(skip[0]!.runAt - lastBefore('catch-up-skip') > 1000, "'skip': the missed instants did not fire");
       assert.ok(skip.every((r) => r.createdAt - r.runAt <= 2000 + 250), "'skip': no catch-up run, only instants on time");
-      const failed = processes.flatMap((w) => w.lines).filter((l) => l.level === 'error' || /firing its due instants failed/.test(String(l.msg)));
+      const failed = t.workers.flatMap((w) => w.lines).filter((l) => l.level === 'error' || /firing its due instants failed/.test(String(l.msg)));
       assert.deepEqual(failed, [], 'no tick failed in any process: no unique violation, no lost race');
       console.log(
         `# ${database.name}: after ${Math.round((once[0]!.createdAt - lastBefore('catch-up-once')) / 1000)} s without workers: ` +

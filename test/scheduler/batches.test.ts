@@ -10,7 +10,7 @@ import assert from 'node:assert/strict';
 import type { Knex } from 'knex';
 import { TransactionManager, TransactionalScheduler, type JobHandle, type ParentOutcome, type StepOutcome } from '../../lib/index.js';
 import { eachDialect } from '../support/databases.js';
-import { ManualClock, barrier, deferred, finished, recordingLogger, until, untilAborted } from '../support/helpers.js';
+import { ManualClock, barrier, deferred, finished, recordingLogger, removableJob, until, untilAborted } from '../support/helpers.js';
 
 class RuntimeError extends Error {
   override name = 'RuntimeError';
@@ -444,18 +444,8 @@ eachDialect('batches and callbacks (in memory)', (database) => {
     });
 
     it('remove(batchId) signals the running step (rolled back) and cancels the steps not started', async () => {
-      const started = deferred();
-      let reason: unknown;
-      scheduler.define('long', async (job: JobHandle) => {
-        await job.db(results).insert({ text: 'written before the removal' });
-        started.resolve();
-        try {
-          await untilAborted(job.signal);
-        } catch (err) {
-          reason = err;
-          throw err;
-        }
-      });
+      const long = removableJob(results);
+      scheduler.define('long', long.run);
       const id = await tm.run(async () =>
         scheduler.with({ onSuccess: scheduler.job('note', 'x'), onFailure: scheduler.job('note', 'y') }).serial(
           scheduler.job('long'),
@@ -463,11 +453,11 @@ eachDialect('batches and callbacks (in memory)', (database) => {
           scheduler.batch('parallel', scheduler.job('record', 'nor this')),
         ),
       );
-      await started.promise;
+      await long.started;
       await scheduler.remove(id);
       assert.deepEqual(await scheduler.getResult(id), { state: 'unknown' });
-      await until(() => reason !== undefined && scheduler.stats().running === 0);
-      assert.equal((reason as Error).name, 'JobCancelledError');
+      await until(() => long.reason !== undefined && scheduler.stats().running === 0);
+      assert.equal((long.reason as Error).name, 'JobCancelledError');
       await new Promise((r) => setTimeout(r, 50));
       assert.deepEqual(scheduler.stats(), { uncommitted: 0, waiting: 0, pending: 0, running: 0, done: 0, failed: 0 });
       assert.deepEqual(await texts(), []);

@@ -8,7 +8,7 @@ import assert from 'node:assert/strict';
 import type { Knex } from 'knex';
 import { ConflictError, TransactionManager, TransactionalScheduler, type JobHandle } from '../../lib/index.js';
 import { eachDialect } from '../support/databases.js';
-import { ManualClock, deferred, finished, recordingLogger, until, untilAborted } from '../support/helpers.js';
+import { ManualClock, deferred, finished, recordingLogger, removableJob, until, untilAborted } from '../support/helpers.js';
 
 eachDialect('the life of a schedule', (database) => {
   let knex: Knex;
@@ -91,23 +91,13 @@ eachDialect('the life of a schedule', (database) => {
 
     it('a running job is signalled, its writes roll back, and its result is not kept', async () => {
       const scheduler = new TransactionalScheduler(tm);
-      const started = deferred();
-      let reason: unknown;
-      scheduler.define('long', async (job: JobHandle) => {
-        await job.db(rows).insert({ text: 'written before the removal' });
-        started.resolve();
-        try {
-          await untilAborted(job.signal);
-        } catch (err) {
-          reason = err;
-          throw err;
-        }
-      });
+      const long = removableJob(rows);
+      scheduler.define('long', long.run);
       const id = await tm.run(async () => scheduler.schedule('long'));
-      await started.promise;
+      await long.started;
       await scheduler.remove(id);
-      await until(() => reason !== undefined && scheduler.stats().running === 0);
-      assert.equal((reason as Error).name, 'JobCancelledError');
+      await until(() => long.reason !== undefined && scheduler.stats().running === 0);
+      assert.equal((long.reason as Error).name, 'JobCancelledError');
       assert.deepEqual(await scheduler.getResult(id), { state: 'unknown' });
       assert.deepEqual(await texts(), []);
     });

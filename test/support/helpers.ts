@@ -1,5 +1,5 @@
 /** Small tools the suites share: a recording logger, a manual clock, barriers. */
-import type { Clock, Logger, ScheduleResult } from '../../lib/index.js';
+import type { Clock, JobHandle, Logger, ScheduleResult } from '../../lib/index.js';
 
 export interface LogLine {
   level: 'debug' | 'info' | 'warn' | 'error';
@@ -107,6 +107,30 @@ export function untilAborted(signal: AbortSignal): Promise<never> {
     if (signal.aborted) reject(signal.reason);
     signal.addEventListener('abort', () => reject(signal.reason), { once: true });
   });
+}
+
+/**
+ * A job body for removing a running job: it writes a row (`text`: 'written before the removal') to
+ * `table` in its transaction, then holds until its signal aborts it. `started` resolves once it has
+ * written; `reason` is what aborted it (set once it has).
+ */
+export function removableJob(table: string) {
+  const started = deferred();
+  const removable = {
+    started: started.promise,
+    reason: undefined as unknown,
+    async run(job: JobHandle): Promise<never> {
+      await job.db(table).insert({ text: 'written before the removal' });
+      started.resolve();
+      try {
+        return await untilAborted(job.signal);
+      } catch (err) {
+        removable.reason = err;
+        throw err;
+      }
+    },
+  };
+  return removable;
 }
 
 /** What getResult answers once the schedule has finished (polled outside any transaction, so nothing is deleted). */
