@@ -198,6 +198,10 @@ eachDialect('recurring jobs in one process', (database) => {
       assert.throws(() => s.recurring('k'.repeat(192), every, 'tick'), /1-191 characters, got 192/);
       assert.throws(() => s.recurring('nightly', { cron: 'every night' }, 'tick'), { name: 'TypeError', message: /^recurring\('nightly'\): bad cron pattern "every night"/ });
       assert.throws(() => s.recurring('nightly', { cron: '0 0 31 2 *' }, 'tick'), /recurring\('nightly'\): the cron pattern "0 0 31 2 \*" never fires/);
+      assert.throws(() => s.recurring('nightly', { cron: '0 9 * * *', timeZone: 'Europe/Berlin' } as RecurringOptions, 'tick'), {
+        name: 'TypeError',
+        message: 'recurring(\'nightly\'): unknown option "timeZone"; the options are cron, timezone, missed, missedAfter',
+      });
       assert.throws(() => s.recurring('nightly', { cron: '0 3 * * *', timezone: 'Mars/Olympus' }, 'tick'), {
         name: 'TypeError',
         message: /^recurring\('nightly'\): unknown time zone "Mars\/Olympus"/,
