@@ -6,42 +6,23 @@
  * (`consume: false` keeps it until its ttl).
  */
 import type { Context, Middleware, Next } from 'koa';
-import type { Transaction } from '../interfaces.js';
-import { isScheduleId } from '../scheduler/ids.js';
 import type { JobRoutesOptions } from './interfaces.js';
-
-const NOT_FOUND = { error: 'no such job' };
-
-/** Who polls: the request's user when it is an id; anyone else (no user, or one without an id) sees only jobs without an owner. */
-function pollerOf(transaction: Transaction): string | number | null {
-  const user = transaction.meta.user as unknown;
-  return typeof user === 'string' || typeof user === 'number' ? user : null;
-}
+import { NOT_MOUNTED, pollAnswer, pollBase, polledId } from '../http/job-poll.js';
 
 /** The polling endpoint for schedules, mounted among the middleware aftercommit guards. */
 export function jobRoutes({ prefix = '/jobs', consume = true }: JobRoutesOptions = {}): Middleware {
-  const base = `/${prefix.replace(/^\/+|\/+$/g, '')}/`;
+  const base = pollBase(prefix);
 
   return async function jobRoutesMiddleware(ctx: Context, next: Next) {
-    if ((ctx.method !== 'GET' && ctx.method !== 'HEAD') || !ctx.path.startsWith(base)) return next();
-    const id = ctx.path.slice(base.length);
-    if (id.includes('/')) return next();
+    const id = polledId(ctx.method, ctx.path, base);
+    if (id === undefined) return next();
     // Inside aftercommit, ctx.scheduler is the scheduler or throws NoSchedulerError (it was given none).
     const { transaction, scheduler } = ctx;
-    if (!transaction || !scheduler) {
-      // Not a failure of the request but of the app's setup, found on its first poll: a TypeError, like aftercommit()'s bad options.
-      throw new TypeError('jobRoutes() must be mounted inside aftercommit({ manager, scheduler }, ...), which gives it its transaction and scheduler');
-    }
+    // Not a failure of the request but of the app's setup, found on its first poll: a TypeError, like aftercommit()'s bad options.
+    if (!transaction || !scheduler) throw new TypeError(NOT_MOUNTED);
     ctx.set('Cache-Control', 'no-store');
-    // Unknown, malformed and someone else's ids get the same answer: an id reveals nothing.
-    const result = isScheduleId(id)
-      ? await scheduler.getResult(id, { visibleTo: pollerOf(transaction), consume: consume && ctx.method === 'GET' }) // a HEAD (a link preview, a monitor) must not consume
-      : ({ state: 'unknown' } as const);
-    if (result.state === 'unknown') {
-      ctx.status = 404;
-      ctx.body = NOT_FOUND;
-      return;
-    }
-    ctx.body = { id, ...result };
+    const { status, body } = await pollAnswer(id, ctx.method, transaction, scheduler, consume);
+    ctx.status = status;
+    ctx.body = body;
   };
 }

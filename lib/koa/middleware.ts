@@ -11,64 +11,19 @@ import type { Context, DefaultContext, DefaultState, Middleware, Next } from 'ko
 import type { Scheduler, Transaction } from '../interfaces.js';
 import type { AftercommitContext, AftercommitOptions } from './interfaces.js';
 import { compose } from './compose.js';
-import { ClientGoneError, DatabaseUnavailableError, NoSchedulerError, RequestTimeoutError, RetriesExhaustedError, RetryNotSafeError } from './errors.js';
+import { ClientGoneError, DatabaseUnavailableError, NoSchedulerError, RequestTimeoutError, RetriesExhaustedError, RetryNotSafeError } from '../http/errors.js';
 import { TransactionEndedError } from '../errors.js';
 import { defaultMetadata, requestIdOf, requestLine, withRequestId } from './request-metadata.js';
 import { restoreResponse, snapshotResponse } from './response-snapshot.js';
 import { abandonResponse, requestStart, unsafeToRetry } from './retry-safety.js';
-import { RUN_STOPPER, RunStopper } from '../transactions/run-stopper.js';
+import { RUN_STOPPER } from '../transactions/run-stopper.js';
+import { clientGone, RequestWatch } from '../http/request-watch.js';
 import type { InternalRunOptions } from '../transactions/manager.js';
 import { integerIn } from '../support/validate.js';
 
 /** Whether the client of `ctx` has gone away before the response was sent. */
-function clientGone(ctx: Context): boolean {
-  return !ctx.res.writableFinished && (ctx.res.destroyed || ctx.req.socket?.destroyed === true);
-}
-
-/**
- * Ends the requests of one aftercommit() from outside: at their deadline, and
- * when their client has gone away. One timer looks at all requests in flight
- * (and stops a tick after the last one): a timer and a listener per request would
- * cost more than the rest of the adaptation.
- */
-class RequestWatch {
-  private readonly inFlight = new Map<Context, { stopper: RunStopper; deadline: number }>();
-  private timer: NodeJS.Timeout | undefined;
-  private readonly tick: number;
-
-  constructor(
-    private readonly timeout: number,
-    private readonly watchClient: boolean,
-  ) {
-    this.tick = timeout > 0 ? Math.min(250, Math.max(10, Math.floor(timeout / 4))) : 250;
-  }
-
-  /** A stopper for the request, watched until `forget(ctx)`; undefined when nothing is watched. */
-  watch(ctx: Context): RunStopper | undefined {
-    if (this.timeout === 0 && !this.watchClient) return undefined;
-    const stopper = new RunStopper();
-    this.inFlight.set(ctx, { stopper, deadline: this.timeout > 0 ? Date.now() + this.timeout : Infinity });
-    this.timer ??= setInterval(() => this.check(), this.tick).unref();
-    return stopper;
-  }
-
-  forget(ctx: Context): void {
-    this.inFlight.delete(ctx);
-  }
-
-  private check(): void {
-    // Stopped on a tick, not when the last request leaves: one request at a time would restart it each time.
-    if (this.inFlight.size === 0) {
-      clearInterval(this.timer);
-      this.timer = undefined;
-      return;
-    }
-    const now = Date.now();
-    for (const [ctx, { stopper, deadline }] of this.inFlight) {
-      if (now >= deadline) stopper.stop(new RequestTimeoutError(this.timeout));
-      else if (this.watchClient && clientGone(ctx)) stopper.stop(new ClientGoneError());
-    }
-  }
+function clientGoneOf(ctx: Context): boolean {
+  return clientGone(ctx.req, ctx.res);
 }
 
 /** The scheduler the request's aftercommit() was given, null for none; unset on requests that never entered one. */
@@ -157,7 +112,7 @@ export function aftercommit(options: AftercommitOptions, ...middleware: Middlewa
       name: line,
       metadata: meta,
       retries: options.retries,
-      [RUN_STOPPER]: requests.watch(ctx),
+      [RUN_STOPPER]: requests.watch(ctx, ctx.req, ctx.res),
       onRetry: (event) => {
         lastError = event.error;
         options.onRetry?.(event, ctx);
@@ -179,7 +134,7 @@ export function aftercommit(options: AftercommitOptions, ...middleware: Middlewa
           ctx.transaction = tx;
           await chain(ctx);
           if (rollbackOn(ctx)) tx.setRollbackOnly();
-          if (watchClient && clientGone(ctx)) throw new ClientGoneError(); // nobody will see the answer: no commit
+          if (watchClient && clientGoneOf(ctx)) throw new ClientGoneError(); // nobody will see the answer: no commit
         },
         runOptions,
       );

@@ -1,37 +1,17 @@
-/** Transaction metadata derived from a Koa request: its user, `METHOD path` and a request id. */
-import { randomBytes } from 'node:crypto';
+/** Transaction metadata derived from a Koa request: its user, `METHOD path` and a request id (the rules are in lib/http). */
 import type { Context } from 'koa';
 import type { TransactionMeta } from '../interfaces.js';
-import { UnidentifiedUser } from '../scheduler/owner.js';
+import type { UnidentifiedUser } from '../scheduler/owner.js';
+import { metadataOf, ownerFromOption, ownerFromUser, requestIdFrom } from '../http/request-metadata.js';
 
-/** What aftercommit can read an owner from: an id as it is, a BigInt or an ObjectId-like object as its text. */
-function asOwner(value: unknown): string | number | undefined {
-  if (typeof value === 'string' || typeof value === 'number') return value;
-  if (typeof value === 'bigint') return String(value);
-  if (typeof value === 'object' && value !== null && value.toString !== Object.prototype.toString) return String(value);
-  return undefined;
-}
+export { withRequestId } from '../http/request-metadata.js';
 
 /**
  * The owner of the request's jobs: what `ownerOf(ctx)` returns when given, else
- * `ctx.state.user` itself when it is an id, else its `id`, else its `sub` (a JWT
- * or OIDC subject). Never a display name: two people may share one. A user that
- * is set but gives no id becomes an UnidentifiedUser, which schedule() refuses.
+ * read from `ctx.state.user` (itself when an id, else its `id`, else its `sub`).
  */
 export function requestUser(ctx: Context, ownerOf?: (ctx: Context) => unknown): string | number | UnidentifiedUser | undefined {
-  if (ownerOf) {
-    const owner = ownerOf(ctx);
-    if (owner === undefined || owner === null) return undefined;
-    return asOwner(owner) ?? new UnidentifiedUser(`aftercommit({ user }) returned a value of type ${typeof owner}`);
-  }
-  const user = ctx.state.user as unknown;
-  if (user === undefined || user === null) return undefined;
-  if (typeof user !== 'object') return asOwner(user) ?? new UnidentifiedUser(`ctx.state.user (a ${typeof user})`);
-  const { id, sub } = user as { id?: unknown; sub?: unknown };
-  const owner = asOwner(id ?? sub);
-  if (owner !== undefined) return owner;
-  const keys = Object.keys(user).slice(0, 8).join(', ');
-  return new UnidentifiedUser(`ctx.state.user (an object with ${keys ? `keys ${keys}` : 'no keys'})`);
+  return ownerOf ? ownerFromOption(ownerOf(ctx)) : ownerFromUser(ctx.state.user, 'ctx.state.user');
 }
 
 /** `METHOD path` of a request. */
@@ -41,25 +21,10 @@ export function requestLine(ctx: Context): string {
 
 /** The default metadata: the request's user (see requestUser), `METHOD path` as note, the request id. */
 export function defaultMetadata(ctx: Context, line: string, requestId: string, ownerOf?: (ctx: Context) => unknown): TransactionMeta {
-  const user = requestUser(ctx, ownerOf);
-  const extension = { requestId };
-  // An UnidentifiedUser travels as the user so that schedule() can refuse it with its description.
-  return user === undefined ? { note: line, extension } : { user: user as string, note: line, extension };
+  return metadataOf(requestUser(ctx, ownerOf), line, requestId);
 }
-
-/** The app's own metadata, with the request id added to its extension. */
-export function withRequestId(meta: TransactionMeta, requestId: string): TransactionMeta {
-  return { ...meta, extension: { ...meta.extension, requestId } };
-}
-
-const REQUEST_ID = /^[A-Za-z0-9._:@/+=-]{1,128}$/;
-
-// Request ids need to be unique, not secret: a random per-process prefix and a counter.
-const processPrefix = randomBytes(6).toString('hex');
-let counter = 0;
 
 /** The request's id: the client's header when it is a sane token, else a new unique one. */
 export function requestIdOf(ctx: Context, header: string): string {
-  const given = ctx.get(header);
-  return REQUEST_ID.test(given) ? given : `${processPrefix}-${(++counter).toString(36)}`;
+  return requestIdFrom(ctx.get(header));
 }

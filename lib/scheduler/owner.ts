@@ -27,8 +27,8 @@ export function jobOwner(meta: TransactionMeta): string | number | null {
   if (user === undefined || user === null) return null;
   if (user instanceof UnidentifiedUser) {
     throw new JobOwnerError(
-      `${user.description} gives no owner for the job: aftercommit reads the owner from ctx.state.user when it is a ` +
-        'string or number, else from its `id`, else from its `sub`. Pass aftercommit({ user: (ctx) => … }) returning ' +
+      `${user.description} gives no owner for the job: aftercommit reads the owner from the request’s user (ctx.state.user in Koa, req.user in Express) when it is a ` +
+        'string or number, else from its `id`, else from its `sub`. Pass aftercommit({ user: (ctx) => … }) (Express: (req) => …) returning ' +
         'the id of the request’s user (or undefined for none)',
     );
   }
