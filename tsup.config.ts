@@ -1,10 +1,10 @@
 import { defineConfig } from 'tsup';
 
 export default defineConfig({
-  entry: { index: 'lib/index.ts', koa: 'lib/koa/index.ts', cli: 'lib/cli.ts' },
+  entry: { index: 'lib/index.ts', koa: 'lib/koa/index.ts', express: 'lib/express/index.ts', cli: 'lib/cli.ts' },
   format: ['esm', 'cjs'],
   dts: true,
-  // One shared chunk in both formats, so `aftercommit` and `aftercommit/koa`
+  // One shared chunk in both formats, so `aftercommit`, `aftercommit/koa` and `aftercommit/express`
   // see the same classes (instanceof TransientError works across entries).
   splitting: true,
   sourcemap: true,

@@ -1,0 +1,4 @@
+export { aftercommit } from './middleware.js';
+export { jobRoutes } from './job-routes.js';
+export { ClientGoneError, DatabaseUnavailableError, NoSchedulerError, RequestTimeoutError, RetriesExhaustedError, RetryNotSafeError } from '../http/errors.js';
+export type * from './interfaces.js';
