@@ -27,7 +27,7 @@ describe('the packed package', () => {
     // The package's own dependencies (npm installs them beside it) and the peers the app chose,
     // taken from this checkout instead of the registry.
     const { dependencies = {} } = JSON.parse(readFileSync(join(root, 'package.json'), 'utf8')) as { dependencies?: Record<string, string> };
-    for (const peer of [...Object.keys(dependencies), 'knex', 'better-sqlite3', 'koa', '@koa/router', '@types']) {
+    for (const peer of [...Object.keys(dependencies), 'knex', 'better-sqlite3', 'koa', '@koa/router', 'express', '@types']) {
       mkdirSync(join(app, 'node_modules', peer, '..'), { recursive: true });
       symlinkSync(join(root, 'node_modules', peer), join(app, 'node_modules', peer));
     }
@@ -75,6 +75,73 @@ describe('the packed package', () => {
        (async () => { ${program} })().catch((err) => { console.error(err); process.exit(1); });`,
     );
     assert.equal(run('node', ['cjs.cjs'], app).trim(), 'committed after 2 attempts object ConflictError');
+  });
+
+  // A fresh Express 5 app on the packed `aftercommit/express`: a router doing a transfer through
+  // req.db whose first attempt fails with a transient error (so the whole handler runs again), a
+  // job scheduled with req.scheduler, polled through jobRoutes; the balances are read by the root
+  // knex as soon as the response arrives, so they show it was sent after the COMMIT.
+  const expressProgram = `
+    const db = knex({ client: 'better-sqlite3', connection: { filename: ':memory:' }, useNullAsDefault: true });
+    await db.schema.createTable('accounts', (t) => { t.integer('id').primary(); t.integer('balance').notNullable(); });
+    await db('accounts').insert([{ id: 1, balance: 10 }, { id: 2, balance: 0 }]);
+    const tm = new TransactionManager(db, { retries: 1 });
+    const scheduler = new TransactionalScheduler(tm);
+    scheduler.define('double', async (job, n) => n * 2);
+    let attempts = 0;
+    const router = express.Router();
+    router.post('/transfer', async (req, res) => {
+      attempts++;
+      await req.db('accounts').where({ id: 1 }).decrement('balance', req.body.amount);
+      await req.db('accounts').where({ id: 2 }).increment('balance', req.body.amount);
+      if (attempts === 1) throw new ConflictError(); // transient: rolled back, the handler runs again
+      res.status(202).json({ id: req.scheduler.schedule('double', req.body.amount) });
+    });
+    const app = express();
+    app.use(express.json());
+    app.use(aftercommit({ manager: tm, scheduler }, router, jobRoutes({ prefix: '/jobs' })));
+    const server = app.listen(0, '127.0.0.1');
+    await once(server, 'listening');
+    const base = 'http://127.0.0.1:' + server.address().port;
+    const posted = await fetch(base + '/transfer', { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ amount: 4 }) });
+    const { id } = await posted.json();
+    const balances = (await db('accounts').orderBy('id')).map((row) => row.balance).join('/');
+    let result;
+    for (let i = 0; i < 200; i++) {
+      result = await (await fetch(base + '/jobs/' + id)).json();
+      if (result.state !== 'pending') break;
+      await new Promise((resolve) => setTimeout(resolve, 10));
+    }
+    await new Promise((resolve) => server.close(resolve));
+    await db.destroy();
+    console.log(posted.status, attempts, balances, result.state, result.value);
+  `;
+  const expressAnswer = '202 2 6/4 done 8';
+
+  it('serves a fresh Express app as ESM', () => {
+    writeFileSync(
+      join(app, 'express-esm.mjs'),
+      `import { once } from 'node:events';
+       import knex from 'knex';
+       import express from 'express';
+       import { TransactionManager, TransactionalScheduler, ConflictError } from 'aftercommit';
+       import { aftercommit, jobRoutes } from 'aftercommit/express';
+       ${expressProgram}`,
+    );
+    assert.equal(run('node', ['express-esm.mjs'], app).trim(), expressAnswer);
+  });
+
+  it('serves a fresh Express app as CommonJS', () => {
+    writeFileSync(
+      join(app, 'express-cjs.cjs'),
+      `const { once } = require('node:events');
+       const knex = require('knex');
+       const express = require('express');
+       const { TransactionManager, TransactionalScheduler, ConflictError } = require('aftercommit');
+       const { aftercommit, jobRoutes } = require('aftercommit/express');
+       (async () => { ${expressProgram} })().catch((err) => { console.error(err); process.exit(1); });`,
+    );
+    assert.equal(run('node', ['express-cjs.cjs'], app).trim(), expressAnswer);
   });
 
   it('ships the CLI: npx aftercommit migrate with the app’s jobs module', () => {
@@ -165,5 +232,84 @@ describe('the packed package', () => {
     const tsc = join(root, 'node_modules', '.bin', 'tsc');
     const flags = ['--noEmit', '--strict', '--module', 'node16', '--moduleResolution', 'node16', '--types', 'node', '--skipLibCheck', 'false'];
     run(tsc, [...flags, 'consumer.mts', 'consumer.cts'], app);
+  });
+
+  it('type-checks an Express app for a TypeScript consumer, as ESM and as CommonJS', () => {
+    const consumer = `
+      import knex from 'knex';
+      import express from 'express';
+      import type { NextFunction, Request, Response } from 'express';
+      import { TransactionManager, TransactionalScheduler } from 'aftercommit';
+      import { aftercommit, jobRoutes, type AftercommitOptions, type AftercommitRequest, type JobRoutesOptions } from 'aftercommit/express';
+      const tm = new TransactionManager(knex({ client: 'better-sqlite3' }));
+      const scheduler = new TransactionalScheduler(tm);
+      scheduler.define('double', async (_job, n: number) => n * 2);
+
+      const app = express();
+      app.use(express.json());
+
+      // Handlers given straight to aftercommit get a typed req.
+      app.use(aftercommit({ manager: tm, scheduler }, async (req, res, next) => {
+        req.transaction.afterCommit((ok) => void ok);
+        await req.db('orders').insert({ total: 1 });
+        const context = req.persistentContext([], { user: req.user });
+        // @ts-expect-error req.db is a knex transaction, not a number
+        const wrong: number = req.db;
+        void wrong;
+        if (req.path === '/next') return next();
+        res.status(202).json({ id: req.scheduler.schedule('double', 2), named: context.length });
+      }));
+
+      // A router whose routes aftercommit guards opts in with AftercommitRequest.
+      const router = express.Router();
+      router.post('/orders/:month', async (expressReq, res) => {
+        const req = expressReq as AftercommitRequest;
+        await req.db('orders').where({ month: req.params.month });
+        req.transaction.afterCommit((ok) => void ok);
+        res.json({ id: req.scheduler.schedule('double', 3) });
+      });
+      const guarded = async (req: AftercommitRequest, res: Response) => {
+        res.json(await req.db('orders').count());
+      };
+      const options: AftercommitOptions = {
+        manager: tm,
+        scheduler,
+        timeout: 5000,
+        user: (req) => (req.user as { id?: string } | undefined)?.id,
+        rollbackOn: (_req, res) => res.statusCode >= 500,
+      };
+      const polling: JobRoutesOptions = { prefix: '/jobs', consume: false };
+      app.use(aftercommit(options, router, guarded, jobRoutes(polling)));
+
+      // Outside aftercommit, Express's own Request has them as optional: most requests never got them.
+      app.use(async (req: Request, res: Response, next: NextFunction) => {
+        // @ts-expect-error req.db is undefined on a request that did not go through aftercommit
+        await req.db('orders').count();
+        // @ts-expect-error so is req.transaction
+        req.transaction.setRollbackOnly();
+        // @ts-expect-error and req.scheduler
+        req.scheduler.schedule('double', 1);
+        // @ts-expect-error req.db is a getter: it cannot be assigned
+        req.db = undefined;
+        if (req.transaction) res.json({ attempt: req.transaction.attempt });
+        else next();
+      });
+      // Error handlers after aftercommit see its errors.
+      app.use((err: unknown, _req: Request, res: Response, _next: NextFunction) => {
+        res.status((err as { status?: number }).status ?? 500).json({ error: String(err) });
+      });
+      app.listen(0);
+    `;
+    // req.user is Passport's; a consumer without Passport declares it.
+    const declarations = "declare global { namespace Express { interface Request { user?: unknown } } }\nexport {};\n";
+    writeFileSync(join(app, 'express-user.d.ts'), declarations);
+    writeFileSync(join(app, 'express-consumer.mts'), consumer);
+    writeFileSync(
+      join(app, 'express-consumer.cts'),
+      consumer.replace("import knex from 'knex';", "import knex = require('knex');").replace("import express from 'express';", "import express = require('express');"),
+    );
+    const tsc = join(root, 'node_modules', '.bin', 'tsc');
+    const flags = ['--noEmit', '--strict', '--module', 'node16', '--moduleResolution', 'node16', '--types', 'node', '--skipLibCheck', 'false'];
+    run(tsc, [...flags, 'express-user.d.ts', 'express-consumer.mts', 'express-consumer.cts'], app);
   });
 });
