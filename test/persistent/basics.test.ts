@@ -308,6 +308,8 @@ eachDialect('PersistentTransactionalScheduler', (database) => {
         startWorker({ concurrency: 3 });
         for (const id of ids) {
           assert.deepEqual(await finished(running, id), { state: 'failed', error: { name: 'Error', message: 'run 2 fails' } });
+          // The failed event comes once the failure has committed, which a poller may see first.
+          await until(() => events.some((e) => e === `${id} failed in attempt 2 run 2`), 10_000, `the failed event of ${id}`);
           assert.deepEqual(seen.get(id), [
             [1, 1, 1, 2],
             [1, 1, 2, 2],

@@ -20,7 +20,7 @@ import {
   type Worker,
 } from '../../lib/index.js';
 import { eachDialect } from '../support/databases.js';
-import { finished, recordingLogger } from '../support/helpers.js';
+import { finished, recordingLogger, until } from '../support/helpers.js';
 
 const SECRET = 'victim-4f1c@example.com';
 
@@ -106,10 +106,14 @@ eachDialect('stored errors of database failures', (database) => {
     assert.doesNotMatch(seen, /\binsert\b|\binto\b|\bvalues\b|\$1|\?/i, `SQL is in ${seen}`);
   }
 
-  /** Asserts that the failure of `id` is logged with the original error: the SQL, and the value (PostgreSQL gives it in `detail`). */
-  function assertLoggedInFull(id: string, value: string) {
-    const line = logger.lines.find((l) => l.level === 'error' && l.obj.id === id);
-    assert.ok(line, `the failure of ${id} is logged`);
+  /**
+   * Asserts that the failure of `id` is logged with the original error: the SQL, and the value (PostgreSQL
+   * gives it in `detail`). A worker logs it once the failure has committed, which a poller may see first.
+   */
+  async function assertLoggedInFull(id: string, value: string) {
+    const logged = () => logger.lines.find((l) => l.level === 'error' && l.obj.id === id);
+    await until(() => logged() !== undefined, 10_000, `the failure of ${id} to be logged`);
+    const line = logged()!;
     const err = line.obj.err as Error & { detail?: string };
     assert.match(err.message, /insert into/i, 'the log has the SQL');
     assert.ok(`${err.message} ${err.detail}`.includes(value), `the log has the value: ${err.message} ${err.detail}`);
@@ -131,7 +135,7 @@ eachDialect('stored errors of database failures', (database) => {
           });
           assertClean(JSON.stringify(result));
           if (kind === 'persistent') assertClean((await knex(`${prefix}jobs`).where({ id }).first()).error);
-          assertLoggedInFull(id, SECRET);
+          await assertLoggedInFull(id, SECRET);
           assert.deepEqual(await knex(accounts).pluck('balance'), [0], 'nothing of the job was kept');
         });
       }
@@ -154,7 +158,7 @@ eachDialect('stored errors of database failures', (database) => {
           const result = await finished(scheduler(), id);
           assert.deepEqual(result, { state: 'failed', error });
           assertClean(JSON.stringify(result));
-          assertLoggedInFull(id, database.name === 'postgres' ? 'duplicate key value' : SECRET);
+          await assertLoggedInFull(id, database.name === 'postgres' ? 'duplicate key value' : SECRET);
         }
       });
 
@@ -170,7 +174,7 @@ eachDialect('stored errors of database failures', (database) => {
         assert.deepEqual({ code: result.error.code, sqlState: result.error.sqlState, errno: result.error.errno }, { errno: undefined, ...expected });
         assert.match(result.error.message, /^a value does not fit its column/);
         assertClean(JSON.stringify(result));
-        assertLoggedInFull(id, SECRET);
+        await assertLoggedInFull(id, SECRET);
       });
     });
   }
