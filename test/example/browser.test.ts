@@ -166,6 +166,9 @@ async function yearReport(page: Page, year: string) {
     if (await page.isVisible('#year-error')) break;
     await page.waitForTimeout(40);
   }
+  // The bar may have moved between the last reading and the summary showing.
+  const last = Number((await page.getAttribute('#year-job [role=progressbar]', 'aria-valuenow')) ?? 0);
+  if (seen.at(-1) !== last) seen.push(last);
   return { id: await page.getAttribute('#year-job', 'data-id'), seen };
 }
 
