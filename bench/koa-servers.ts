@@ -7,20 +7,14 @@
 import { AsyncLocalStorage } from 'node:async_hooks';
 import { randomUUID } from 'node:crypto';
 import Koa from 'koa';
-import knexFactory, { type Knex } from 'knex';
+import knexFactory from 'knex';
 import { TransactionManager } from '../dist/index.js';
 import { aftercommit } from '../dist/koa.js';
-import { benchKnexConfig } from './support.js';
+import { announce, idOf, work } from './http-rounds.js';
+import { KOA_BENCH_TABLE as TABLE, benchKnexConfig } from './support.js';
 
-import { KOA_BENCH_TABLE as TABLE } from './support.js';
 const variant = process.argv[2];
 const app = new Koa();
-
-async function work(db: Knex | Knex.Transaction, id: number) {
-  const row = await db(TABLE).where({ id }).first('balance').forUpdate();
-  await db(TABLE).where({ id }).update({ balance: row.balance + 1 });
-}
-const idOf = (path: string) => Number(path.slice(path.lastIndexOf('/') + 1));
 
 switch (variant) {
   case 'aftercommit-db': {
@@ -28,7 +22,7 @@ switch (variant) {
     const tm = new TransactionManager(knex);
     app.use(
       aftercommit({ manager: tm }, async (ctx) => {
-        await work(ctx.db, idOf(ctx.path));
+        await work(ctx.db, TABLE, idOf(ctx.path));
         ctx.body = 'ok';
       }),
     );
@@ -37,7 +31,7 @@ switch (variant) {
   case 'by-hand-db': {
     const knex = knexFactory(benchKnexConfig(10));
     app.use(async (ctx) => {
-      await knex.transaction((trx) => work(trx, idOf(ctx.path)));
+      await knex.transaction((trx) => work(trx, TABLE, idOf(ctx.path)));
       ctx.body = 'ok';
     });
     break;
@@ -73,7 +67,4 @@ switch (variant) {
     throw new Error(`unknown variant ${variant}`);
 }
 
-const server = app.listen(0, '127.0.0.1', () => {
-  const address = server.address() as { port: number };
-  console.log(`listening ${address.port}`);
-});
+announce(app);

@@ -1,8 +1,9 @@
 /** What the benchmarks share: where the database is, and side-by-side rounds. */
 import type { Knex } from 'knex';
 
-/** The table bench/koa-overhead.ts and its servers share. */
+/** The tables bench/koa-overhead.ts and bench/express-overhead.ts share with their servers (one each: both may run against one database). */
 export const KOA_BENCH_TABLE = 'bench_koa_accounts';
+export const EXPRESS_BENCH_TABLE = 'bench_express_accounts';
 
 const urls: Record<string, string> = {
   mysql: process.env.AFTERCOMMIT_TEST_MYSQL ?? 'mysql://root@127.0.0.1:3306/test',
