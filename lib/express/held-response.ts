@@ -75,12 +75,46 @@ function setHeaders(res: ServerResponse, headers: unknown): void {
   }
 }
 
+/** The attempt's record a held response writes into; absent when the response is not held. */
+const HELD = Symbol('aftercommit: the held response');
+type Holdable = ServerResponse & { [HELD]?: HeldResponse };
+
+// The methods put on a held response: shared functions, not closures per request, assigned (not
+// defined) and assigned back afterwards, so that `res` keeps a fast shape.
+function writeHead(this: Holdable, statusCode: unknown, reason?: unknown, headers?: unknown): Holdable {
+  if (typeof reason !== 'string') [headers, reason] = [reason, undefined];
+  this.statusCode = Number(statusCode);
+  if (typeof reason === 'string') this.statusMessage = reason;
+  setHeaders(this, headers);
+  return this;
+}
+function write(this: Holdable, ...args: unknown[]): boolean {
+  const held = this[HELD]!;
+  if (held.ended) return false;
+  held.streamed = true;
+  held.record('write', args);
+  return true; // held in memory: no backpressure until the commit
+}
+function end(this: Holdable, ...args: unknown[]): Holdable {
+  const held = this[HELD]!;
+  if (held.ended) return this;
+  held.ended = true;
+  held.record('end', args);
+  return this;
+}
+function flushHeaders(this: Holdable): void {
+  const held = this[HELD]!;
+  held.streamed = true;
+  held.record('flushHeaders', []);
+}
+const HOLDING: readonly ((this: Holdable, ...args: never[]) => unknown)[] = [writeHead, write, end, flushHeaders];
+
 /** The recorded response of one attempt. */
 export class HeldResponse {
   private readonly calls: { method: 'write' | 'end' | 'flushHeaders'; args: unknown[] }[] = [];
-  private readonly previous = new Map<Method, PropertyDescriptor | undefined>();
-  private readonly originals = new Map<Method, (...args: unknown[]) => unknown>();
-  private installed = false;
+  /** `res`'s own methods (METHODS order), put back by uninstall. */
+  private readonly own: ((...args: unknown[]) => unknown)[];
+  private installed = true;
   /** Whether the handler wrote or flushed before ending: a stream, which runs on after the commit. */
   streamed = false;
   /** Whether the handler ended the response. */
@@ -89,72 +123,35 @@ export class HeldResponse {
   answered = false;
 
   constructor(
-    private readonly res: ServerResponse,
+    private readonly res: Holdable,
     private readonly onAnswer: () => void,
   ) {
-    for (const method of METHODS) {
-      this.previous.set(method, Object.getOwnPropertyDescriptor(res, method));
-      this.originals.set(method, (res[method] as (...args: unknown[]) => unknown).bind(res));
-    }
-    this.install();
+    const holdable = res as unknown as Record<Method, unknown>;
+    this.own = METHODS.map((method) => holdable[method] as (...args: unknown[]) => unknown);
+    res[HELD] = this;
+    for (let i = 0; i < METHODS.length; i++) holdable[METHODS[i]!] = HOLDING[i];
   }
 
-  private answer(): void {
+  /** @internal Records a call; the first one is the handler's answer. */
+  record(method: 'write' | 'end' | 'flushHeaders', args: unknown[]): void {
+    this.calls.push({ method, args });
     if (this.answered) return;
     this.answered = true;
     this.onAnswer();
-  }
-
-  private install(): void {
-    const { res } = this;
-    const overrides: Record<Method, (...args: unknown[]) => unknown> = {
-      writeHead: (statusCode: unknown, reason?: unknown, headers?: unknown) => {
-        if (typeof reason !== 'string') [headers, reason] = [reason, undefined];
-        res.statusCode = Number(statusCode);
-        if (typeof reason === 'string') res.statusMessage = reason;
-        setHeaders(res, headers);
-        return res;
-      },
-      write: (...args: unknown[]) => {
-        if (this.ended) return false;
-        this.streamed = true;
-        this.calls.push({ method: 'write', args });
-        this.answer();
-        return true; // held in memory: no backpressure until the commit
-      },
-      end: (...args: unknown[]) => {
-        if (this.ended) return res;
-        this.ended = true;
-        this.calls.push({ method: 'end', args });
-        this.answer();
-        return res;
-      },
-      flushHeaders: () => {
-        this.streamed = true;
-        this.calls.push({ method: 'flushHeaders', args: [] });
-        this.answer();
-      },
-    };
-    for (const method of METHODS) {
-      Object.defineProperty(res, method, { configurable: true, writable: true, enumerable: false, value: overrides[method] });
-    }
-    this.installed = true;
   }
 
   /** Gives `res` its own methods back (dropping what was recorded). */
   uninstall(): void {
     if (!this.installed) return;
     this.installed = false;
-    for (const method of METHODS) {
-      const previous = this.previous.get(method);
-      if (previous) Object.defineProperty(this.res, method, previous);
-      else delete (this.res as unknown as Record<string, unknown>)[method];
-    }
+    const holdable = this.res as unknown as Record<Method, unknown>;
+    for (let i = 0; i < METHODS.length; i++) holdable[METHODS[i]!] = this.own[i];
+    if (this.res[HELD] === this) this.res[HELD] = undefined;
   }
 
   /** After the commit: gives `res` its methods back and sends what was recorded; later writes go straight out. */
   release(): void {
     this.uninstall();
-    for (const { method, args } of this.calls.splice(0)) this.originals.get(method)!(...args);
+    for (const { method, args } of this.calls.splice(0)) this.own[METHODS.indexOf(method)]!.apply(this.res, args);
   }
 }

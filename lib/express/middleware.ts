@@ -18,52 +18,22 @@
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { NextFunction, Request, RequestHandler, Response } from 'express';
-import type { Scheduler, Transaction } from '../interfaces.js';
+import type { Transaction } from '../interfaces.js';
 import type { AftercommitHandler, AftercommitOptions, AftercommitRequestHandler } from './interfaces.js';
-import { ClientGoneError, DatabaseUnavailableError, NoSchedulerError, RequestTimeoutError, RetriesExhaustedError, RetryNotSafeError } from '../http/errors.js';
-import { TransactionEndedError } from '../errors.js';
+import { ClientGoneError, RetryNotSafeError } from '../http/errors.js';
+import { defineGetters, GIVEN_SCHEDULER, guardSettings, requestFailure, type GuardedRequest } from '../http/guard.js';
 import { metadataOf, ownerFromOption, ownerFromUser, requestIdFrom, withRequestId } from '../http/request-metadata.js';
-import { clientGone, RequestWatch } from '../http/request-watch.js';
+import { clientGone } from '../http/request-watch.js';
 import { HeldResponse, restoreResponse, snapshotResponse } from './held-response.js';
 import { RUN_STOPPER } from '../transactions/run-stopper.js';
 import type { InternalRunOptions } from '../transactions/manager.js';
-import { integerIn } from '../support/validate.js';
 
 type AnyHandler = (...args: any[]) => unknown;
 
 /** How an attempt's handlers ended: they answered (wrote the response), or passed on (`next()`/`next(err)`) past the last one. */
 type Outcome = { answered: true; late?: { err: unknown } } | { answered: false; err: unknown };
 
-/** The scheduler the request's aftercommit() was given, null for none. */
-const GIVEN_SCHEDULER = Symbol('aftercommit: the request’s scheduler');
-type GuardedRequest = Request & { [GIVEN_SCHEDULER]?: Scheduler | null; _body?: boolean };
-
-/** Request prototypes (one per app) that already have the `req.db` and `req.scheduler` getters. */
-const withGetters = new WeakSet<object>();
-
-function defineGetters(req: Request): void {
-  const proto = Object.getPrototypeOf(req) as object;
-  if (withGetters.has(proto)) return;
-  withGetters.add(proto);
-  Object.defineProperties(proto, {
-    db: {
-      configurable: true,
-      get(this: Request) {
-        const transaction = this.transaction;
-        if (transaction && !transaction.isOpen) throw new TransactionEndedError('req.db after the request’s commit');
-        return transaction?.db;
-      },
-    },
-    scheduler: {
-      configurable: true,
-      get(this: GuardedRequest) {
-        const scheduler = this[GIVEN_SCHEDULER];
-        if (scheduler === null) throw new NoSchedulerError('req.scheduler');
-        return scheduler;
-      },
-    },
-  });
-}
+type ExpressRequest = Request & { _body?: boolean };
 
 /** The request as it was before the first attempt: what a retry starts from again. */
 interface RequestStart {
@@ -91,7 +61,7 @@ function unsafeToRetry(req: Request, res: ServerResponse, start: RequestStart, h
   if (res.headersSent) return 'the response headers were already sent';
   if (clientGone(req as IncomingMessage, res)) return 'the client has gone away';
   // Read inside the handlers: safe only if a parser kept it (it sets req._body and skips the body on the retry).
-  const kept = req.body !== start.body || (req as GuardedRequest)._body === true;
+  const kept = req.body !== start.body || (req as ExpressRequest)._body === true;
   if (!start.bodyReadBefore && req.readableEnded && !kept) {
     return 'the request body was read inside the guarded handlers without being kept (put body parsers before aftercommit)';
   }
@@ -151,42 +121,27 @@ export function aftercommit(options: AftercommitOptions, ...handlers: Aftercommi
 /** The same, with error handlers (four parameters) among the handlers; give those their parameter types (a union of handler kinds types no inline parameters). */
 export function aftercommit(options: AftercommitOptions, ...handlers: AftercommitHandler[]): RequestHandler;
 export function aftercommit(options: AftercommitOptions, ...handlers: AftercommitHandler[]): RequestHandler {
-  const { manager, scheduler } = options;
-  if (!manager || typeof manager.run !== 'function') {
-    throw new TypeError('aftercommit(options, ...handlers): options.manager must be a TransactionManager');
-  }
+  const settings = guardSettings(options, 'req', 'handlers');
+  const { manager, scheduler, requests, watchClient, requestIdHeader: header } = settings;
   for (const handler of handlers) {
     if (typeof handler !== 'function') throw new TypeError('aftercommit(options, ...handlers): every handler must be a function or a router');
   }
-  const metadata = options.metadata;
-  if (options.user !== undefined && typeof options.user !== 'function') {
-    throw new TypeError('aftercommit(options): options.user must be a function (req) => the id of the request’s user');
-  }
-  if (options.user && metadata) throw new TypeError('aftercommit(options): give user or metadata, not both (metadata sets user itself)');
   const rollbackOn = options.rollbackOn ?? ((_req: Request, res: Response) => res.statusCode >= 500);
-  const header = options.requestIdHeader ?? 'X-Request-Id';
   const headerKey = header.toLowerCase();
-  const timeout = integerIn(options.timeout ?? 30_000, 'aftercommit(options): timeout', 0);
-  const watchClient = options.commitWhenClientGone !== true;
-  const requests = new RequestWatch(timeout, watchClient);
-  const retryAfter = options.retryAfter ?? 1;
-  const persistentContext = (positional?: readonly unknown[], named?: Readonly<Record<string, unknown>>) => {
-    if (!scheduler) throw new NoSchedulerError('req.persistentContext');
-    return scheduler.context(positional, named);
-  };
   const stack = handlers as AnyHandler[];
 
   return function aftercommitMiddleware(req: Request, res: Response, next: NextFunction): void {
     const requestId = requestIdFrom(req.headers[headerKey]);
     res.setHeader(header, requestId);
     const line = `${req.method} ${(req.originalUrl ?? req.url).split('?')[0]}`;
-    const user = options.user ? ownerFromOption(options.user(req)) : ownerFromUser((req as { user?: unknown }).user, 'req.user');
-    const meta = metadata ? withRequestId(metadata(req), requestId) : metadataOf(user, line, requestId);
+    const meta = settings.metadata
+      ? withRequestId(settings.metadata(req), requestId)
+      : metadataOf(settings.user ? ownerFromOption(settings.user(req)) : ownerFromUser((req as { user?: unknown }).user, 'req.user'), line, requestId);
     const start = requestStart(req);
     const snapshot = snapshotResponse(res);
-    defineGetters(req);
+    defineGetters(req, 'req');
     (req as GuardedRequest)[GIVEN_SCHEDULER] = scheduler ?? null;
-    req.persistentContext = persistentContext;
+    req.persistentContext = settings.persistentContext;
     let held: HeldResponse | undefined;
     let lastError: unknown;
     let attempts = 0;
@@ -247,18 +202,7 @@ export function aftercommit(options: AftercommitOptions, ...handlers: Aftercommi
         requests.forget(req);
         held?.uninstall();
         restoreResponse(res, snapshot);
-        if (err instanceof RetryNotSafeError) {
-          manager.logger.error({ err, requestId }, `${line}: ${err.message}`);
-        } else if (manager.isTransient(err)) {
-          manager.logger.error({ err, requestId, attempts }, `${line}: giving up after ${attempts} attempts`);
-          err = new RetriesExhaustedError(attempts, retryAfter, err);
-        } else if (manager.isUnavailable(err)) {
-          manager.logger.error({ err, requestId }, `${line}: the database is unavailable`);
-          err = new DatabaseUnavailableError(retryAfter, err);
-        } else if (err instanceof RequestTimeoutError) {
-          manager.logger.error({ err, requestId }, `${line}: ${err.message}`);
-        }
-        next(err);
+        next(requestFailure(settings, err, line, requestId, attempts));
       },
     );
   };

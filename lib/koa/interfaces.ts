@@ -5,63 +5,15 @@
  */
 import type { Knex } from 'knex';
 import type { Context, DefaultContext } from 'koa';
-import type { PersistentContextLike, RetryEvent, Scheduler, Transaction, TransactionMeta } from '../interfaces.js';
-import type { TransactionManager } from '../transactions/manager.js';
+import type { PersistentContextLike, Scheduler, Transaction } from '../interfaces.js';
+import type { AftercommitFields, GuardOptions } from '../http/interfaces.js';
+
+export type { JobRoutesOptions } from '../http/interfaces.js';
 
 /** Options of `aftercommit(options, ...middleware)`. */
-export interface AftercommitOptions {
-  /** The transaction manager whose transactions guard the requests. */
-  manager: TransactionManager;
-  /**
-   * The scheduler handlers reach as `ctx.scheduler` (either kind); also gives
-   * `ctx.persistentContext`. Without it, using either throws an error saying so.
-   */
-  scheduler?: Scheduler;
-  /**
-   * The id of the request's user, who owns the jobs it schedules (only they can
-   * poll them); undefined for none. Default: `ctx.state.user` itself when it is a
-   * string or number, else its `id`, else its `sub`. A user from which no id can
-   * be read makes `schedule()` refuse with JobOwnerError.
-   */
-  user?: (ctx: Context) => unknown;
-  /**
-   * The transaction metadata of a request. Default: `user` as the `user` option
-   * gives it and `note` `METHOD path`. `extension.requestId` is always added.
-   * A `user` that is not a string or number makes `schedule()` refuse.
-   */
-  metadata?: (ctx: Context) => TransactionMeta;
+export interface AftercommitOptions extends GuardOptions<Context> {
   /** Roll back instead of committing when this returns true after the handlers. Default: a 5xx status. */
   rollbackOn?: (ctx: Context) => boolean;
-  /** The header the request id is read from and echoed in. Default `X-Request-Id`. */
-  requestIdHeader?: string;
-  /** Seconds in the `Retry-After` header of the 503 sent when retries run out. Default 1. */
-  retryAfter?: number;
-  /** Extra attempts after a transient error, for requests. Default: the manager's `retries`. */
-  retries?: number;
-  /** Called before each retry of a request, e.g. for a metrics counter. */
-  onRetry?: (event: RetryEvent, ctx: Context) => void;
-  /**
-   * Ms a request may take, retries included, before its transaction is ended
-   * from outside (its connection closed, so the database rolls back and frees its
-   * locks, even while the handler waits) and the client gets 503
-   * RequestTimeoutError; `ctx.transaction.signal` tells the handler. 0: none.
-   * Default 30,000.
-   */
-  timeout?: number;
-  /**
-   * Commit a request whose client went away before the commit. Default false:
-   * its transaction is ended at once and rolled back (ClientGoneError), since
-   * nobody will see the answer.
-   */
-  commitWhenClientGone?: boolean;
-}
-
-/** Options of `jobRoutes(options)`. */
-export interface JobRoutesOptions {
-  /** Path under which schedules are polled: `GET {prefix}/:id`. Default `/jobs`. */
-  prefix?: string;
-  /** Delete a done/failed result when the polling request commits. Default true. */
-  consume?: boolean;
 }
 
 /**
@@ -73,13 +25,13 @@ export interface JobRoutesOptions {
  */
 export interface AftercommitContext extends DefaultContext {
   /** The request's transaction (the current attempt's). */
-  transaction: Transaction;
+  transaction: AftercommitFields['transaction'];
   /** The request's transaction's knex; begins the transaction with its first statement. */
-  readonly db: Knex.Transaction;
+  readonly db: AftercommitFields['db'];
   /** The scheduler given to aftercommit; reading it throws when aftercommit was given none. */
-  readonly scheduler: Scheduler;
+  readonly scheduler: AftercommitFields['scheduler'];
   /** `scheduler.context(positional, named)`: entities for a job, by table and key. Throws when aftercommit was given no scheduler. */
-  persistentContext(positional?: readonly unknown[], named?: Readonly<Record<string, unknown>>): PersistentContextLike;
+  persistentContext: AftercommitFields['persistentContext'];
 }
 
 // Every Koa context of the app has these names, but only requests that went

@@ -1,0 +1,136 @@
+/**
+ * What aftercommit() does the same way for Koa and Express: reading and checking
+ * its options, the `db` and `scheduler` getters on the framework's request
+ * object, and turning the error a request's transaction ended with into the one
+ * its client gets.
+ */
+import type { Scheduler } from '../interfaces.js';
+import type { TransactionManager } from '../transactions/manager.js';
+import type { GuardOptions } from './interfaces.js';
+import { DatabaseUnavailableError, NoSchedulerError, RequestTimeoutError, RetriesExhaustedError, RetryNotSafeError } from './errors.js';
+import { TransactionEndedError } from '../errors.js';
+import { RequestWatch } from './request-watch.js';
+import { integerIn } from '../support/validate.js';
+
+/** An HTTP header name (RFC 9110 token). */
+const HEADER_NAME = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/;
+
+/** The options of one aftercommit(), checked, with their defaults. */
+export interface GuardSettings<R> {
+  readonly manager: TransactionManager;
+  readonly scheduler: Scheduler | undefined;
+  readonly user: ((request: R) => unknown) | undefined;
+  readonly metadata: GuardOptions<R>['metadata'];
+  readonly requestIdHeader: string;
+  readonly retryAfter: number;
+  readonly watchClient: boolean;
+  /** The requests of this aftercommit() in flight, ended at their timeout or when their client goes away. */
+  readonly requests: RequestWatch;
+  /** `persistentContext` of the requests (`where` names it in the error without a scheduler). */
+  readonly persistentContext: (positional?: readonly unknown[], named?: Readonly<Record<string, unknown>>) => ReturnType<Scheduler['context']>;
+}
+
+/**
+ * Checks the options both adapters share. `request` names what the option
+ * functions are given (`ctx`, `req`), `guarded` what aftercommit guards
+ * (`middleware`, `handlers`), both for the error messages.
+ */
+export function guardSettings<R>(options: GuardOptions<R>, request: 'ctx' | 'req', guarded: string): GuardSettings<R> {
+  const { manager, scheduler, user, metadata } = options;
+  if (!manager || typeof manager.run !== 'function') {
+    throw new TypeError(`aftercommit(options, ...${guarded}): options.manager must be a TransactionManager`);
+  }
+  if (user !== undefined && typeof user !== 'function') {
+    throw new TypeError(`aftercommit(options): options.user must be a function (${request}) => the id of the request’s user`);
+  }
+  if (metadata !== undefined && typeof metadata !== 'function') {
+    throw new TypeError(`aftercommit(options): options.metadata must be a function (${request}) => the request’s transaction metadata`);
+  }
+  if (user && metadata) throw new TypeError('aftercommit(options): give user or metadata, not both (metadata sets user itself)');
+  const requestIdHeader = options.requestIdHeader ?? 'X-Request-Id';
+  if (typeof requestIdHeader !== 'string' || !HEADER_NAME.test(requestIdHeader)) {
+    throw new TypeError(`aftercommit(options): options.requestIdHeader must be an HTTP header name, got ${JSON.stringify(requestIdHeader)}`);
+  }
+  const timeout = integerIn(options.timeout ?? 30_000, 'aftercommit(options): timeout', 0);
+  const watchClient = options.commitWhenClientGone !== true;
+  return {
+    manager,
+    scheduler,
+    user,
+    metadata,
+    requestIdHeader,
+    retryAfter: integerIn(options.retryAfter ?? 1, 'aftercommit(options): retryAfter', 0),
+    watchClient,
+    requests: new RequestWatch(timeout, watchClient),
+    persistentContext: (positional, named) => {
+      if (!scheduler) throw new NoSchedulerError(`${request}.persistentContext`);
+      return scheduler.context(positional, named);
+    },
+  };
+}
+
+/** The scheduler a request's aftercommit() was given, null for none; unset on requests that never entered one. */
+export const GIVEN_SCHEDULER = Symbol('aftercommit: the request’s scheduler');
+
+/** A request object (Koa's `ctx`, Express's `req`) as aftercommit sets it up. */
+export interface GuardedRequest {
+  transaction?: { readonly isOpen: boolean; readonly db: unknown };
+  [GIVEN_SCHEDULER]?: Scheduler | null;
+}
+
+/** Prototypes (one per app) that already have the getters. */
+const withGetters = new WeakSet<object>();
+
+/**
+ * `db` and `scheduler` are getters on the app's prototype of `request` (defined
+ * once per app, not per request). On a request that never entered aftercommit
+ * they are undefined, as the frameworks' types declare them.
+ */
+export function defineGetters(request: object, name: 'ctx' | 'req'): void {
+  const proto = Object.getPrototypeOf(request) as object;
+  if (withGetters.has(proto)) return;
+  withGetters.add(proto);
+  Object.defineProperties(proto, {
+    db: {
+      configurable: true,
+      get(this: GuardedRequest) {
+        const transaction = this.transaction;
+        if (transaction && !transaction.isOpen) throw new TransactionEndedError(`${name}.db after the request’s commit`);
+        return transaction?.db;
+      },
+    },
+    scheduler: {
+      configurable: true,
+      get(this: GuardedRequest) {
+        const scheduler = this[GIVEN_SCHEDULER];
+        if (scheduler === null) throw new NoSchedulerError(`${name}.scheduler`);
+        return scheduler;
+      },
+    },
+  });
+}
+
+/**
+ * The error a request's client gets for the one its transaction ended with, the
+ * failure logged: transient errors past the retries become RetriesExhaustedError,
+ * a database that cannot be reached DatabaseUnavailableError (both 503 with
+ * Retry-After); others stay as they are.
+ */
+export function requestFailure(
+  { manager, retryAfter }: Pick<GuardSettings<never>, 'manager' | 'retryAfter'>,
+  err: unknown,
+  line: string,
+  requestId: string,
+  attempts: number,
+): unknown {
+  if (err instanceof RetryNotSafeError || err instanceof RequestTimeoutError) {
+    manager.logger.error({ err, requestId }, `${line}: ${err.message}`);
+  } else if (manager.isTransient(err)) {
+    manager.logger.error({ err, requestId, attempts }, `${line}: giving up after ${attempts} attempts`);
+    return new RetriesExhaustedError(attempts, retryAfter, err);
+  } else if (manager.isUnavailable(err)) {
+    manager.logger.error({ err, requestId }, `${line}: the database is unavailable`);
+    return new DatabaseUnavailableError(retryAfter, err);
+  }
+  return err;
+}

@@ -1,0 +1,75 @@
+/**
+ * The options both HTTP adapters take, framework-neutral. `R` is what the
+ * option functions are given: Koa's `ctx`, Express's `req`.
+ */
+import type { Knex } from 'knex';
+import type { PersistentContextLike, RetryEvent, Scheduler, Transaction, TransactionMeta } from '../interfaces.js';
+import type { TransactionManager } from '../transactions/manager.js';
+
+/** Options of `aftercommit(options, ...)` that Koa's and Express's share. */
+export interface GuardOptions<R> {
+  /** The transaction manager whose transactions guard the requests. */
+  manager: TransactionManager;
+  /**
+   * The scheduler handlers reach as `ctx.scheduler` / `req.scheduler` (either
+   * kind); also gives `persistentContext`. Without it, using either throws
+   * NoSchedulerError.
+   */
+  scheduler?: Scheduler;
+  /**
+   * The id of the request's user, who owns the jobs it schedules (only they can
+   * poll them); undefined for none. Default: the request's user
+   * (`ctx.state.user` in Koa, `req.user` in Express) itself when it is a string
+   * or number, else its `id`, else its `sub`. A user from which no id can be read
+   * makes `schedule()` refuse with JobOwnerError.
+   */
+  user?: (request: R) => unknown;
+  /**
+   * The transaction metadata of a request. Default: `user` as the `user` option
+   * gives it and `note` `METHOD path`. `extension.requestId` is always added.
+   * A `user` that is not a string or number makes `schedule()` refuse.
+   */
+  metadata?: (request: R) => TransactionMeta;
+  /** The header the request id is read from and echoed in. Default `X-Request-Id`. */
+  requestIdHeader?: string;
+  /** Seconds in the `Retry-After` header of the 503 sent when retries run out or the database is unavailable. Default 1. */
+  retryAfter?: number;
+  /** Extra attempts after a transient error, for requests. Default: the manager's `retries`. */
+  retries?: number;
+  /** Called before each retry of a request, e.g. for a metrics counter. */
+  onRetry?: (event: RetryEvent, request: R) => void;
+  /**
+   * Ms a request may take, retries included, before its transaction is ended
+   * from outside (its connection closed, so the database rolls back and frees its
+   * locks, even while the handler waits) and the client gets 503
+   * RequestTimeoutError; `transaction.signal` tells the handler. 0: none.
+   * Default 30,000.
+   */
+  timeout?: number;
+  /**
+   * Commit a request whose client went away before the commit. Default false:
+   * its transaction is ended at once and rolled back (ClientGoneError), since
+   * nobody will see the answer.
+   */
+  commitWhenClientGone?: boolean;
+}
+
+/** Options of `jobRoutes(options)`. */
+export interface JobRoutesOptions {
+  /** Path under which schedules are polled: `GET {prefix}/:id`. Default `/jobs`. */
+  prefix?: string;
+  /** Delete a done/failed result when the polling request commits. Default true. */
+  consume?: boolean;
+}
+
+/** What aftercommit adds to the request (Koa's `ctx`, Express's `req`) of the handlers it guards, present. */
+export interface AftercommitFields {
+  /** The request's transaction (the current attempt's). */
+  transaction: Transaction;
+  /** The request's transaction's knex; begins the transaction with its first statement. */
+  readonly db: Knex.Transaction;
+  /** The scheduler given to aftercommit; reading it throws when aftercommit was given none. */
+  readonly scheduler: Scheduler;
+  /** `scheduler.context(positional, named)`: entities for a job, by table and key. Throws when aftercommit was given no scheduler. */
+  persistentContext(positional?: readonly unknown[], named?: Readonly<Record<string, unknown>>): PersistentContextLike;
+}
