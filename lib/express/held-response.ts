@@ -2,13 +2,16 @@
  * Holding an Express response until the request's transaction has committed.
  *
  * Express handlers write the response themselves: `res.json` and `res.send`
- * end in `res.end`, `res.sendFile` and piped streams in `res.write`. For each
- * attempt, aftercommit puts its own `writeHead`, `write`, `end` and
- * `flushHeaders` on `res`: status and headers stay in `res` (Node sends them only
- * with the first byte), and what is written is recorded, nothing reaches the
- * socket. After the commit the record is replayed through the real methods; on
- * rollback by an error or on a retry it is dropped and the status, headers and
- * `res.locals` are put back as they were before the first attempt.
+ * end in `res.end`, `res.sendFile` and piped streams in `res.write`. For the
+ * request, aftercommit puts its own `writeHead`, `write`, `end` and
+ * `flushHeaders` on `res`: while an attempt holds the response, status and
+ * headers stay in `res` (Node sends them only with the first byte) and what is
+ * written is recorded; nothing reaches the socket, and `res.headersSent` and
+ * `res.writableEnded` say what the handler did, as if it had been sent. After
+ * the commit the record is replayed through the real methods, with the status
+ * and headers as they were at the handler's answer; on rollback by an error or
+ * on a retry it is dropped and the status, headers and `res.locals` are put back
+ * as they were before the first attempt.
  *
  * The first `write`, `end` or `flushHeaders` is the handler's answer: the
  * transaction commits then. A streaming handler (SSE, `res.sendFile`, a pipe)
@@ -17,13 +20,18 @@
  * TransactionEndedError. Such a request is not retry-safe once it has started
  * streaming: a transient error at its commit ends it with RetryNotSafeError
  * (nothing of it committed, nothing of it sent).
+ *
+ * What an attempt that was given up (retried, timed out) writes later is
+ * dropped: `isStale()` tells, from the async context of the call.
  */
-import type { OutgoingHttpHeader, ServerResponse } from 'node:http';
+import { ServerResponse, type OutgoingHttpHeader } from 'node:http';
+import { copyData, refill } from '../http/copy-data.js';
 
 type Method = 'writeHead' | 'write' | 'end' | 'flushHeaders';
 const METHODS: readonly Method[] = ['writeHead', 'write', 'end', 'flushHeaders'];
+type AnyMethod = (...args: unknown[]) => unknown;
 
-/** The status, headers and `res.locals` of a response before the handlers ran. */
+/** The status, headers and `res.locals` of a response at some moment. */
 export interface ResponseSnapshot {
   readonly statusCode: number;
   readonly statusMessage: string;
@@ -33,88 +41,117 @@ export interface ResponseSnapshot {
 
 type Locals = { locals?: Record<string, unknown> };
 
-/** A shallow copy keeping the prototype (Express's `res.locals` has none). */
-function copyOf(locals: Record<string, unknown>): Record<string, unknown> {
-  return Object.assign(Object.create(Object.getPrototypeOf(locals) as object | null) as Record<string, unknown>, locals);
+// Node's own getters (OutgoingMessage.prototype), which a held response's `headersSent` and `writableEnded` stand in front of.
+const outgoing = Object.getPrototypeOf(ServerResponse.prototype) as object;
+const nodeHeadersSent = Object.getOwnPropertyDescriptor(outgoing, 'headersSent')!.get!;
+const nodeWritableEnded = Object.getOwnPropertyDescriptor(outgoing, 'writableEnded')!.get!;
+
+/** Whether the headers really left (`res.headersSent` says what a held handler did). */
+export function headersLeft(res: ServerResponse): boolean {
+  return nodeHeadersSent.call(res) as boolean;
 }
 
-export function snapshotResponse(res: ServerResponse): ResponseSnapshot {
+export function snapshotResponse(res: ServerResponse, withLocals = true): ResponseSnapshot {
   const headers: [string, number | string | string[]][] = [];
   // getRawHeaderNames (Node ≥ 15.13) keeps the names' case; missing from @types/node's ServerResponse.
   for (const name of (res as unknown as { getRawHeaderNames(): string[] }).getRawHeaderNames()) {
     const value = res.getHeader(name);
     if (value !== undefined) headers.push([name, value]);
   }
-  const locals = (res as Locals).locals;
-  return { statusCode: res.statusCode, statusMessage: res.statusMessage, headers, locals: locals && copyOf(locals) };
+  const locals = withLocals ? (res as Locals).locals : undefined;
+  return { statusCode: res.statusCode, statusMessage: res.statusMessage, headers, locals: locals && copyData(locals) };
 }
 
-/** Puts the response back as it was at the snapshot (headers not sent yet). */
+/** Puts the response back as it was at the snapshot (headers not sent yet); `res.locals` keeps its identity. */
 export function restoreResponse(res: ServerResponse, snapshot: ResponseSnapshot): void {
-  if (res.headersSent) return;
+  if (headersLeft(res)) return;
   for (const name of res.getHeaderNames()) res.removeHeader(name);
   for (const [name, value] of snapshot.headers) res.setHeader(name, value);
   res.statusCode = snapshot.statusCode;
   res.statusMessage = snapshot.statusMessage;
-  if (snapshot.locals) (res as Locals).locals = copyOf(snapshot.locals);
+  const locals = (res as Locals).locals;
+  if (snapshot.locals && locals) refill(locals, snapshot.locals);
 }
 
 function headerValue(value: OutgoingHttpHeader): string | string[] {
   return Array.isArray(value) ? value.map(String) : String(value);
 }
 
+/** `writeHead`'s headers, set as Node's writeHead sets them (a flat array's later value wins; pairs are refused, as Node does). */
 function setHeaders(res: ServerResponse, headers: unknown): void {
   if (Array.isArray(headers)) {
-    if (headers.length > 0 && Array.isArray(headers[0])) {
-      for (const [name, value] of headers as [string, OutgoingHttpHeader][]) res.appendHeader(name, headerValue(value));
-    } else {
-      for (let i = 0; i + 1 < headers.length; i += 2) res.appendHeader(String(headers[i]), headerValue(headers[i + 1] as OutgoingHttpHeader));
+    if (headers.length % 2 !== 0 || headers.some(Array.isArray)) {
+      throw Object.assign(new TypeError('res.writeHead(status, headers): an array of headers must list names and values in turn'), { code: 'ERR_INVALID_ARG_VALUE' });
     }
+    for (let i = 0; i < headers.length; i += 2) if (headers[i]) res.setHeader(String(headers[i]), headerValue(headers[i + 1] as OutgoingHttpHeader));
   } else if (headers && typeof headers === 'object') {
     for (const [name, value] of Object.entries(headers)) if (value !== undefined) res.setHeader(name, value as OutgoingHttpHeader);
   }
 }
 
-/** The attempt's record a held response writes into; absent when the response is not held. */
-const HELD = Symbol('aftercommit: the held response');
-type Holdable = ServerResponse & { [HELD]?: HeldResponse };
+/** Refuses, in the handler, what Node would refuse only when the held response is sent (after the commit). */
+function checkChunk(chunk: unknown, method: 'write' | 'end'): void {
+  if (typeof chunk === 'string' || chunk instanceof Uint8Array) return;
+  if (method === 'end' && (chunk === undefined || chunk === null || typeof chunk === 'function')) return;
+  throw Object.assign(new TypeError(`res.${method}(chunk): the chunk must be a string, a Buffer or a Uint8Array, got ${chunk === null ? 'null' : typeof chunk}`), {
+    code: 'ERR_INVALID_ARG_TYPE',
+  });
+}
 
-// The methods put on a held response: shared functions, not closures per request, assigned (not
-// defined) and assigned back afterwards, so that `res` keeps a fast shape.
-function writeHead(this: Holdable, statusCode: unknown, reason?: unknown, headers?: unknown): Holdable {
-  if (typeof reason !== 'string') [headers, reason] = [reason, undefined];
-  this.statusCode = Number(statusCode);
-  if (typeof reason === 'string') this.statusMessage = reason;
-  setHeaders(this, headers);
-  return this;
+function checkStatus(res: ServerResponse): void {
+  const status = res.statusCode;
+  if (Number.isInteger(status) && status >= 100 && status <= 999) return;
+  throw Object.assign(new RangeError(`the response status must be an integer from 100 to 999, got ${String(status)}`), { code: 'ERR_HTTP_INVALID_STATUS_CODE' });
 }
-function write(this: Holdable, ...args: unknown[]): boolean {
-  const held = this[HELD]!;
-  if (held.ended) return false;
-  held.streamed = true;
-  held.record('write', args);
-  return true; // held in memory: no backpressure until the commit
-}
-function end(this: Holdable, ...args: unknown[]): Holdable {
-  const held = this[HELD]!;
-  if (held.ended) return this;
-  held.ended = true;
-  held.record('end', args);
-  return this;
-}
-function flushHeaders(this: Holdable): void {
-  const held = this[HELD]!;
-  held.streamed = true;
-  held.record('flushHeaders', []);
-}
-const HOLDING: readonly ((this: Holdable, ...args: never[]) => unknown)[] = [writeHead, write, end, flushHeaders];
 
-/** The recorded response of one attempt. */
+/** The response's held record while an attempt holds it; what `headersSent` and `writableEnded` read then. */
+const HOLDING = Symbol('aftercommit: the held response');
+type Holdable = ServerResponse & { [HOLDING]?: HeldResponse };
+
+/** Response prototypes (Express's, shared by its apps) that already read the held state. */
+const withHeldState = new WeakSet<object>();
+
+/** The prototype right above Node's `ServerResponse.prototype` (Express's own response), else `res`'s prototype. */
+function basePrototype(res: ServerResponse): object {
+  let proto = Object.getPrototypeOf(res) as object;
+  for (let above = proto; above && above !== ServerResponse.prototype; above = Object.getPrototypeOf(above) as object) proto = above;
+  return proto;
+}
+
+/** `res.headersSent` and `res.writableEnded` tell a handler what it did while its response is held. */
+function defineHeldState(res: ServerResponse): void {
+  const proto = basePrototype(res);
+  if (withHeldState.has(proto)) return;
+  withHeldState.add(proto);
+  Object.defineProperties(proto, {
+    headersSent: {
+      configurable: true,
+      get(this: Holdable) {
+        const held = this[HOLDING];
+        return held ? held.answered : nodeHeadersSent.call(this);
+      },
+    },
+    writableEnded: {
+      configurable: true,
+      get(this: Holdable) {
+        const held = this[HOLDING];
+        return held ? held.ended : nodeWritableEnded.call(this);
+      },
+    },
+  });
+}
+
+/** One request's response, held by its attempts in turn. */
 export class HeldResponse {
-  private readonly calls: { method: 'write' | 'end' | 'flushHeaders'; args: unknown[] }[] = [];
-  /** `res`'s own methods (METHODS order), put back by uninstall. */
-  private readonly own: ((...args: unknown[]) => unknown)[];
-  private installed = true;
+  private calls: { method: 'write' | 'end' | 'flushHeaders'; args: unknown[] }[] = [];
+  /** `res`'s methods before (METHODS order): the record is replayed through them, and calls go straight to them when nothing holds. */
+  private readonly own: AnyMethod[];
+  private holding = false;
+  /** The held record of an enclosing aftercommit, if any (given back when this one stops holding). */
+  private enclosing: HeldResponse | undefined;
+  private onAnswer: (() => void) | undefined;
+  /** The status and headers at the answer: later changes (an error handler's second answer) are not sent. */
+  private atAnswer: ResponseSnapshot | undefined;
   /** Whether the handler wrote or flushed before ending: a stream, which runs on after the commit. */
   streamed = false;
   /** Whether the handler ended the response. */
@@ -124,34 +161,83 @@ export class HeldResponse {
 
   constructor(
     private readonly res: Holdable,
-    private readonly onAnswer: () => void,
+    /** Whether the calling async context is an attempt of this request that was given up. */
+    private readonly isStale: () => boolean,
   ) {
-    const holdable = res as unknown as Record<Method, unknown>;
-    this.own = METHODS.map((method) => holdable[method] as (...args: unknown[]) => unknown);
-    res[HELD] = this;
-    for (let i = 0; i < METHODS.length; i++) holdable[METHODS[i]!] = HOLDING[i];
+    defineHeldState(res);
+    const methods = res as unknown as Record<Method, AnyMethod>;
+    this.own = METHODS.map((method) => methods[method]);
+    // Closures, not shared functions: an aftercommit nested in another holds the outer one's methods.
+    const holding: Record<Method, AnyMethod> = {
+      writeHead: (...args) => (this.isStale() ? res : this.holding ? this.writeHead(args) : this.own[0]!.apply(res, args)),
+      write: (...args) => (this.isStale() ? false : this.holding ? this.record('write', args) : this.own[1]!.apply(res, args)),
+      end: (...args) => (this.isStale() ? res : this.holding ? this.record('end', args) : this.own[2]!.apply(res, args)),
+      flushHeaders: (...args) => (this.isStale() ? undefined : this.holding ? this.record('flushHeaders', args) : this.own[3]!.apply(res, args)),
+    };
+    // Assigned, not defined: `res` keeps a fast shape. They stay for the request: code inside may keep them.
+    for (const method of METHODS) methods[method] = holding[method];
   }
 
-  /** @internal Records a call; the first one is the handler's answer. */
-  record(method: 'write' | 'end' | 'flushHeaders', args: unknown[]): void {
-    this.calls.push({ method, args });
-    if (this.answered) return;
-    this.answered = true;
-    this.onAnswer();
+  /** Holds the response for an attempt, from a clean record; `onAnswer` is called at its first write, end or flush. */
+  hold(onAnswer: () => void): void {
+    this.calls = [];
+    this.streamed = this.ended = this.answered = false;
+    this.atAnswer = undefined;
+    this.onAnswer = onAnswer;
+    if (!this.holding) {
+      this.enclosing = this.res[HOLDING];
+      this.res[HOLDING] = this;
+    }
+    this.holding = true;
   }
 
-  /** Gives `res` its own methods back (dropping what was recorded). */
-  uninstall(): void {
-    if (!this.installed) return;
-    this.installed = false;
-    const holdable = this.res as unknown as Record<Method, unknown>;
-    for (let i = 0; i < METHODS.length; i++) holdable[METHODS[i]!] = this.own[i];
-    if (this.res[HELD] === this) this.res[HELD] = undefined;
+  private stopHolding(): void {
+    if (!this.holding) return;
+    this.holding = false;
+    this.res[HOLDING] = this.enclosing;
   }
 
-  /** After the commit: gives `res` its methods back and sends what was recorded; later writes go straight out. */
+  /** Stops holding and drops what was recorded: later calls go straight to `res` (stale attempts' ones are still dropped). */
+  drop(): void {
+    this.stopHolding();
+    this.calls = [];
+  }
+
+  /** After the answer: puts back the status and headers the handler answered with. */
+  settle(): void {
+    if (this.atAnswer) restoreResponse(this.res, this.atAnswer);
+  }
+
+  /** After the commit: stops holding and sends what was recorded, with the status and headers of the answer; later writes go straight out. */
   release(): void {
-    this.uninstall();
-    for (const { method, args } of this.calls.splice(0)) this.own[METHODS.indexOf(method)]!.apply(this.res, args);
+    this.settle();
+    this.stopHolding();
+    const calls = this.calls;
+    this.calls = [];
+    for (const { method, args } of calls) this.own[METHODS.indexOf(method)]!.apply(this.res, args);
+  }
+
+  private writeHead([statusCode, reason, headers]: unknown[]): ServerResponse {
+    if (this.answered) return this.res;
+    if (typeof reason !== 'string') [headers, reason] = [reason, undefined];
+    this.res.statusCode = Number(statusCode);
+    if (typeof reason === 'string') this.res.statusMessage = reason;
+    setHeaders(this.res, headers);
+    return this.res;
+  }
+
+  private record(method: 'write' | 'end' | 'flushHeaders', args: unknown[]): boolean | ServerResponse | undefined {
+    if (this.ended) return method === 'write' ? false : method === 'end' ? this.res : undefined;
+    if (method !== 'flushHeaders') checkChunk(args[0], method);
+    if (!this.answered) checkStatus(this.res);
+    if (method === 'end') this.ended = true;
+    else this.streamed = true;
+    this.calls.push({ method, args });
+    if (!this.answered) {
+      this.answered = true;
+      this.atAnswer = snapshotResponse(this.res, false);
+      this.onAnswer?.();
+    }
+    return method === 'write' ? true : method === 'end' ? this.res : undefined; // write: held in memory, no backpressure until the commit
   }
 }

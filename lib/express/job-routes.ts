@@ -12,13 +12,21 @@ import { NOT_MOUNTED, pollAnswer, pollBase, polledId } from '../http/job-poll.js
 export function jobRoutes({ prefix = '/jobs', consume = true }: JobRoutesOptions = {}): RequestHandler {
   const base = pollBase(prefix);
 
-  return async function jobRoutesHandler(req: Request, res: Response, next: NextFunction) {
+  // Errors go to next(err) itself: Express 4 ignores a rejected promise.
+  return function jobRoutesHandler(req: Request, res: Response, next: NextFunction): void {
     const id = polledId(req.method, req.path, base);
     if (id === undefined) return next();
-    const { transaction, scheduler } = req;
-    if (!transaction || !scheduler) throw new TypeError(NOT_MOUNTED);
+    const { transaction } = req;
+    if (!transaction) return next(new TypeError(NOT_MOUNTED));
+    let scheduler;
+    try {
+      scheduler = req.scheduler!; // throws NoSchedulerError when aftercommit was given none
+    } catch (err) {
+      return next(err);
+    }
     res.setHeader('Cache-Control', 'no-store');
-    const { status, body } = await pollAnswer(id, req.method, transaction, scheduler, consume);
-    res.status(status).json(body);
+    pollAnswer(id, req.method, transaction, scheduler, consume).then(({ status, body }) => {
+      res.status(status).json(body);
+    }, next);
   };
 }

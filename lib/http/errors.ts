@@ -3,7 +3,8 @@
  * (a stable `code`, the class's own `name`); those a request ends with carry the
  * HTTP status the framework answers with.
  */
-import { AftercommitError, describeCause } from '../errors.js';
+import { AftercommitError } from '../errors.js';
+import { storedError } from '../scheduler/stored-error.js';
 
 /** A transient error hit a request that cannot be run again without repeating something already sent. */
 export class RetryNotSafeError extends AftercommitError {
@@ -11,8 +12,11 @@ export class RetryNotSafeError extends AftercommitError {
   readonly status = 500;
   readonly expose = false;
   constructor(reason: string, cause: unknown) {
+    // The cause described as a stored job error is: apps render messages, and a driver's or knex's text quotes values.
+    const { code, name, message } = storedError(cause);
+    const described = code ? message : `${cause instanceof AftercommitError ? cause.code : name}: ${message}`; // a database error's description names its code
     super(
-      `the request hit a transient error (${describeCause(cause)}) but is not run again: ${reason}. ` +
+      `the request hit a transient error (${described}) but is not run again: ${reason}. ` +
         'Its transaction was rolled back; nothing of it is committed.',
       { cause },
     );

@@ -82,12 +82,11 @@ export interface GuardedRequest {
 const withGetters = new WeakSet<object>();
 
 /**
- * `db` and `scheduler` are getters on the app's prototype of `request` (defined
- * once per app, not per request). On a request that never entered aftercommit
- * they are undefined, as the frameworks' types declare them.
+ * `db` and `scheduler` are getters on a prototype of the framework's request
+ * objects (defined once, not per request). On a request that never entered
+ * aftercommit they are undefined, as the frameworks' types declare them.
  */
-export function defineGetters(request: object, name: 'ctx' | 'req'): void {
-  const proto = Object.getPrototypeOf(request) as object;
+export function defineGetters(proto: object, name: 'ctx' | 'req'): void {
   if (withGetters.has(proto)) return;
   withGetters.add(proto);
   Object.defineProperties(proto, {

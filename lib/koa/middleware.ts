@@ -50,7 +50,7 @@ export function aftercommit(options: AftercommitOptions, ...middleware: Middlewa
     const meta = settings.metadata ? withRequestId(settings.metadata(ctx), requestId) : defaultMetadata(ctx, line, requestId, settings.user);
     const start = requestStart(ctx);
     const snapshot = snapshotResponse(ctx);
-    defineGetters(ctx, 'ctx');
+    defineGetters(Object.getPrototypeOf(ctx) as object, 'ctx'); // the app's context prototype
     (ctx as GuardedRequest)[GIVEN_SCHEDULER] = scheduler ?? null;
     ctx.persistentContext = settings.persistentContext;
     let lastError: unknown;

@@ -8,6 +8,7 @@
  */
 import type { Context } from 'koa';
 import type { OutgoingHttpHeaders } from 'node:http';
+import { copyData, refill } from '../http/copy-data.js';
 
 interface KoaResponseInternals {
   _body: unknown;
@@ -23,26 +24,6 @@ export interface ResponseSnapshot {
   readonly explicitStatus: boolean | undefined;
   readonly explicitNullBody: boolean | undefined;
   readonly state: Record<string, unknown>;
-}
-
-/**
- * Copies arrays and plain objects (recursively, cycles kept as cycles) so that an
- * attempt pushing to `ctx.state.list` does not change the snapshot; class
- * instances (a user model, a logger) are kept as they are.
- */
-function copyData<T>(value: T, copies = new Map<object, unknown>()): T {
-  if (typeof value !== 'object' || value === null) return value;
-  const proto = Object.getPrototypeOf(value);
-  const isArray = Array.isArray(value);
-  if (!isArray && proto !== Object.prototype && proto !== null) return value;
-  if (copies.has(value)) return copies.get(value) as T;
-  const copy: Record<string | number, unknown> = isArray ? [] : Object.create(proto);
-  copies.set(value, copy);
-  // defineProperty: a key named __proto__ (from parsed JSON) must stay a key, not become the prototype.
-  for (const [key, item] of Object.entries(value)) {
-    Object.defineProperty(copy, key, { value: copyData(item, copies), writable: true, enumerable: true, configurable: true });
-  }
-  return copy as T;
 }
 
 /** Saves what an attempt may change: status, message, headers, body, Koa's private flags, and ctx.state. */
@@ -69,6 +50,5 @@ export function restoreResponse(ctx: Context, snapshot: ResponseSnapshot): void 
   response._body = snapshot.body;
   response._explicitStatus = snapshot.explicitStatus;
   response._explicitNullBody = snapshot.explicitNullBody;
-  for (const key of Object.keys(ctx.state)) delete ctx.state[key];
-  Object.assign(ctx.state, copyData(snapshot.state)); // a copy again: the snapshot may serve another retry
+  refill(ctx.state as Record<string, unknown>, snapshot.state); // a copy again: the snapshot may serve another retry
 }

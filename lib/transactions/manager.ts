@@ -151,6 +151,12 @@ export class TransactionManager {
     return tx instanceof TransactionAttempt && tx.isOpen ? tx : undefined;
   }
 
+  /** @internal The attempt whose async context this is, open or ended (the Express adapter tells a given-up attempt's late writes by it). */
+  attemptInContext(): Transaction | undefined {
+    const store = this.storage.getStore();
+    return store instanceof TransactionAttempt ? store : undefined;
+  }
+
   /** True for errors after which the whole transaction should be run again. */
   isTransient(err: unknown): boolean {
     return (

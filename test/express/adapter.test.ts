@@ -59,7 +59,7 @@ eachDialect('aftercommit/express', (database) => {
         router.post('/note/:text', route(async (req, res) => {
           const r = req as AftercommitRequest;
           await r.db(notes).insert({ text: r.params.text });
-          r.transaction.afterCommit(() => committedBeforeResponse.push(!res.headersSent));
+          r.transaction.afterCommit(() => committedBeforeResponse.push(!res.writableFinished)); // headersSent says what the handler did: true once it answered
           res.status(201).json({ text: r.params.text, attempt: r.transaction.attempt });
         }));
         router.post('/write-then-throw/:text', route(async (req) => {

@@ -61,3 +61,14 @@ it('the errors a retry or an outage ends with keep what caused them', () => {
   assert.match(cases[0]!.err.message, /^the request hit a transient error \(AFTERCOMMIT_CONFLICT: stale version\) but is not run again: headers already sent\./);
   assert.equal((cases[3]!.err as RequestTimeoutError).timeoutMs, 1500);
 });
+
+it('RetryNotSafeError describes a database cause without the SQL or the values knex and the driver quote', () => {
+  // As knex hands on a MariaDB deadlock: its SQL with the bound values, then the driver's message.
+  const deadlock = Object.assign(
+    new Error("update `accounts` set `owner` = 'alice@example.com' where `id` = 7 - Deadlock found when trying to get lock; try restarting transaction"),
+    { code: 'ER_LOCK_DEADLOCK', errno: 1213, sqlState: '40001', sqlMessage: 'Deadlock found when trying to get lock; try restarting transaction' },
+  );
+  const { message } = new RetryNotSafeError('headers already sent', deadlock);
+  assert.match(message, /^the request hit a transient error \(a deadlock or a serialization failure: the transaction was rolled back \(ER_LOCK_DEADLOCK\)\) but is not run again/);
+  assert.ok(!message.includes('alice@example.com') && !message.includes('accounts'), message);
+});
