@@ -68,9 +68,10 @@ export class ClientGoneError extends AftercommitError {
 }
 
 /**
- * `ctx.scheduler`, `ctx.persistentContext()` or `jobRoutes()` used in a request
- * whose aftercommit() was given no scheduler. A mistake in the app's setup, so
- * no status of its own: Koa answers 500 and the request's writes roll back.
+ * `ctx.scheduler` / `req.scheduler`, `persistentContext()` or `jobRoutes()` used
+ * in a request whose aftercommit() was given no scheduler. A mistake in the
+ * app's setup, so no status of its own: the framework answers 500 and the
+ * request's writes roll back.
  */
 export class NoSchedulerError extends AftercommitError {
   readonly code = 'AFTERCOMMIT_NO_SCHEDULER';

@@ -95,7 +95,7 @@ export interface GetResultOptions {
   consume?: boolean;
 }
 
-/** What the Koa adaptation and other callers need of a scheduler, whichever kind it is. */
+/** What the HTTP adapters and other callers need of a scheduler, whichever kind it is. */
 export interface Scheduler {
   /** Schedules `job` to start once the current transaction commits; returns the 32-hex id at once. */
   schedule(job: string | JobFunction, ...args: unknown[]): string;

@@ -169,7 +169,7 @@ export class TransactionManager {
    * True when `err` means the database cannot be reached now: connection refused
    * or lost, the server shutting down, or no pool connection within knex's
    * acquire timeout. Not retried (that would only hold the caller longer);
-   * the Koa adaptation answers 503.
+   * the HTTP adapters answer 503.
    */
   isUnavailable(err: unknown): boolean {
     return (

@@ -1,6 +1,6 @@
 /**
  * What can end a `tm.run` call from outside, without an AbortController per
- * call: EventTarget listeners cost microseconds, and the Koa adaptation gives
+ * call: EventTarget listeners cost microseconds, and the HTTP adapters give
  * every request one of these. `RunOptions.signal` is adapted to it.
  */
 export class RunStopper {

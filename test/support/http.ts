@@ -1,4 +1,4 @@
-/** Real HTTP for the Koa suites: a listening server on a free port, and fetch. */
+/** Real HTTP for the Koa and Express suites: a listening server on a free port, and fetch. */
 import type { Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 
