@@ -17,8 +17,13 @@ function isStreamBody(body: unknown): boolean {
 
 type RequestBodies = { body?: unknown; rawBody?: unknown };
 
+/** Whether the request body has been read from the socket, even in part. */
+function bodyTouched(ctx: Context): boolean {
+  return ctx.req.readableDidRead || ctx.req.readableEnded;
+}
+
 export interface RequestStart {
-  /** Whether the request body had been read before the guarded chain ran. */
+  /** Whether the request body had been read (even in part) before the guarded chain ran. */
   readonly bodyReadBefore: boolean;
   /** `ctx.request.body` and `rawBody` as they were then (a parser may set `{}` for types it skips). */
   readonly body: unknown;
@@ -27,7 +32,7 @@ export interface RequestStart {
 
 export function requestStart(ctx: Context): RequestStart {
   const request = ctx.request as RequestBodies;
-  return { bodyReadBefore: ctx.req.readableEnded, body: request.body, rawBody: request.rawBody };
+  return { bodyReadBefore: bodyTouched(ctx), body: request.body, rawBody: request.rawBody };
 }
 
 /** Why the request cannot be run again, or undefined when it can. */
@@ -39,7 +44,7 @@ export function unsafeToRetry(ctx: Context, start: RequestStart): string | undef
   // Read inside the chain: safe only if a parser in the chain kept it (the parser then skips it on the retry).
   const request = ctx.request as RequestBodies;
   const kept = request.body !== start.body || request.rawBody !== start.rawBody;
-  if (!start.bodyReadBefore && ctx.req.readableEnded && !kept) {
+  if (!start.bodyReadBefore && bodyTouched(ctx) && !kept) {
     return 'the request body was read inside the guarded handlers without being kept (put body parsers before aftercommit)';
   }
   return undefined;

@@ -58,6 +58,12 @@ eachDialect(
         for await (const chunk of ctx.req) void chunk; // read, not kept
         ctx.body = 'read it';
       });
+      conflicting('/raw-body-partly', async (ctx) => {
+        await new Promise((resolve) => ctx.req.once('data', resolve)); // one chunk of many, not kept
+        ctx.req.pause();
+        setTimeout(() => ctx.req.resume(), 200); // later, so that the connection can serve the next request
+        ctx.body = 'read a part';
+      });
       conflicting('/parsed-body', (ctx) => {
         ctx.body = { received: (ctx.request as { body?: unknown }).body };
       });
@@ -107,6 +113,12 @@ eachDialect(
       expectNotRetried('/raw-body', /the request body was read inside the guarded handlers without being kept/, {
         headers: { 'content-type': 'application/octet-stream' },
         body: 'raw bytes',
+      }));
+
+    it('a request body read in part inside the guarded handlers', () =>
+      expectNotRetried('/raw-body-partly', /the request body was read inside the guarded handlers without being kept/, {
+        headers: { 'content-type': 'application/octet-stream' },
+        body: 'x'.repeat(1 << 20),
       }));
 
     it('a body parsed before aftercommit is safe: the request is retried with the same body', async () => {
