@@ -144,6 +144,11 @@ export function aftercommit(options: AftercommitOptions, ...handlers: Aftercommi
           return;
         }
         if (!outcome.answered) passOn();
+        else if (lateError) {
+          // A streaming handler that failed while its COMMIT was under way: as after the commit.
+          manager.logger.error({ err: lateError.err, requestId }, `${line}: an error after the commit, passed on to the app's error handlers`);
+          passOn(lateError.err);
+        }
       },
       (err: unknown) => {
         current = undefined;
