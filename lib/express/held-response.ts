@@ -73,6 +73,15 @@ export function restoreResponse(res: ServerResponse, snapshot: ResponseSnapshot)
   if (snapshot.locals && locals) refill(locals, snapshot.locals);
 }
 
+/** Whether status and headers are as at the snapshot (the same values, not copies: nothing was set since). */
+function unchangedSince(res: ServerResponse, snapshot: ResponseSnapshot): boolean {
+  if (res.statusCode !== snapshot.statusCode || res.statusMessage !== snapshot.statusMessage) return false;
+  const { headers } = snapshot;
+  if (res.getHeaderNames().length !== headers.length) return false;
+  for (const [name, value] of headers) if (res.getHeader(name) !== value) return false;
+  return true;
+}
+
 function headerValue(value: OutgoingHttpHeader): string | string[] {
   return Array.isArray(value) ? value.map(String) : String(value);
 }
@@ -203,9 +212,10 @@ export class HeldResponse {
     this.calls = [];
   }
 
-  /** After the answer: puts back the status and headers the handler answered with. */
+  /** After the answer: puts back the status and headers the handler answered with, if they changed since. */
   settle(): void {
-    if (this.atAnswer) restoreResponse(this.res, this.atAnswer);
+    const { atAnswer, res } = this;
+    if (atAnswer && !unchangedSince(res, atAnswer)) restoreResponse(res, atAnswer);
   }
 
   /** After the commit: stops holding and sends what was recorded, with the status and headers of the answer; later writes go straight out. */

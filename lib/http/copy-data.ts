@@ -4,12 +4,13 @@
  * place does not change what the next attempt starts from; class instances (a
  * user model, a logger) are kept as they are.
  */
-export function copyData<T>(value: T, copies = new Map<object, unknown>()): T {
+export function copyData<T>(value: T, copies?: Map<object, unknown>): T {
   if (typeof value !== 'object' || value === null) return value;
   const proto = Object.getPrototypeOf(value);
   const isArray = Array.isArray(value);
   if (!isArray && proto !== Object.prototype && proto !== null) return value;
-  if (copies.has(value)) return copies.get(value) as T;
+  if (copies?.has(value)) return copies.get(value) as T;
+  copies ??= new Map(); // only for data with something in it: most res.locals and ctx.state are empty
   const copy: Record<string | number, unknown> = isArray ? [] : Object.create(proto);
   copies.set(value, copy);
   // defineProperty: a key named __proto__ (from parsed JSON) must stay a key, not become the prototype.
