@@ -28,7 +28,6 @@ import { ServerResponse, type OutgoingHttpHeader } from 'node:http';
 import { copyData, refill } from '../http/copy-data.js';
 
 type Method = 'writeHead' | 'write' | 'end' | 'flushHeaders';
-const METHODS: readonly Method[] = ['writeHead', 'write', 'end', 'flushHeaders'];
 type AnyMethod = (...args: unknown[]) => unknown;
 
 /** The status, headers and `res.locals` of a response at some moment. */
@@ -71,15 +70,6 @@ export function restoreResponse(res: ServerResponse, snapshot: ResponseSnapshot)
   res.statusMessage = snapshot.statusMessage;
   const locals = (res as Locals).locals;
   if (snapshot.locals && locals) refill(locals, snapshot.locals);
-}
-
-/** Whether status and headers are as at the snapshot (the same values, not copies: nothing was set since). */
-function unchangedSince(res: ServerResponse, snapshot: ResponseSnapshot): boolean {
-  if (res.statusCode !== snapshot.statusCode || res.statusMessage !== snapshot.statusMessage) return false;
-  const { headers } = snapshot;
-  if (res.getHeaderNames().length !== headers.length) return false;
-  for (const [name, value] of headers) if (res.getHeader(name) !== value) return false;
-  return true;
 }
 
 function headerValue(value: OutgoingHttpHeader): string | string[] {
@@ -150,17 +140,38 @@ function defineHeldState(res: ServerResponse): void {
   });
 }
 
-/** One request's response, held by its attempts in turn. */
+type Call = { method: 'write' | 'end' | 'flushHeaders'; args: unknown[] };
+
+/** Node's refusal of a header change once the headers are out (they are, as far as the handler knows, once it answered). */
+function headersSentError(what: string): Error {
+  return Object.assign(new Error(`Cannot ${what} headers after they are sent to the client`), { code: 'ERR_HTTP_HEADERS_SENT' });
+}
+
+/**
+ * One request's response, held by its attempts in turn. Its methods are put on
+ * `res` as closures, not shared functions (an aftercommit nested in another
+ * holds the outer one's methods), by plain assignment to named properties, so
+ * that `res` keeps a fast shape; they stay for the request, as code inside may
+ * keep them.
+ */
 export class HeldResponse {
-  private calls: { method: 'write' | 'end' | 'flushHeaders'; args: unknown[] }[] = [];
-  /** `res`'s methods before (METHODS order): the record is replayed through them, and calls go straight to them when nothing holds. */
-  private readonly own: AnyMethod[];
+  private calls: Call[] = [];
+  // `res`'s methods before: the record is replayed through them, and calls go straight to them when nothing holds.
+  private readonly ownWriteHead: AnyMethod;
+  private readonly ownWrite: AnyMethod;
+  private readonly ownEnd: AnyMethod;
+  private readonly ownFlushHeaders: AnyMethod;
+  private readonly ownSetHeader: AnyMethod;
+  private readonly ownAppendHeader: AnyMethod;
+  private readonly ownRemoveHeader: AnyMethod;
+  private readonly ownStatus: AnyMethod | undefined;
   private holding = false;
   /** The held record of an enclosing aftercommit, if any (given back when this one stops holding). */
   private enclosing: HeldResponse | undefined;
   private onAnswer: (() => void) | undefined;
-  /** The status and headers at the answer: later changes (an error handler's second answer) are not sent. */
-  private atAnswer: ResponseSnapshot | undefined;
+  /** The status at the answer: a later change (an error handler's second answer) is not sent. */
+  private statusAtAnswer = 0;
+  private messageAtAnswer = '';
   /** Whether the handler wrote or flushed before ending: a stream, which runs on after the commit. */
   streamed = false;
   /** Whether the handler ended the response. */
@@ -170,28 +181,40 @@ export class HeldResponse {
 
   constructor(
     private readonly res: Holdable,
-    /** Whether the calling async context is an attempt of this request that was given up. */
+    /** Whether the calling async context is an attempt of this request that was given up: what it does to the response is dropped. */
     private readonly isStale: () => boolean,
   ) {
     defineHeldState(res);
-    const methods = res as unknown as Record<Method, AnyMethod>;
-    this.own = METHODS.map((method) => methods[method]);
-    // Closures, not shared functions: an aftercommit nested in another holds the outer one's methods.
-    const holding: Record<Method, AnyMethod> = {
-      writeHead: (...args) => (this.isStale() ? res : this.holding ? this.writeHead(args) : this.own[0]!.apply(res, args)),
-      write: (...args) => (this.isStale() ? false : this.holding ? this.record('write', args) : this.own[1]!.apply(res, args)),
-      end: (...args) => (this.isStale() ? res : this.holding ? this.record('end', args) : this.own[2]!.apply(res, args)),
-      flushHeaders: (...args) => (this.isStale() ? undefined : this.holding ? this.record('flushHeaders', args) : this.own[3]!.apply(res, args)),
-    };
-    // Assigned, not defined: `res` keeps a fast shape. They stay for the request: code inside may keep them.
-    for (const method of METHODS) methods[method] = holding[method];
+    const r = res as unknown as Record<Method | 'setHeader' | 'appendHeader' | 'removeHeader' | 'status', AnyMethod>;
+    this.ownWriteHead = r.writeHead;
+    this.ownWrite = r.write;
+    this.ownEnd = r.end;
+    this.ownFlushHeaders = r.flushHeaders;
+    this.ownSetHeader = r.setHeader;
+    this.ownAppendHeader = r.appendHeader;
+    this.ownRemoveHeader = r.removeHeader;
+    this.ownStatus = typeof r.status === 'function' ? r.status : undefined; // Express's res.status(code)
+    r.writeHead = (...args) => (this.isStale() ? res : this.holding ? this.writeHead(args) : this.ownWriteHead.apply(res, args));
+    r.write = (...args) => (this.isStale() ? false : this.holding ? this.record('write', args) : this.ownWrite.apply(res, args));
+    r.end = (...args) => (this.isStale() ? res : this.holding ? this.record('end', args) : this.ownEnd.apply(res, args));
+    r.flushHeaders = (...args) => (this.isStale() ? undefined : this.holding ? this.record('flushHeaders', args) : this.ownFlushHeaders.apply(res, args));
+    r.setHeader = (...args) => (this.changesHeaders('set') ? this.ownSetHeader.apply(res, args) : res);
+    r.appendHeader = (...args) => (this.changesHeaders('set') ? this.ownAppendHeader.apply(res, args) : res);
+    r.removeHeader = (...args) => (this.changesHeaders('remove') ? this.ownRemoveHeader.apply(res, args) : undefined);
+    if (this.ownStatus) r.status = (...args) => (this.isStale() ? res : this.ownStatus!.apply(res, args));
+  }
+
+  /** Whether a header change goes through: not from a stale attempt, not after the answer (as Node refuses it once sent). */
+  private changesHeaders(what: 'set' | 'remove'): boolean {
+    if (this.isStale()) return false;
+    if (this.holding && this.answered) throw headersSentError(what);
+    return true;
   }
 
   /** Holds the response for an attempt, from a clean record; `onAnswer` is called at its first write, end or flush. */
   hold(onAnswer: () => void): void {
     this.calls = [];
     this.streamed = this.ended = this.answered = false;
-    this.atAnswer = undefined;
     this.onAnswer = onAnswer;
     if (!this.holding) {
       this.enclosing = this.res[HOLDING];
@@ -212,23 +235,27 @@ export class HeldResponse {
     this.calls = [];
   }
 
-  /** After the answer: puts back the status and headers the handler answered with, if they changed since. */
+  /** After the answer: the status is put back to the one the handler answered with. */
   settle(): void {
-    const { atAnswer, res } = this;
-    if (atAnswer && !unchangedSince(res, atAnswer)) restoreResponse(res, atAnswer);
+    if (!this.answered) return;
+    this.res.statusCode = this.statusAtAnswer;
+    this.res.statusMessage = this.messageAtAnswer;
   }
 
-  /** After the commit: stops holding and sends what was recorded, with the status and headers of the answer; later writes go straight out. */
+  /** After the commit: stops holding and sends what was recorded, with the status of the answer; later writes go straight out. */
   release(): void {
     this.settle();
     this.stopHolding();
     const calls = this.calls;
     this.calls = [];
-    for (const { method, args } of calls) this.own[METHODS.indexOf(method)]!.apply(this.res, args);
+    for (const { method, args } of calls) {
+      const send = method === 'write' ? this.ownWrite : method === 'end' ? this.ownEnd : this.ownFlushHeaders;
+      send.apply(this.res, args);
+    }
   }
 
   private writeHead([statusCode, reason, headers]: unknown[]): ServerResponse {
-    if (this.answered) return this.res;
+    if (this.answered) throw headersSentError('write');
     if (typeof reason !== 'string') [headers, reason] = [reason, undefined];
     this.res.statusCode = Number(statusCode);
     if (typeof reason === 'string') this.res.statusMessage = reason;
@@ -236,7 +263,7 @@ export class HeldResponse {
     return this.res;
   }
 
-  private record(method: 'write' | 'end' | 'flushHeaders', args: unknown[]): boolean | ServerResponse | undefined {
+  private record(method: Call['method'], args: unknown[]): boolean | ServerResponse | undefined {
     if (this.ended) return method === 'write' ? false : method === 'end' ? this.res : undefined;
     if (method !== 'flushHeaders') checkChunk(args[0], method);
     if (!this.answered) checkStatus(this.res);
@@ -245,7 +272,8 @@ export class HeldResponse {
     this.calls.push({ method, args });
     if (!this.answered) {
       this.answered = true;
-      this.atAnswer = snapshotResponse(this.res, false);
+      this.statusAtAnswer = this.res.statusCode;
+      this.messageAtAnswer = this.res.statusMessage;
       this.onAnswer?.();
     }
     return method === 'write' ? true : method === 'end' ? this.res : undefined; // write: held in memory, no backpressure until the commit

@@ -20,7 +20,7 @@ import { IncomingMessage } from 'node:http';
 import type { Transaction } from '../interfaces.js';
 import type { AftercommitHandler, AftercommitOptions, AftercommitRequestHandler } from './interfaces.js';
 import { ClientGoneError, RetryNotSafeError } from '../http/errors.js';
-import { defineGetters, GIVEN_SCHEDULER, guardSettings, requestFailure, type GuardedRequest } from '../http/guard.js';
+import { defineGetters, GIVEN_SCHEDULER, GUARDING_MANAGER, guardSettings, requestFailure, type GuardedRequest } from '../http/guard.js';
 import { metadataOf, ownerFromOption, ownerFromUser, requestIdFrom, withRequestId } from '../http/request-metadata.js';
 import { clientGone } from '../http/request-watch.js';
 import { HeldResponse, headersLeft, restoreResponse, snapshotResponse } from './held-response.js';
@@ -65,11 +65,13 @@ export function aftercommit(options: AftercommitOptions, ...handlers: Aftercommi
     const snapshot = snapshotResponse(res);
     defineGetters(basePrototype(req), 'req');
     (req as GuardedRequest)[GIVEN_SCHEDULER] = scheduler ?? null;
+    (req as GuardedRequest)[GUARDING_MANAGER] = manager;
     req.persistentContext = settings.persistentContext;
     /** The attempt whose handlers may go on: the running one, the committed one (its stream), none once the request failed. */
     let current: Transaction | undefined;
     const attemptsMade: Transaction[] = [];
     const held = new HeldResponse(res, () => {
+      if (current !== undefined && attemptsMade.length === 1) return false; // one attempt, not given up: nothing is stale
       const attempt = manager.attemptInContext();
       return attempt !== undefined && attempt !== current && attemptsMade.includes(attempt);
     });
@@ -94,15 +96,15 @@ export function aftercommit(options: AftercommitOptions, ...handlers: Aftercommi
     };
 
     const attempt = async (tx: Transaction): Promise<Outcome> => {
+      const unsafe = tx.attempt > 1 ? unsafeToRetry(req, res, start, held) : undefined;
+      held.drop();
+      current = tx; // from here, what the attempts before write is dropped
+      attemptsMade.push(tx);
+      if (unsafe) throw new RetryNotSafeError(unsafe, lastError);
       if (tx.attempt > 1) {
-        const unsafe = unsafeToRetry(req, res, start, held);
-        held.drop();
-        if (unsafe) throw new RetryNotSafeError(unsafe, lastError);
         restoreRequest(req, start);
         restoreResponse(res, snapshot);
       }
-      current = tx;
-      attemptsMade.push(tx);
       lateError = undefined;
       req.transaction = tx;
       const outcome = await runHandlers(stack, req, res, held, {

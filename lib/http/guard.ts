@@ -4,7 +4,7 @@
  * object, and turning the error a request's transaction ended with into the one
  * its client gets.
  */
-import type { Scheduler } from '../interfaces.js';
+import type { Scheduler, Transaction } from '../interfaces.js';
 import type { TransactionManager } from '../transactions/manager.js';
 import type { GuardOptions } from './interfaces.js';
 import { DatabaseUnavailableError, NoSchedulerError, RequestTimeoutError, RetriesExhaustedError, RetryNotSafeError } from './errors.js';
@@ -72,10 +72,14 @@ export function guardSettings<R>(options: GuardOptions<R>, request: 'ctx' | 'req
 /** The scheduler a request's aftercommit() was given, null for none; unset on requests that never entered one. */
 export const GIVEN_SCHEDULER = Symbol('aftercommit: the request’s scheduler');
 
+/** The manager of the request's aftercommit(): `db` tells by it the attempt it is read from. */
+export const GUARDING_MANAGER = Symbol('aftercommit: the request’s manager');
+
 /** A request object (Koa's `ctx`, Express's `req`) as aftercommit sets it up. */
 export interface GuardedRequest {
-  transaction?: { readonly isOpen: boolean; readonly db: unknown };
+  transaction?: Transaction;
   [GIVEN_SCHEDULER]?: Scheduler | null;
+  [GUARDING_MANAGER]?: TransactionManager;
 }
 
 /** Prototypes (one per app) that already have the getters. */
@@ -94,8 +98,12 @@ export function defineGetters(proto: object, name: 'ctx' | 'req'): void {
       configurable: true,
       get(this: GuardedRequest) {
         const transaction = this.transaction;
-        if (transaction && !transaction.isOpen) throw new TransactionEndedError(`${name}.db after the request’s commit`);
-        return transaction?.db;
+        if (!transaction) return undefined;
+        // Read from the async context of an attempt that was given up (retried, timed out), the request's current one is not its own.
+        const inContext = this[GUARDING_MANAGER]?.attemptInContext();
+        if (inContext && inContext !== transaction) throw new TransactionEndedError(`${name}.db in an attempt of the request that was given up`);
+        if (!transaction.isOpen) throw new TransactionEndedError(`${name}.db after the request’s commit`);
+        return transaction.db;
       },
     },
     scheduler: {

@@ -12,7 +12,7 @@ import type { Transaction } from '../interfaces.js';
 import type { AftercommitContext, AftercommitOptions } from './interfaces.js';
 import { compose } from './compose.js';
 import { ClientGoneError, RetryNotSafeError } from '../http/errors.js';
-import { defineGetters, GIVEN_SCHEDULER, guardSettings, requestFailure, type GuardedRequest } from '../http/guard.js';
+import { defineGetters, GIVEN_SCHEDULER, GUARDING_MANAGER, guardSettings, requestFailure, type GuardedRequest } from '../http/guard.js';
 import { defaultMetadata, requestIdOf, requestLine, withRequestId } from './request-metadata.js';
 import { restoreResponse, snapshotResponse } from './response-snapshot.js';
 import { abandonResponse, requestStart, unsafeToRetry } from './retry-safety.js';
@@ -52,6 +52,7 @@ export function aftercommit(options: AftercommitOptions, ...middleware: Middlewa
     const snapshot = snapshotResponse(ctx);
     defineGetters(Object.getPrototypeOf(ctx) as object, 'ctx'); // the app's context prototype
     (ctx as GuardedRequest)[GIVEN_SCHEDULER] = scheduler ?? null;
+    (ctx as GuardedRequest)[GUARDING_MANAGER] = manager;
     ctx.persistentContext = settings.persistentContext;
     let lastError: unknown;
     let attempts = 0;
