@@ -2,16 +2,17 @@
  * Holding an Express response until the request's transaction has committed.
  *
  * Express handlers write the response themselves: `res.json` and `res.send`
- * end in `res.end`, `res.sendFile` and piped streams in `res.write`. For the
- * request, aftercommit puts its own `writeHead`, `write`, `end` and
- * `flushHeaders` on `res`: while an attempt holds the response, status and
- * headers stay in `res` (Node sends them only with the first byte) and what is
- * written is recorded; nothing reaches the socket, and `res.headersSent` and
- * `res.writableEnded` say what the handler did, as if it had been sent. After
- * the commit the record is replayed through the real methods, with the status
- * and headers as they were at the handler's answer; on rollback by an error or
- * on a retry it is dropped and the status, headers and `res.locals` are put back
- * as they were before the first attempt.
+ * end in `res.end`, `res.sendFile` and piped streams in `res.write`.
+ * aftercommit puts its own `writeHead`, `write`, `end`, `flushHeaders`, header
+ * setters and `status` in front of Express's: while an attempt holds the
+ * response, status and headers stay in `res` (Node sends them only with the
+ * first byte) and what is written is recorded; nothing reaches the socket, and
+ * `res.headersSent` and `res.writableEnded` say what the handler did, as if it
+ * had been sent (a header change after the answer throws, as Node's does once
+ * sent; `res.status()` then changes nothing). After the commit the record is
+ * replayed through the real methods; on rollback by an error or on a retry it is
+ * dropped and the status, headers and `res.locals` are put back as they were
+ * before the first attempt.
  *
  * The first `write`, `end` or `flushHeaders` is the handler's answer: the
  * transaction commits then. A streaming handler (SSE, `res.sendFile`, a pipe)
@@ -50,14 +51,14 @@ export function headersLeft(res: ServerResponse): boolean {
   return nodeHeadersSent.call(res) as boolean;
 }
 
-export function snapshotResponse(res: ServerResponse, withLocals = true): ResponseSnapshot {
+export function snapshotResponse(res: ServerResponse): ResponseSnapshot {
   const headers: [string, number | string | string[]][] = [];
   // getRawHeaderNames (Node ≥ 15.13) keeps the names' case; missing from @types/node's ServerResponse.
   for (const name of (res as unknown as { getRawHeaderNames(): string[] }).getRawHeaderNames()) {
     const value = res.getHeader(name);
     if (value !== undefined) headers.push([name, value]);
   }
-  const locals = withLocals ? (res as Locals).locals : undefined;
+  const locals = (res as Locals).locals;
   return { statusCode: res.statusCode, statusMessage: res.statusMessage, headers, locals: locals && copyData(locals) };
 }
 
@@ -103,44 +104,17 @@ function checkStatus(res: ServerResponse): void {
   throw Object.assign(new RangeError(`the response status must be an integer from 100 to 999, got ${String(status)}`), { code: 'ERR_HTTP_INVALID_STATUS_CODE' });
 }
 
-/** The response's held record while an attempt holds it; what `headersSent` and `writableEnded` read then. */
-const HOLDING = Symbol('aftercommit: the held response');
-type Holdable = ServerResponse & { [HOLDING]?: HeldResponse };
-
-/** Response prototypes (Express's, shared by its apps) that already read the held state. */
-const withHeldState = new WeakSet<object>();
-
-/** The prototype right above Node's `ServerResponse.prototype` (Express's own response), else `res`'s prototype. */
-function basePrototype(res: ServerResponse): object {
-  let proto = Object.getPrototypeOf(res) as object;
-  for (let above = proto; above && above !== ServerResponse.prototype; above = Object.getPrototypeOf(above) as object) proto = above;
-  return proto;
-}
-
-/** `res.headersSent` and `res.writableEnded` tell a handler what it did while its response is held. */
-function defineHeldState(res: ServerResponse): void {
-  const proto = basePrototype(res);
-  if (withHeldState.has(proto)) return;
-  withHeldState.add(proto);
-  Object.defineProperties(proto, {
-    headersSent: {
-      configurable: true,
-      get(this: Holdable) {
-        const held = this[HOLDING];
-        return held ? held.answered : nodeHeadersSent.call(this);
-      },
-    },
-    writableEnded: {
-      configurable: true,
-      get(this: Holdable) {
-        const held = this[HOLDING];
-        return held ? held.ended : nodeWritableEnded.call(this);
-      },
-    },
-  });
-}
+/** Each request's held response (the innermost, when aftercommit() is nested in another). */
+const heldOf = new WeakMap<ServerResponse, HeldResponse>();
 
 type Call = { method: 'write' | 'end' | 'flushHeaders'; args: unknown[] };
+type Intercepted = Method | 'setHeader' | 'appendHeader' | 'removeHeader' | 'status';
+const INTERCEPTED: readonly Intercepted[] = ['writeHead', 'write', 'end', 'flushHeaders', 'setHeader', 'appendHeader', 'removeHeader', 'status'];
+/** The methods a prototype had before aftercommit put its own in front of them. */
+type Originals = Partial<Record<Intercepted, AnyMethod>>;
+
+/** Response prototypes that hold: Express's own response (shared by its apps and sub-apps), with the methods it had before. */
+const intercepting = new WeakMap<object, Originals>();
 
 /** Node's refusal of a header change once the headers are out (they are, as far as the handler knows, once it answered). */
 function headersSentError(what: string): Error {
@@ -148,30 +122,65 @@ function headersSentError(what: string): Error {
 }
 
 /**
- * One request's response, held by its attempts in turn. Its methods are put on
- * `res` as closures, not shared functions (an aftercommit nested in another
- * holds the outer one's methods), by plain assignment to named properties, so
- * that `res` keeps a fast shape; they stay for the request, as code inside may
- * keep them.
+ * Puts, once, in front of the response methods of Express's own response
+ * prototype (the one right above Node's `ServerResponse.prototype`), functions
+ * that go to the request's HeldResponse when it has one, and straight on
+ * otherwise; `headersSent` and `writableEnded` likewise. On the prototype, not
+ * on each `res`: Express gives every request's `res` a shape of its own, so each
+ * property added to one costs V8 a new shape (microseconds each).
  */
+function interceptingOriginals(res: ServerResponse): Originals {
+  let proto = Object.getPrototypeOf(res) as object;
+  for (let above = proto; above && above !== ServerResponse.prototype; above = Object.getPrototypeOf(above) as object) proto = above;
+  if (proto === ServerResponse.prototype) {
+    throw new TypeError('aftercommit/express: the response is not an Express response; mount aftercommit() in an Express 4 or 5 app (for Koa, use aftercommit/koa)');
+  }
+  const known = intercepting.get(proto);
+  if (known) return known;
+  const originals: Originals = {};
+  const methods = proto as Record<Intercepted, AnyMethod | undefined>;
+  for (const method of INTERCEPTED) {
+    const original = methods[method];
+    if (typeof original !== 'function') continue;
+    originals[method] = original;
+    Object.defineProperty(proto, method, {
+      configurable: true,
+      writable: true,
+      value: function (this: ServerResponse, ...args: unknown[]): unknown {
+        const held = heldOf.get(this);
+        return held ? held.call(method, args) : original.apply(this, args);
+      },
+    });
+  }
+  Object.defineProperties(proto, {
+    headersSent: {
+      configurable: true,
+      get(this: ServerResponse) {
+        const held = heldOf.get(this)?.holder();
+        return held ? held.answered : nodeHeadersSent.call(this);
+      },
+    },
+    writableEnded: {
+      configurable: true,
+      get(this: ServerResponse) {
+        const held = heldOf.get(this)?.holder();
+        return held ? held.ended : nodeWritableEnded.call(this);
+      },
+    },
+  });
+  intercepting.set(proto, originals);
+  return originals;
+}
+
+/** One request's response, held by its attempts in turn. */
 export class HeldResponse {
   private calls: Call[] = [];
-  // `res`'s methods before: the record is replayed through them, and calls go straight to them when nothing holds.
-  private readonly ownWriteHead: AnyMethod;
-  private readonly ownWrite: AnyMethod;
-  private readonly ownEnd: AnyMethod;
-  private readonly ownFlushHeaders: AnyMethod;
-  private readonly ownSetHeader: AnyMethod;
-  private readonly ownAppendHeader: AnyMethod;
-  private readonly ownRemoveHeader: AnyMethod;
-  private readonly ownStatus: AnyMethod | undefined;
+  /** The methods the response had before (a nested aftercommit forwards to its enclosing one instead). */
+  private readonly originals: Originals;
+  /** The HeldResponse of an enclosing aftercommit, if any: where calls go when this one does not hold. */
+  private readonly enclosing: HeldResponse | undefined;
   private holding = false;
-  /** The held record of an enclosing aftercommit, if any (given back when this one stops holding). */
-  private enclosing: HeldResponse | undefined;
   private onAnswer: (() => void) | undefined;
-  /** The status at the answer: a later change (an error handler's second answer) is not sent. */
-  private statusAtAnswer = 0;
-  private messageAtAnswer = '';
   /** Whether the handler wrote or flushed before ending: a stream, which runs on after the commit. */
   streamed = false;
   /** Whether the handler ended the response. */
@@ -180,35 +189,47 @@ export class HeldResponse {
   answered = false;
 
   constructor(
-    private readonly res: Holdable,
+    private readonly res: ServerResponse,
     /** Whether the calling async context is an attempt of this request that was given up: what it does to the response is dropped. */
     private readonly isStale: () => boolean,
   ) {
-    defineHeldState(res);
-    const r = res as unknown as Record<Method | 'setHeader' | 'appendHeader' | 'removeHeader' | 'status', AnyMethod>;
-    this.ownWriteHead = r.writeHead;
-    this.ownWrite = r.write;
-    this.ownEnd = r.end;
-    this.ownFlushHeaders = r.flushHeaders;
-    this.ownSetHeader = r.setHeader;
-    this.ownAppendHeader = r.appendHeader;
-    this.ownRemoveHeader = r.removeHeader;
-    this.ownStatus = typeof r.status === 'function' ? r.status : undefined; // Express's res.status(code)
-    r.writeHead = (...args) => (this.isStale() ? res : this.holding ? this.writeHead(args) : this.ownWriteHead.apply(res, args));
-    r.write = (...args) => (this.isStale() ? false : this.holding ? this.record('write', args) : this.ownWrite.apply(res, args));
-    r.end = (...args) => (this.isStale() ? res : this.holding ? this.record('end', args) : this.ownEnd.apply(res, args));
-    r.flushHeaders = (...args) => (this.isStale() ? undefined : this.holding ? this.record('flushHeaders', args) : this.ownFlushHeaders.apply(res, args));
-    r.setHeader = (...args) => (this.changesHeaders('set') ? this.ownSetHeader.apply(res, args) : res);
-    r.appendHeader = (...args) => (this.changesHeaders('set') ? this.ownAppendHeader.apply(res, args) : res);
-    r.removeHeader = (...args) => (this.changesHeaders('remove') ? this.ownRemoveHeader.apply(res, args) : undefined);
-    if (this.ownStatus) r.status = (...args) => (this.isStale() ? res : this.ownStatus!.apply(res, args));
+    this.originals = interceptingOriginals(res);
+    this.enclosing = heldOf.get(res);
+    heldOf.set(res, this);
   }
 
-  /** Whether a header change goes through: not from a stale attempt, not after the answer (as Node refuses it once sent). */
-  private changesHeaders(what: 'set' | 'remove'): boolean {
-    if (this.isStale()) return false;
-    if (this.holding && this.answered) throw headersSentError(what);
-    return true;
+  /** The HeldResponse that holds the response now (this one or an enclosing one), if any. */
+  holder(): HeldResponse | undefined {
+    return this.holding ? this : this.enclosing?.holder();
+  }
+
+  /** @internal A call of one of `res`'s intercepted methods. */
+  call(method: Intercepted, args: unknown[]): unknown {
+    const { res } = this;
+    if (this.isStale()) return method === 'write' ? false : method === 'flushHeaders' || method === 'removeHeader' ? undefined : res;
+    if (this.holding) {
+      switch (method) {
+        case 'writeHead':
+          return this.writeHead(args);
+        case 'write':
+        case 'end':
+        case 'flushHeaders':
+          return this.record(method, args);
+        case 'setHeader':
+        case 'appendHeader':
+        case 'removeHeader':
+          if (this.answered) throw headersSentError(method === 'removeHeader' ? 'remove' : 'set');
+          break;
+        case 'status':
+          if (this.answered) return res; // as after sending: the answer keeps its status
+      }
+    }
+    return this.forward(method, args);
+  }
+
+  private forward(method: Intercepted, args: unknown[]): unknown {
+    if (this.enclosing) return this.enclosing.call(method, args);
+    return this.originals[method]!.apply(this.res, args);
   }
 
   /** Holds the response for an attempt, from a clean record; `onAnswer` is called at its first write, end or flush. */
@@ -216,42 +237,21 @@ export class HeldResponse {
     this.calls = [];
     this.streamed = this.ended = this.answered = false;
     this.onAnswer = onAnswer;
-    if (!this.holding) {
-      this.enclosing = this.res[HOLDING];
-      this.res[HOLDING] = this;
-    }
     this.holding = true;
-  }
-
-  private stopHolding(): void {
-    if (!this.holding) return;
-    this.holding = false;
-    this.res[HOLDING] = this.enclosing;
   }
 
   /** Stops holding and drops what was recorded: later calls go straight to `res` (stale attempts' ones are still dropped). */
   drop(): void {
-    this.stopHolding();
+    this.holding = false;
     this.calls = [];
   }
 
-  /** After the answer: the status is put back to the one the handler answered with. */
-  settle(): void {
-    if (!this.answered) return;
-    this.res.statusCode = this.statusAtAnswer;
-    this.res.statusMessage = this.messageAtAnswer;
-  }
-
-  /** After the commit: stops holding and sends what was recorded, with the status of the answer; later writes go straight out. */
+  /** After the commit: stops holding and sends what was recorded; later writes go straight out. */
   release(): void {
-    this.settle();
-    this.stopHolding();
+    this.holding = false;
     const calls = this.calls;
     this.calls = [];
-    for (const { method, args } of calls) {
-      const send = method === 'write' ? this.ownWrite : method === 'end' ? this.ownEnd : this.ownFlushHeaders;
-      send.apply(this.res, args);
-    }
+    for (const { method, args } of calls) this.forward(method, args);
   }
 
   private writeHead([statusCode, reason, headers]: unknown[]): ServerResponse {
@@ -272,8 +272,6 @@ export class HeldResponse {
     this.calls.push({ method, args });
     if (!this.answered) {
       this.answered = true;
-      this.statusAtAnswer = this.res.statusCode;
-      this.messageAtAnswer = this.res.statusMessage;
       this.onAnswer?.();
     }
     return method === 'write' ? true : method === 'end' ? this.res : undefined; // write: held in memory, no backpressure until the commit

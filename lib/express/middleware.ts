@@ -20,7 +20,7 @@ import { IncomingMessage } from 'node:http';
 import type { Transaction } from '../interfaces.js';
 import type { AftercommitHandler, AftercommitOptions, AftercommitRequestHandler } from './interfaces.js';
 import { ClientGoneError, RetryNotSafeError } from '../http/errors.js';
-import { defineGetters, GIVEN_SCHEDULER, GUARDING_MANAGER, guardSettings, requestFailure, type GuardedRequest } from '../http/guard.js';
+import { defineGetters, guard, guardSettings, requestFailure } from '../http/guard.js';
 import { metadataOf, ownerFromOption, ownerFromUser, requestIdFrom, withRequestId } from '../http/request-metadata.js';
 import { clientGone } from '../http/request-watch.js';
 import { HeldResponse, headersLeft, restoreResponse, snapshotResponse } from './held-response.js';
@@ -46,7 +46,7 @@ export function aftercommit(options: AftercommitOptions, ...handlers: Aftercommi
 export function aftercommit(options: AftercommitOptions, ...handlers: AftercommitHandler[]): RequestHandler;
 export function aftercommit(options: AftercommitOptions, ...handlers: AftercommitHandler[]): RequestHandler {
   const settings = guardSettings(options, 'req', 'handlers');
-  const { manager, scheduler, requests, watchClient, requestIdHeader: header } = settings;
+  const { manager, requests, watchClient, requestIdHeader: header } = settings;
   for (const handler of handlers) {
     if (typeof handler !== 'function') throw new TypeError('aftercommit(options, ...handlers): every handler must be a function or a router');
   }
@@ -64,9 +64,7 @@ export function aftercommit(options: AftercommitOptions, ...handlers: Aftercommi
     const start = requestStart(req);
     const snapshot = snapshotResponse(res);
     defineGetters(basePrototype(req), 'req');
-    (req as GuardedRequest)[GIVEN_SCHEDULER] = scheduler ?? null;
-    (req as GuardedRequest)[GUARDING_MANAGER] = manager;
-    req.persistentContext = settings.persistentContext;
+    const guarded = guard(req, settings);
     /** The attempt whose handlers may go on: the running one, the committed one (its stream), none once the request failed. */
     let current: Transaction | undefined;
     const attemptsMade: Transaction[] = [];
@@ -106,7 +104,7 @@ export function aftercommit(options: AftercommitOptions, ...handlers: Aftercommi
         restoreResponse(res, snapshot);
       }
       lateError = undefined;
-      req.transaction = tx;
+      guarded.transaction = tx;
       const outcome = await runHandlers(stack, req, res, held, {
         isCurrent: () => current === tx,
         late: (err) => {
@@ -125,7 +123,6 @@ export function aftercommit(options: AftercommitOptions, ...handlers: Aftercommi
         await new Promise(setImmediate);
         const late = lateError as { err: unknown } | undefined; // set by the handlers meanwhile
         if (late) throw late.err;
-        held.settle();
       }
       if (rollbackOn(req, res)) tx.setRollbackOnly();
       if (watchClient && clientGone(req, res)) throw new ClientGoneError(); // nobody will see the answer: no commit

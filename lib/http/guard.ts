@@ -69,38 +69,53 @@ export function guardSettings<R>(options: GuardOptions<R>, request: 'ctx' | 'req
   };
 }
 
-/** The scheduler a request's aftercommit() was given, null for none; unset on requests that never entered one. */
-export const GIVEN_SCHEDULER = Symbol('aftercommit: the request’s scheduler');
-
-/** The manager of the request's aftercommit(): `db` tells by it the attempt it is read from. */
-export const GUARDING_MANAGER = Symbol('aftercommit: the request’s manager');
-
-/** A request object (Koa's `ctx`, Express's `req`) as aftercommit sets it up. */
-export interface GuardedRequest {
-  transaction?: Transaction;
-  [GIVEN_SCHEDULER]?: Scheduler | null;
-  [GUARDING_MANAGER]?: TransactionManager;
+/** What a request's aftercommit() gave it: its transaction (the current attempt's), its scheduler, its manager. */
+export interface RequestGuard {
+  transaction: Transaction | undefined;
+  readonly scheduler: Scheduler | undefined;
+  readonly manager: TransactionManager;
+  readonly persistentContext: GuardSettings<unknown>['persistentContext'];
 }
 
-/** Prototypes (one per app) that already have the getters. */
+/** The guard of each request (Koa's `ctx`, Express's `req`) that entered an aftercommit(). */
+const guards = new WeakMap<object, RequestGuard>();
+
+/** Starts guarding `request` (the innermost aftercommit() wins, as with nested transactions). */
+export function guard(request: object, settings: GuardSettings<never>): RequestGuard {
+  const entry: RequestGuard = { transaction: undefined, scheduler: settings.scheduler, manager: settings.manager, persistentContext: settings.persistentContext };
+  guards.set(request, entry);
+  return entry;
+}
+
+/** Prototypes that already have the getters. */
 const withGetters = new WeakSet<object>();
 
 /**
- * `db` and `scheduler` are getters on a prototype of the framework's request
- * objects (defined once, not per request). On a request that never entered
- * aftercommit they are undefined, as the frameworks' types declare them.
+ * `transaction`, `db`, `scheduler` and `persistentContext` are getters on a
+ * prototype of the framework's request objects (defined once, not per request),
+ * reading the request's guard: a request keeps its shape (Express gives each
+ * `req` a shape of its own, so every property added to one costs V8 a new
+ * shape). On a request that never entered aftercommit they are undefined, as
+ * the frameworks' types declare them.
  */
 export function defineGetters(proto: object, name: 'ctx' | 'req'): void {
   if (withGetters.has(proto)) return;
   withGetters.add(proto);
   Object.defineProperties(proto, {
+    transaction: {
+      configurable: true,
+      get(this: object) {
+        return guards.get(this)?.transaction;
+      },
+    },
     db: {
       configurable: true,
-      get(this: GuardedRequest) {
-        const transaction = this.transaction;
-        if (!transaction) return undefined;
+      get(this: object) {
+        const guard = guards.get(this);
+        const transaction = guard?.transaction;
+        if (!guard || !transaction) return undefined;
         // Read from the async context of an attempt that was given up (retried, timed out), the request's current one is not its own.
-        const inContext = this[GUARDING_MANAGER]?.attemptInContext();
+        const inContext = guard.manager.attemptInContext();
         if (inContext && inContext !== transaction) throw new TransactionEndedError(`${name}.db in an attempt of the request that was given up`);
         if (!transaction.isOpen) throw new TransactionEndedError(`${name}.db after the request’s commit`);
         return transaction.db;
@@ -108,10 +123,16 @@ export function defineGetters(proto: object, name: 'ctx' | 'req'): void {
     },
     scheduler: {
       configurable: true,
-      get(this: GuardedRequest) {
-        const scheduler = this[GIVEN_SCHEDULER];
-        if (scheduler === null) throw new NoSchedulerError(`${name}.scheduler`);
-        return scheduler;
+      get(this: object) {
+        const guard = guards.get(this);
+        if (guard && !guard.scheduler) throw new NoSchedulerError(`${name}.scheduler`);
+        return guard?.scheduler;
+      },
+    },
+    persistentContext: {
+      configurable: true,
+      get(this: object) {
+        return guards.get(this)?.persistentContext;
       },
     },
   });

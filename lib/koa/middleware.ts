@@ -12,7 +12,7 @@ import type { Transaction } from '../interfaces.js';
 import type { AftercommitContext, AftercommitOptions } from './interfaces.js';
 import { compose } from './compose.js';
 import { ClientGoneError, RetryNotSafeError } from '../http/errors.js';
-import { defineGetters, GIVEN_SCHEDULER, GUARDING_MANAGER, guardSettings, requestFailure, type GuardedRequest } from '../http/guard.js';
+import { defineGetters, guard, guardSettings, requestFailure } from '../http/guard.js';
 import { defaultMetadata, requestIdOf, requestLine, withRequestId } from './request-metadata.js';
 import { restoreResponse, snapshotResponse } from './response-snapshot.js';
 import { abandonResponse, requestStart, unsafeToRetry } from './retry-safety.js';
@@ -39,7 +39,7 @@ export function aftercommit<StateT = DefaultState, ContextT = DefaultContext>(
 export function aftercommit(options: AftercommitOptions, ...middleware: Middleware<any, any>[]): Middleware<any, any>;
 export function aftercommit(options: AftercommitOptions, ...middleware: Middleware<any, any>[]): Middleware<any, any> {
   const settings = guardSettings(options, 'ctx', 'middleware');
-  const { manager, scheduler, requests, watchClient, requestIdHeader: header } = settings;
+  const { manager, requests, watchClient, requestIdHeader: header } = settings;
   const chain = compose(middleware);
   const rollbackOn = options.rollbackOn ?? ((ctx: Context) => ctx.status >= 500);
 
@@ -51,9 +51,7 @@ export function aftercommit(options: AftercommitOptions, ...middleware: Middlewa
     const start = requestStart(ctx);
     const snapshot = snapshotResponse(ctx);
     defineGetters(Object.getPrototypeOf(ctx) as object, 'ctx'); // the app's context prototype
-    (ctx as GuardedRequest)[GIVEN_SCHEDULER] = scheduler ?? null;
-    (ctx as GuardedRequest)[GUARDING_MANAGER] = manager;
-    ctx.persistentContext = settings.persistentContext;
+    const guarded = guard(ctx, settings);
     let lastError: unknown;
     let attempts = 0;
     const runOptions: InternalRunOptions = {
@@ -79,7 +77,7 @@ export function aftercommit(options: AftercommitOptions, ...middleware: Middlewa
             }
             restoreResponse(ctx, snapshot);
           }
-          ctx.transaction = tx;
+          guarded.transaction = tx;
           await chain(ctx);
           if (rollbackOn(ctx)) tx.setRollbackOnly();
           if (watchClient && clientGoneOf(ctx)) throw new ClientGoneError(); // nobody will see the answer: no commit
