@@ -20,7 +20,7 @@ import { IncomingMessage } from 'node:http';
 import type { Transaction } from '../interfaces.js';
 import type { AftercommitHandler, AftercommitOptions, AftercommitRequestHandler } from './interfaces.js';
 import { ClientGoneError, RetryNotSafeError } from '../http/errors.js';
-import { defineGetters, guard, guardSettings, requestFailure } from '../http/guard.js';
+import { besideTheRequest, defineGetters, guard, guardSettings, requestFailure } from '../http/guard.js';
 import { metadataOf, ownerFromOption, ownerFromUser, requestIdFrom, withRequestId } from '../http/request-metadata.js';
 import { clientGone } from '../http/request-watch.js';
 import { HeldResponse, headersLeft, restoreResponse, snapshotResponse } from './held-response.js';
@@ -28,6 +28,9 @@ import { requestStart, restoreRequest, unsafeToRetry } from './retry-safety.js';
 import { runHandlers, type AnyHandler, type Outcome } from './run-handlers.js';
 import { RUN_STOPPER } from '../transactions/run-stopper.js';
 import type { InternalRunOptions } from '../transactions/manager.js';
+
+/** Where each request's guard is kept: the getters on Express's shared request prototype read it from here. */
+const GUARDS = besideTheRequest();
 
 /** The prototype right above Node's `IncomingMessage.prototype` (Express's own request, shared by its apps and sub-apps). */
 function basePrototype(req: Request): object {
@@ -63,8 +66,8 @@ export function aftercommit(options: AftercommitOptions, ...handlers: Aftercommi
       : metadataOf(settings.user ? ownerFromOption(settings.user(req)) : ownerFromUser((req as { user?: unknown }).user, 'req.user'), line, requestId);
     const start = requestStart(req);
     const snapshot = snapshotResponse(res);
-    defineGetters(basePrototype(req), 'req');
-    const guarded = guard(req, settings);
+    defineGetters(basePrototype(req), 'req', GUARDS);
+    const guarded = guard(GUARDS, req, settings);
     /** The attempt whose handlers may go on: the running one, the committed one (its stream), none once the request failed. */
     let current: Transaction | undefined;
     const attemptsMade: Transaction[] = [];

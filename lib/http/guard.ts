@@ -77,13 +77,32 @@ export interface RequestGuard {
   readonly persistentContext: GuardSettings<unknown>['persistentContext'];
 }
 
-/** The guard of each request (Koa's `ctx`, Express's `req`) that entered an aftercommit(). */
-const guards = new WeakMap<object, RequestGuard>();
+/** Where a framework keeps each request's guard. */
+export interface GuardPlace {
+  get(request: object): RequestGuard | undefined;
+  set(request: object, guard: RequestGuard): void;
+}
+
+const GUARD = Symbol('aftercommit: the request’s guard');
+
+/** On the request object itself: for Koa, whose contexts share one shape, so a property added to each is cheap. */
+export const ON_THE_REQUEST: GuardPlace = {
+  get: (request) => (request as { [GUARD]?: RequestGuard })[GUARD],
+  set: (request, guard) => {
+    (request as { [GUARD]?: RequestGuard })[GUARD] = guard;
+  },
+};
+
+/** Beside the request: for Express, which gives each `req` a shape of its own, so every property added to one costs V8 a new shape. */
+export function besideTheRequest(): GuardPlace {
+  const guards = new WeakMap<object, RequestGuard>();
+  return { get: (request) => guards.get(request), set: (request, guard) => void guards.set(request, guard) };
+}
 
 /** Starts guarding `request` (the innermost aftercommit() wins, as with nested transactions). */
-export function guard(request: object, settings: GuardSettings<never>): RequestGuard {
+export function guard(place: GuardPlace, request: object, settings: GuardSettings<never>): RequestGuard {
   const entry: RequestGuard = { transaction: undefined, scheduler: settings.scheduler, manager: settings.manager, persistentContext: settings.persistentContext };
-  guards.set(request, entry);
+  place.set(request, entry);
   return entry;
 }
 
@@ -93,25 +112,23 @@ const withGetters = new WeakSet<object>();
 /**
  * `transaction`, `db`, `scheduler` and `persistentContext` are getters on a
  * prototype of the framework's request objects (defined once, not per request),
- * reading the request's guard: a request keeps its shape (Express gives each
- * `req` a shape of its own, so every property added to one costs V8 a new
- * shape). On a request that never entered aftercommit they are undefined, as
- * the frameworks' types declare them.
+ * reading the request's guard from `place`. On a request that never entered
+ * aftercommit they are undefined, as the frameworks' types declare them.
  */
-export function defineGetters(proto: object, name: 'ctx' | 'req'): void {
+export function defineGetters(proto: object, name: 'ctx' | 'req', place: GuardPlace): void {
   if (withGetters.has(proto)) return;
   withGetters.add(proto);
   Object.defineProperties(proto, {
     transaction: {
       configurable: true,
       get(this: object) {
-        return guards.get(this)?.transaction;
+        return place.get(this)?.transaction;
       },
     },
     db: {
       configurable: true,
       get(this: object) {
-        const guard = guards.get(this);
+        const guard = place.get(this);
         const transaction = guard?.transaction;
         if (!guard || !transaction) return undefined;
         // Read from the async context of an attempt that was given up (retried, timed out), the request's current one is not its own.
@@ -124,7 +141,7 @@ export function defineGetters(proto: object, name: 'ctx' | 'req'): void {
     scheduler: {
       configurable: true,
       get(this: object) {
-        const guard = guards.get(this);
+        const guard = place.get(this);
         if (guard && !guard.scheduler) throw new NoSchedulerError(`${name}.scheduler`);
         return guard?.scheduler;
       },
@@ -132,7 +149,7 @@ export function defineGetters(proto: object, name: 'ctx' | 'req'): void {
     persistentContext: {
       configurable: true,
       get(this: object) {
-        return guards.get(this)?.persistentContext;
+        return place.get(this)?.persistentContext;
       },
     },
   });

@@ -12,7 +12,7 @@ import type { Transaction } from '../interfaces.js';
 import type { AftercommitContext, AftercommitOptions } from './interfaces.js';
 import { compose } from './compose.js';
 import { ClientGoneError, RetryNotSafeError } from '../http/errors.js';
-import { defineGetters, guard, guardSettings, requestFailure } from '../http/guard.js';
+import { defineGetters, guard, guardSettings, ON_THE_REQUEST, requestFailure } from '../http/guard.js';
 import { defaultMetadata, requestIdOf, requestLine, withRequestId } from './request-metadata.js';
 import { restoreResponse, snapshotResponse } from './response-snapshot.js';
 import { abandonResponse, requestStart, unsafeToRetry } from './retry-safety.js';
@@ -50,8 +50,8 @@ export function aftercommit(options: AftercommitOptions, ...middleware: Middlewa
     const meta = settings.metadata ? withRequestId(settings.metadata(ctx), requestId) : defaultMetadata(ctx, line, requestId, settings.user);
     const start = requestStart(ctx);
     const snapshot = snapshotResponse(ctx);
-    defineGetters(Object.getPrototypeOf(ctx) as object, 'ctx'); // the app's context prototype
-    const guarded = guard(ctx, settings);
+    defineGetters(Object.getPrototypeOf(ctx) as object, 'ctx', ON_THE_REQUEST); // the app's context prototype
+    const guarded = guard(ON_THE_REQUEST, ctx, settings);
     let lastError: unknown;
     let attempts = 0;
     const runOptions: InternalRunOptions = {
