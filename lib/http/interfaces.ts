@@ -3,7 +3,7 @@
  * option functions are given: Koa's `ctx`, Express's `req`.
  */
 import type { Knex } from 'knex';
-import type { PersistentContextLike, RetryEvent, Scheduler, Transaction, TransactionMeta } from '../interfaces.js';
+import type { PersistentContextLike, RetryEvent, Scheduler, SchedulerMetrics, Transaction, TransactionMeta } from '../interfaces.js';
 import type { TransactionManager } from '../transactions/manager.js';
 
 /** Options of `aftercommit(options, ...)` that Koa's and Express's share. */
@@ -72,4 +72,18 @@ export interface AftercommitFields {
   readonly scheduler: Scheduler;
   /** `scheduler.context(positional, named)`: entities for a job, by table and key. Throws when aftercommit was given no scheduler. */
   persistentContext(positional?: readonly unknown[], named?: Readonly<Record<string, unknown>>): PersistentContextLike;
+}
+
+/** Options of `metricsRoute(options)`; `R` is what `authorize` is given (Koa's `ctx`, Express's `req`). */
+export interface MetricsRouteOptions<R> {
+  /** The scheduler whose `metrics()` are served. */
+  scheduler: { metrics(): Promise<SchedulerMetrics> };
+  /**
+   * Whether the request may read the metrics; every other request gets 404, as
+   * if there were no route. Required: give `() => true` to serve them to anyone
+   * who can reach the route (e.g. on a port only Prometheus reaches).
+   */
+  authorize: (request: R) => boolean | Promise<boolean>;
+  /** The path served (GET and HEAD). Default `/metrics`. */
+  path?: string;
 }

@@ -113,6 +113,49 @@ export interface Scheduler {
   remove(id: string): Promise<void>;
   /** A persistent context of entities for a job. */
   context(positional?: readonly unknown[], named?: Readonly<Record<string, unknown>>): PersistentContextLike;
+  /** What a metrics endpoint reports: unfinished jobs by queue, and what this process's runs did. */
+  metrics(): Promise<SchedulerMetrics>;
+}
+
+/** Unfinished jobs of one queue, counted where they are kept (the database for the persistent scheduler). */
+export interface QueueGauges {
+  waiting: number;
+  pending: number;
+  running: number;
+  /** Ms since the longest-waiting due pending job of the queue became due; null when none is due. */
+  oldestDueMs: number | null;
+}
+
+/** A histogram of durations in ms: `counts[i]` runs took at most `bounds[i]` ms (cumulative), `count` all of them. */
+export interface DurationHistogram {
+  readonly bounds: readonly number[];
+  readonly counts: readonly number[];
+  readonly count: number;
+  readonly sumMs: number;
+}
+
+/** What this process's runs of one queue did since the scheduler was created. */
+export interface QueueRuns {
+  /** Runs that committed their result. */
+  done: number;
+  /** Jobs that failed for good. */
+  failed: number;
+  /** Runs that went again: a transaction's transient error, or a failed run re-queued. */
+  retried: number;
+  /** Runs whose claim was taken over or whose schedule was removed while they ran. */
+  lostLeases: number;
+  /** From the moment a job was due to its run's start (persistent scheduler: claim latency). */
+  startDelay: DurationHistogram;
+  /** From a run's start to its commit, for the runs that committed. */
+  runTime: DurationHistogram;
+}
+
+/** `scheduler.metrics()`: gauges of unfinished jobs read from where they are kept, and counters of this process's runs. */
+export interface SchedulerMetrics {
+  /** Unfinished jobs by queue (finished rows are not counted: they may be millions). */
+  queues: Record<string, QueueGauges>;
+  /** This process's runs by queue. */
+  runs: Record<string, QueueRuns>;
 }
 
 /** A persistent context, as `Scheduler.context` returns it. */
@@ -248,16 +291,18 @@ export interface StopOptions {
 
 /** Events a scheduler emits, for logging and metrics. */
 export interface SchedulerEvents {
+  /** A run of a job starts; `delayMs` is the time since the job was due, when known. */
+  started: [event: { id: string; name: string; queue: string; run: number; delayMs?: number }];
   /** A job committed its result. */
-  succeeded: [event: JobCounts & { id: string; name: string; durationMs: number }];
+  succeeded: [event: JobCounts & { id: string; name: string; queue: string; durationMs: number }];
   /** A job failed for good; its writes were rolled back. `run` is the run that failed (the last one lost, for WorkerLostError). */
-  failed: [event: Omit<JobCounts, 'transactionAttempt'> & { id: string; name: string; error: StoredError }];
+  failed: [event: Omit<JobCounts, 'transactionAttempt'> & { id: string; name: string; queue: string; error: StoredError }];
   /**
    * A job runs again: its transaction hit a transient error and runs again at
    * once (`transactionAttempt` is the one that failed), or (persistent scheduler)
    * a failed run was re-queued (`attempt` and `run` are those of the run that failed).
    */
-  retried: [event: JobCounts & { id: string; name: string; error: unknown }];
+  retried: [event: JobCounts & { id: string; name: string; queue: string; error: unknown }];
   /** A running job's claim was taken over (its lease expired) or the schedule was removed: its writes roll back. */
-  'lost-lease': [event: { id: string; name: string; worker: string }];
+  'lost-lease': [event: { id: string; name: string; queue: string; worker: string }];
 }

@@ -14,7 +14,9 @@ import type {
   JobProgress,
   JobSpec,
   Logger,
+  QueueGauges,
   SchedulerEvents,
+  SchedulerMetrics,
   SchedulerOptions,
   StoredError,
   StepSpec,
@@ -31,6 +33,7 @@ import { storedError } from './stored-error.js';
 import { jobOwner } from './owner.js';
 import { integerIn } from '../support/validate.js';
 import { StoredBatchSpec, StoredJobSpec, checkSteps } from './specs.js';
+import { RunMetrics } from './run-metrics.js';
 
 const JOB_NAME = /^[A-Za-z0-9_.:-]{1,100}$/;
 /** The longest a result is kept: its expiry, a time in ms, must stay a storable integer. */
@@ -40,6 +43,10 @@ const MAX_TTL_MS = 10 * 365 * 86_400_000;
 export interface JobRun {
   id: string;
   name: string;
+  /** The job's queue (the in-memory scheduler's jobs are all in `default`). */
+  queue: string;
+  /** When the job was due (to report how long it waited), if known. */
+  dueAt?: number;
   fn: JobFunction;
   /** The stored arguments. */
   args: string;
@@ -90,6 +97,7 @@ export abstract class SchedulerBase extends EventEmitter<SchedulerEvents> {
   /** @internal */
   protected readonly ttl: number;
   private readonly jobs = new Map<string, JobFunction>();
+  private readonly runMetrics = new RunMetrics();
 
   constructor(manager: TransactionManager, options: SchedulerOptions = {}) {
     super();
@@ -189,6 +197,8 @@ export abstract class SchedulerBase extends EventEmitter<SchedulerEvents> {
   protected async runJob(run: JobRun): Promise<JobOutcome> {
     const started = this.manager.clock.now();
     const counts = { attempt: run.attempt, run: run.run };
+    const { id, name, queue } = run;
+    this.emitSafely('started', { id, name, queue, run: run.run, ...(run.dueAt === undefined ? {} : { delayMs: started - run.dueAt }) });
     let transactionAttempt = 0;
     let value: string;
     try {
@@ -217,19 +227,20 @@ export abstract class SchedulerBase extends EventEmitter<SchedulerEvents> {
           metadata: { ...run.meta, note: `job ${run.name}` },
           signal: run.end,
           onRetry: (event) =>
-            this.emitSafely('retried', { id: run.id, name: run.name, ...counts, transactionAttempt: event.attempt, error: event.error }),
+            this.emitSafely('retried', { id, name, queue, ...counts, transactionAttempt: event.attempt, error: event.error }),
         },
       );
     } catch (cause) {
       return { state: 'failed', error: storedError(cause), cause, transactionAttempt };
     }
     const durationMs = this.manager.clock.now() - started;
-    this.emitSafely('succeeded', { id: run.id, name: run.name, ...counts, transactionAttempt, durationMs });
+    this.emitSafely('succeeded', { id, name, queue, ...counts, transactionAttempt, durationMs });
     return { state: 'done', value, transactionAttempt };
   }
 
   /** Emits a scheduler event; a listener that throws is logged and never fails a job or a worker. @internal */
   protected emitSafely<K extends keyof SchedulerEvents>(event: K, ...args: SchedulerEvents[K]): void {
+    this.runMetrics.record(event, ...args);
     try {
       (this.emit as (event: K, ...args: SchedulerEvents[K]) => boolean)(event, ...args);
     } catch (err) {
@@ -238,10 +249,21 @@ export abstract class SchedulerBase extends EventEmitter<SchedulerEvents> {
   }
 
   /** Logs a job's failure for good and emits `failed`. @internal */
-  protected reportFailure(job: { id: string; name: string }, failure: { error: StoredError; cause: unknown; attempt: number; run: number }): void {
+  protected reportFailure(job: { id: string; name: string; queue: string }, failure: { error: StoredError; cause: unknown; attempt: number; run: number }): void {
     const { error, cause, attempt, run } = failure;
     this.logger.error({ err: cause, job: job.name, id: job.id, attempt, run }, `job ${job.name} (${job.id}) failed: ${error.name}: ${error.message}`);
-    this.emitSafely('failed', { id: job.id, name: job.name, attempt, run, error });
+    this.emitSafely('failed', { id: job.id, name: job.name, queue: job.queue, attempt, run, error });
+  }
+
+  /** Unfinished jobs by queue, counted where they are kept. @internal */
+  protected abstract queueGauges(): Promise<Record<string, QueueGauges>>;
+
+  async metrics(): Promise<SchedulerMetrics> {
+    const queues = await this.queueGauges();
+    const runs = this.runMetrics.snapshot();
+    // A queue this process ran jobs of, or the default one, reports 0 when nothing waits (absent would read as unknown).
+    for (const queue of ['default', ...Object.keys(runs)]) queues[queue] ??= { waiting: 0, pending: 0, running: 0, oldestDueMs: null };
+    return { queues, runs };
   }
 
   /** Stores a context as the refs of its entities; a stored context is re-checked against the allow-list when read. */

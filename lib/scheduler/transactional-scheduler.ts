@@ -11,6 +11,7 @@ import type {
   JobFunction,
   JobOptions,
   JobProgress,
+  QueueGauges,
   ScheduleResult,
   Scheduler,
   SchedulerOptions,
@@ -25,6 +26,9 @@ import type { TransactionManager } from '../transactions/manager.js';
 import { JobCancelledError, SchedulerStoppedError } from '../errors.js';
 import { SchedulerBase, visibleTo } from './base.js';
 import { isScheduleId } from './ids.js';
+
+/** The queue the in-memory scheduler's jobs are counted in (it has no queues of its own). */
+const MEMORY_QUEUE = 'default';
 import { Limiter } from './limiter.js';
 import { within } from '../support/deadline.js';
 import { storedError } from './stored-error.js';
@@ -130,6 +134,12 @@ export class TransactionalScheduler extends SchedulerBase implements Scheduler {
   }
 
   /** Counts of the schedules held in memory, by state: jobs, batches, their steps and callbacks (expired results count until the timer forgets them). */
+  /** @internal */
+  protected async queueGauges(): Promise<Record<string, QueueGauges>> {
+    const { waiting, pending, running } = this.entries.stats();
+    return { [MEMORY_QUEUE]: { waiting, pending, running, oldestDueMs: null } };
+  }
+
   stats(): SchedulerStats {
     return this.entries.stats();
   }
@@ -234,8 +244,8 @@ export class TransactionalScheduler extends SchedulerBase implements Scheduler {
     const { id, name, fn, args, meta } = entry;
     const progress = async (reported: JobProgress) => void (entry.progress = reported);
     // Kept in memory, a job runs once: only conflicts, inside its transaction, run it again.
-    const outcome = await this.runJob({ id, name, fn, args, meta, signal: entry.controller.signal, attempt: 1, maxAttempts: 1, run: 1, progress });
-    if (outcome.state === 'failed') this.reportFailure(entry, { ...outcome, attempt: 1, run: 1 });
+    const outcome = await this.runJob({ id, name, queue: MEMORY_QUEUE, fn, args, meta, signal: entry.controller.signal, attempt: 1, maxAttempts: 1, run: 1, progress });
+    if (outcome.state === 'failed') this.reportFailure({ id, name, queue: MEMORY_QUEUE }, { ...outcome, attempt: 1, run: 1 });
     this.finish(entry, outcome.state === 'done' ? { value: outcome.value } : { error: outcome.error });
   }
 

@@ -95,6 +95,8 @@ export class ClaimedJob {
       outcome = await this.host.runJob({
         id: row.id,
         name: row.name,
+        queue: row.queue,
+        dueAt: row.runAt,
         fn: this.host.job(row.name),
         args: row.args,
         meta: this.host.decodeMeta(row.meta),
@@ -218,7 +220,7 @@ export class ClaimedJob {
         }
         if (requeued) {
           const counts = { attempt: row.failures + 1, run: ended.runs, transactionAttempt: outcome.transactionAttempt };
-          this.host.emitSafely('retried', { id: row.id, name: row.name, ...counts, error: outcome.cause });
+          this.host.emitSafely('retried', { id: row.id, name: row.name, queue: row.queue, ...counts, error: outcome.cause });
         }
         return;
       }
@@ -241,7 +243,7 @@ export class ClaimedJob {
       { id: row.id, job: row.name, worker: this.worker },
       `worker ${this.worker}: job ${row.name} (${row.id}) lost its lease (taken over or removed); its writes roll back`,
     );
-    this.host.emitSafely('lost-lease', { id: row.id, name: row.name, worker: this.worker });
+    this.host.emitSafely('lost-lease', { id: row.id, name: row.name, queue: row.queue, worker: this.worker });
   }
 
   /** Renews the lease every third of it, on its own connection; a lost lease aborts the job. */

@@ -12,6 +12,7 @@ import type {
   JobOptions,
   PersistentSchedulerOptions,
   PersistentSchedulerStats,
+  QueueGauges,
   RecurringOptions,
   ScheduleResult,
   Scheduler,
@@ -25,6 +26,7 @@ import type {
 import type { TransactionManager } from '../../transactions/manager.js';
 import { SchedulerBase, visibleTo } from '../base.js';
 import { isScheduleId } from '../ids.js';
+import { queueGauges, stateCounts } from './job-counts.js';
 import { checkBatchOptions, checkJobOnlyOptions, checkJobOptions } from './job-options.js';
 import { migrate, migrationSource, tableNames } from './schema.js';
 import { LocalRuns } from './local-runs.js';
@@ -237,8 +239,13 @@ export class PersistentTransactionalScheduler extends SchedulerBase implements S
 
   /** Counts by state and the oldest due job's age, for monitoring. */
   async stats(): Promise<PersistentSchedulerStats> {
-    const { counts, oldestDueMs } = await this.store.stats(this.manager.knex, this.manager.clock.now());
+    const { counts, oldestDueMs } = await stateCounts(this.store, this.manager.knex, this.manager.clock.now());
     return { ...counts, oldestDueMs };
+  }
+
+  /** @internal */
+  protected queueGauges(): Promise<Record<string, QueueGauges>> {
+    return queueGauges(this.store, this.manager.knex, this.manager.clock.now());
   }
 
   /** A worker that claims and runs this scheduler's jobs; `start()` it. */

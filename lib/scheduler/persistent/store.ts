@@ -22,7 +22,8 @@ export class JobStore {
     private readonly dialect: Dialect,
   ) {}
 
-  private jobs(db: Db) {
+  /** The jobs table, for the statements of this store and of the counts (job-counts.ts). */
+  jobs(db: Db) {
     return db(this.tables.jobs);
   }
 
@@ -297,13 +298,5 @@ export class JobStore {
     return ids.length === 0 ? 0 : this.jobs(db).whereIn('id', ids).delete();
   }
 
-  /** Counts by state, and the age of the oldest due pending job. */
-  async stats(db: Db, now: number): Promise<{ counts: Record<JobState, number>; oldestDueMs: number | null }> {
-    const counts: Record<JobState, number> = { waiting: 0, pending: 0, running: 0, done: 0, failed: 0 };
-    const rows = (await this.jobs(db).select('state').count({ n: '*' }).groupBy('state')) as { state: JobState; n: unknown }[];
-    for (const row of rows) counts[row.state] = Number(row.n);
-    const oldest = await this.jobs(db).where({ state: 'pending' }).andWhere('run_at', '<=', now).min({ at: 'run_at' }).first();
-    const at = numOrNull(oldest?.at);
-    return { counts, oldestDueMs: at === null ? null : now - at };
-  }
+
 }

@@ -27,6 +27,6 @@ export interface WorkerHost {
   job(name: string): JobFunction;
   decodeMeta(meta: string): TransactionMeta;
   runJob(run: JobRun): Promise<JobOutcome>;
-  reportFailure(job: { id: string; name: string }, failure: { error: StoredError; cause: unknown; attempt: number; run: number }): void;
+  reportFailure(job: { id: string; name: string; queue: string }, failure: { error: StoredError; cause: unknown; attempt: number; run: number }): void;
   register(worker: { wake(): void }): () => void;
 }
