@@ -166,7 +166,7 @@ describe('the packed package', () => {
       import Koa from 'koa';
       import Router from '@koa/router';
       import { TransactionManager, ConflictError, PersistentTransactionalScheduler, type PersistentContext, type Transaction, type TransactionMeta } from 'aftercommit';
-      import { aftercommit, jobRoutes, type AftercommitContext, type AftercommitOptions, type JobRoutesOptions } from 'aftercommit/koa';
+      import { aftercommit, jobRoutes, metricsRoute, type AftercommitContext, type AftercommitOptions, type JobRoutesOptions, type MetricsRouteOptions } from 'aftercommit/koa';
       const tm = new TransactionManager(knex({ client: 'better-sqlite3' }), { retries: 2, delay: { initial: 10 } });
       const meta: TransactionMeta = { user: 'alice' };
       const answer: Promise<number> = tm.run(async (tx: Transaction) => {
@@ -212,6 +212,8 @@ describe('the packed package', () => {
       const options: AftercommitOptions = { manager: tm, scheduler, timeout: 5000 };
       const polling: JobRoutesOptions = { prefix: '/jobs', consume: false };
       app.use(aftercommit(options, router.routes(), router.allowedMethods(), guarded, jobRoutes(polling)));
+      const metrics: MetricsRouteOptions = { scheduler, authorize: (ctx) => ctx.get('X-Token') === 'secret' };
+      app.use(metricsRoute(metrics));
 
       // Outside aftercommit, Koa's own context has them as optional: most requests never got them.
       app.use(async (ctx, next) => {
@@ -240,7 +242,7 @@ describe('the packed package', () => {
       import express from 'express';
       import type { NextFunction, Request, Response } from 'express';
       import { TransactionManager, TransactionalScheduler } from 'aftercommit';
-      import { aftercommit, jobRoutes, type AftercommitOptions, type AftercommitRequest, type JobRoutesOptions } from 'aftercommit/express';
+      import { aftercommit, jobRoutes, metricsRoute, type AftercommitOptions, type AftercommitRequest, type JobRoutesOptions, type MetricsRouteOptions } from 'aftercommit/express';
       const tm = new TransactionManager(knex({ client: 'better-sqlite3' }));
       const scheduler = new TransactionalScheduler(tm);
       scheduler.define('double', async (_job, n: number) => n * 2);
@@ -280,6 +282,8 @@ describe('the packed package', () => {
       };
       const polling: JobRoutesOptions = { prefix: '/jobs', consume: false };
       app.use(aftercommit(options, router, guarded, jobRoutes(polling)));
+      const metrics: MetricsRouteOptions = { scheduler, authorize: (req) => req.get('X-Token') === 'secret' };
+      app.use(metricsRoute(metrics));
 
       // Outside aftercommit, Express's own Request has them as optional: most requests never got them.
       app.use(async (req: Request, res: Response, next: NextFunction) => {

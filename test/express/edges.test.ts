@@ -233,32 +233,41 @@ eachDialect(
           assert.deepEqual(await texts(paid), []);
         });
 
+        /**
+         * One request whose attempt 1 passes a ConflictError on (next(e), no return), waits for attempt 2 to
+         * start, then does `late` (what a given-up attempt does after that); attempt 2 waits for `late` to be
+         * done, writes the row `text` and answers `{ answeredBy: 'attempt 2' }`. The response, as the client gets it.
+         */
+        async function afterGivenUpAttempt(text: string, late: (req: AftercommitRequest, res: Response) => void | Promise<void>) {
+          let attempts = 0;
+          const attempt2Started = deferred();
+          const attempt1Done = deferred();
+          const app = version.app();
+          app.use(
+            aftercommit({ manager: tm }, async (req, res, next) => {
+              const attempt = ++attempts;
+              if (attempt === 1) {
+                next(new ConflictError('stale read'));
+                await attempt2Started.promise;
+                await late(req, res);
+                attempt1Done.resolve();
+                return;
+              }
+              attempt2Started.resolve();
+              await attempt1Done.promise;
+              await req.db(notes).insert({ text });
+              res.json({ answeredBy: 'attempt 2' });
+            }),
+          );
+          app.use(errorsAsJson());
+          return request((await serve(app)).url, { signal: patience() });
+        }
+
         it(
           'a given-up attempt’s late res.status() and res.set() do not reach the answer of the attempt that replaced it',
           async () => {
             const text = `${v}-stale-status`;
-            let attempts = 0;
-            const attempt2Started = deferred();
-            const attempt1Answered = deferred();
-            const app = version.app();
-            app.use(
-              aftercommit({ manager: tm }, async (req, res, next) => {
-                const attempt = ++attempts;
-                if (attempt === 1) {
-                  next(new ConflictError('stale read'));
-                  await attempt2Started.promise;
-                  res.status(201).set('X-Stale', '1').json({ answeredBy: 'attempt 1' });
-                  attempt1Answered.resolve();
-                  return;
-                }
-                attempt2Started.resolve();
-                await attempt1Answered.promise;
-                await req.db(notes).insert({ text });
-                res.json({ answeredBy: 'attempt 2' });
-              }),
-            );
-            app.use(errorsAsJson());
-            const response = await request((await serve(app)).url, { signal: patience() });
+            const response = await afterGivenUpAttempt(text, (_req, res) => void res.status(201).set('X-Stale', '1').json({ answeredBy: 'attempt 1' }));
             assert.deepEqual(
               { status: response.status, stale: response.headers.get('x-stale'), body: response.body },
               { status: 200, stale: null, body: { answeredBy: 'attempt 2' } },
@@ -272,32 +281,13 @@ eachDialect(
           async () => {
             const text = `${v}-stale-db`;
             const refusals: unknown[] = [];
-            let attempts = 0;
-            const attempt2Started = deferred();
-            const attempt1Wrote = deferred();
-            const app = version.app();
-            app.use(
-              aftercommit({ manager: tm }, async (req, res, next) => {
-                const attempt = ++attempts;
-                if (attempt === 1) {
-                  next(new ConflictError('stale read'));
-                  await attempt2Started.promise;
-                  try {
-                    await req.db(notes).insert({ text: `${text} a1-late` });
-                  } catch (err) {
-                    refusals.push(err); // req.db throws TransactionEndedError in a given-up attempt
-                  }
-                  attempt1Wrote.resolve();
-                  return;
-                }
-                attempt2Started.resolve();
-                await attempt1Wrote.promise;
-                await req.db(notes).insert({ text: `${text} a2` });
-                res.json({ answeredBy: 'attempt 2' });
-              }),
-            );
-            app.use(errorsAsJson());
-            const response = await request((await serve(app)).url, { signal: patience() });
+            const response = await afterGivenUpAttempt(`${text} a2`, async (req) => {
+              try {
+                await req.db(notes).insert({ text: `${text} a1-late` });
+              } catch (err) {
+                refusals.push(err); // req.db throws TransactionEndedError in a given-up attempt
+              }
+            });
             assert.deepEqual({ status: response.status, body: response.body }, { status: 200, body: { answeredBy: 'attempt 2' } });
             assert.deepEqual(await texts(text), [`${text} a2`]);
             assert.deepEqual(

@@ -16,7 +16,7 @@ import * as express from '../../lib/express/index.js';
 import { eachDialect } from '../support/databases.js';
 import { recordingLogger } from '../support/helpers.js';
 import { request, serve, type Served } from '../support/http.js';
-import { EXPRESS_VERSIONS } from '../express/versions.js';
+import { frameworks } from './frameworks.js';
 
 /** One transfer: the first row's lock held a moment, so that the opposite request takes its own meanwhile. */
 async function transfer(db: Knex.Transaction, accounts: string, { from, to, amount }: Record<string, string>): Promise<void> {
@@ -30,37 +30,31 @@ type OnRetry = (event: RetryEvent, path: string) => void;
 /** An app answering ROUTE with `{ attempt }` after `transfer`, under aftercommit with `retries: 60`. */
 type TransferApp = (tm: TransactionManager, accounts: string, onRetry: OnRetry) => Promise<Served>;
 
-const frameworks: [string, TransferApp][] = [
-  [
-    'koa',
-    (tm, accounts, onRetry) => {
-      const router = new Router<Koa.DefaultState, koa.AftercommitContext>();
-      router.post(ROUTE, async (ctx) => {
-        await transfer(ctx.db, accounts, ctx.params);
-        ctx.body = { attempt: ctx.transaction.attempt };
-      });
-      const app = new Koa();
-      app.silent = true;
-      app.use(koa.aftercommit({ manager: tm, retries: 60, onRetry: (event, ctx) => onRetry(event, ctx.path) }, router.routes()));
-      return serve(app);
-    },
-  ],
-  ...EXPRESS_VERSIONS.map((version): [string, TransferApp] => [
-    version.name,
-    (tm, accounts, onRetry) => {
-      const router = version.router();
-      router.post(ROUTE, (req, res, next) => {
-        const { db, transaction } = req as express.AftercommitRequest;
-        transfer(db, accounts, req.params)
-          .then(() => res.json({ attempt: (transaction as Transaction).attempt }))
-          .catch(next); // Express 4's router ignores rejected promises
-      });
-      const app = version.app();
-      app.use(express.aftercommit({ manager: tm, retries: 60, onRetry: (event, req) => onRetry(event, req.path) }, router));
-      return serve(app);
-    },
-  ]),
-];
+const FRAMEWORKS = frameworks<TransferApp>(
+  (tm, accounts, onRetry) => {
+    const router = new Router<Koa.DefaultState, koa.AftercommitContext>();
+    router.post(ROUTE, async (ctx) => {
+      await transfer(ctx.db, accounts, ctx.params);
+      ctx.body = { attempt: ctx.transaction.attempt };
+    });
+    const app = new Koa();
+    app.silent = true;
+    app.use(koa.aftercommit({ manager: tm, retries: 60, onRetry: (event, ctx) => onRetry(event, ctx.path) }, router.routes()));
+    return serve(app);
+  },
+  (version) => (tm, accounts, onRetry) => {
+    const router = version.router();
+    router.post(ROUTE, (req, res, next) => {
+      const { db, transaction } = req as express.AftercommitRequest;
+      transfer(db, accounts, req.params)
+        .then(() => res.json({ attempt: (transaction as Transaction).attempt }))
+        .catch(next); // Express 4's router ignores rejected promises
+    });
+    const app = version.app();
+    app.use(express.aftercommit({ manager: tm, retries: 60, onRetry: (event, req) => onRetry(event, req.path) }, router));
+    return serve(app);
+  },
+);
 
 eachDialect(
   'concurrent transfers',
@@ -81,7 +75,7 @@ eachDialect(
       });
     });
 
-    for (const [framework, transferApp] of frameworks) {
+    for (const [framework, transferApp] of FRAMEWORKS) {
       describe(framework, () => {
         let server: Served;
         const logger = recordingLogger();
