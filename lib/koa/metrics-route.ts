@@ -1,5 +1,5 @@
 /** metricsRoute() for Koa: `GET {path}` serves `scheduler.metrics()` as Prometheus text, to authorized requests only. */
-import type { Context, Middleware } from 'koa';
+import type { Middleware } from 'koa';
 import { metricsPath, prometheusText, PROMETHEUS_TYPE } from '../http/prometheus.js';
 import type { MetricsRouteOptions } from './interfaces.js';
 
