@@ -133,3 +133,29 @@ export interface WorkerStopOptions {
   /** How long (ms) running jobs may go on; then their signal is aborted and they are handed back. Default 30,000. */
   timeout?: number;
 }
+
+/** A queue an operator paused or resumed (`scheduler.queueStates()`). */
+export interface QueueState {
+  name: string;
+  /** Whether workers claim none of its jobs. */
+  paused: boolean;
+  /** When it was last paused or resumed (ms since the epoch). */
+  changedAt: number;
+  /** Who paused or resumed it, as `pauseQueue(name, { by })` named them; null when not given. */
+  changedBy: string | null;
+}
+
+/** A worker in the registry (`scheduler.workers()`). */
+export interface WorkerInfo {
+  /** Its id, as the jobs it claims name it (`locked_by`). */
+  id: string;
+  host: string;
+  pid: number;
+  queues: string[];
+  concurrency: number;
+  startedAt: number;
+  /** Its last heartbeat in the registry (renewed every 5 s while it runs). */
+  heartbeatAt: number;
+  /** Whether that heartbeat is recent (within 15 s): a worker that died stays listed, not alive, until it is removed. */
+  alive: boolean;
+}

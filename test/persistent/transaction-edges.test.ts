@@ -67,7 +67,7 @@ eachDialect('persistent scheduler at the edges of its transactions', (database) 
     const migrations = { migrationSource: other.migrationSource(), tableName: `${prefix}knex_migrations` };
     try {
       const [, first] = (await knex.migrate.latest(migrations)) as [number, string[]];
-      assert.equal(first.length, 3, 'one migration per schema step');
+      assert.equal(first.length, 4, 'one migration per schema step');
       const [, again] = (await knex.migrate.latest(migrations)) as [number, string[]];
       assert.deepEqual(again, [], 'nothing left to run');
       await other.migrate(); // recorded: a no-op
@@ -75,12 +75,16 @@ eachDialect('persistent scheduler at the edges of its transactions', (database) 
       await knex.migrate.rollback(migrations, true);
       assert.equal(await knex.schema.hasTable(`${prefix}mig_jobs`), false);
       assert.equal(await knex.schema.hasTable(`${prefix}mig_recurring`), false);
+      assert.equal(await knex.schema.hasTable(`${prefix}mig_queues`), false);
+      assert.equal(await knex.schema.hasTable(`${prefix}mig_workers`), false);
     } finally {
       await knex.schema.dropTableIfExists(`${prefix}knex_migrations_lock`);
       await knex.schema.dropTableIfExists(`${prefix}knex_migrations`);
       await knex.schema.dropTableIfExists(`${prefix}mig_jobs`);
       await knex.schema.dropTableIfExists(`${prefix}mig_schema`);
       await knex.schema.dropTableIfExists(`${prefix}mig_recurring`);
+      await knex.schema.dropTableIfExists(`${prefix}mig_queues`);
+      await knex.schema.dropTableIfExists(`${prefix}mig_workers`);
     }
   });
 

@@ -25,7 +25,12 @@ export function persistentSuite(database: TestDatabase, base: string, define: (s
     await suite.scheduler.migrate();
   });
   after(() =>
-    suite.knex.schema.dropTableIfExists(`${suite.prefix}jobs`).dropTableIfExists(`${suite.prefix}schema`).dropTableIfExists(`${suite.prefix}recurring`),
+    suite.knex.schema
+      .dropTableIfExists(`${suite.prefix}jobs`)
+      .dropTableIfExists(`${suite.prefix}schema`)
+      .dropTableIfExists(`${suite.prefix}recurring`)
+      .dropTableIfExists(`${suite.prefix}queues`)
+      .dropTableIfExists(`${suite.prefix}workers`),
   );
   return suite;
 }

@@ -159,6 +159,8 @@ export function multiProcessSuite(
     await suite.knex.schema.dropTableIfExists(`${suite.prefix}jobs`);
     await suite.knex.schema.dropTableIfExists(`${suite.prefix}schema`);
     await suite.knex.schema.dropTableIfExists(`${suite.prefix}recurring`);
+    await suite.knex.schema.dropTableIfExists(`${suite.prefix}queues`);
+    await suite.knex.schema.dropTableIfExists(`${suite.prefix}workers`);
   });
   suite.spawn = ({ lease = options.lease, hold = 0, work, concurrency = 1, queues } = {}) => {
     const { maxRuns, queues: limits, poll } = options;

@@ -13,6 +13,8 @@ import type {
   PersistentSchedulerOptions,
   PersistentSchedulerStats,
   QueueGauges,
+  QueueState,
+  WorkerInfo,
   RecurringOptions,
   ScheduleResult,
   Scheduler,
@@ -27,6 +29,8 @@ import type { TransactionManager } from '../../transactions/manager.js';
 import { SchedulerBase, visibleTo } from '../base.js';
 import { isScheduleId } from '../ids.js';
 import { queueGauges, stateCounts } from './job-counts.js';
+import { changeQueue, queueStates } from './queue-control.js';
+import { registeredWorkers } from './worker-registry.js';
 import { checkBatchOptions, checkJobOnlyOptions, checkJobOptions } from './job-options.js';
 import { migrate, migrationSource, tableNames } from './schema.js';
 import { LocalRuns } from './local-runs.js';
@@ -60,7 +64,7 @@ export class PersistentTransactionalScheduler extends SchedulerBase implements S
   private readonly localRuns = new LocalRuns();
   /** Jobs scheduled by each open transaction, inserted just before it commits. */
   private readonly inserts: TransactionInserts;
-  private readonly workers = new Set<{ wake(): void }>();
+  private readonly localWorkers = new Set<{ wake(): void }>();
   /** What this scheduler's workers use of it. */
   private readonly host: WorkerHost;
   /** The recurring jobs declared in this process; its workers fire them. */
@@ -109,10 +113,10 @@ export class PersistentTransactionalScheduler extends SchedulerBase implements S
       runJob: (run) => this.runJob(run),
       reportFailure: (run, outcome) => this.reportFailure(run, outcome),
       register: (worker) => {
-        this.workers.add(worker);
+        this.localWorkers.add(worker);
         return () => {
-          this.workers.delete(worker);
-          if (this.workers.size === 0) quotas.close(); // the connection MySQL's queue locks are taken on, if open
+          this.localWorkers.delete(worker);
+          if (this.localWorkers.size === 0) quotas.close(); // the connection MySQL's queue locks are taken on, if open
         };
       },
     };
@@ -248,6 +252,30 @@ export class PersistentTransactionalScheduler extends SchedulerBase implements S
     return queueGauges(this.store, this.manager.knex, this.manager.clock.now());
   }
 
+  /**
+   * Pauses `queue` in every process: claims that start after this resolves take
+   * none of its jobs (running ones go on); they stay pending until
+   * `resumeQueue`. `by` notes who paused it.
+   */
+  pauseQueue(queue: string, options: { by?: string } = {}): Promise<void> {
+    return changeQueue(this.manager, this.store.tables, queue, true, options.by);
+  }
+
+  /** Resumes a paused queue: workers claim its due jobs again at their next claim. */
+  resumeQueue(queue: string, options: { by?: string } = {}): Promise<void> {
+    return changeQueue(this.manager, this.store.tables, queue, false, options.by);
+  }
+
+  /** The queues that were ever paused or resumed, with their state. */
+  queueStates(): Promise<QueueState[]> {
+    return queueStates(this.manager.knex, this.store.tables);
+  }
+
+  /** The workers in the registry (every process's), with their last heartbeat. */
+  workers(): Promise<WorkerInfo[]> {
+    return registeredWorkers(this.manager.knex, this.store.tables, this.manager.clock.now());
+  }
+
   /** A worker that claims and runs this scheduler's jobs; `start()` it. */
   worker(options: WorkerOptions = {}): Worker {
     return new Worker(this.host, options);
@@ -288,7 +316,7 @@ export class PersistentTransactionalScheduler extends SchedulerBase implements S
   }
 
   private wake(): void {
-    for (const worker of this.workers) worker.wake();
+    for (const worker of this.localWorkers) worker.wake();
   }
 
   /** Deletes a fetched result after the fetching transaction committed, retrying a few times; else it expires. */

@@ -12,13 +12,17 @@ export interface TableNames {
   schema: string;
   /** The last instant each recurring job fired for. */
   recurring: string;
+  /** Queues an operator paused: workers claim none of their jobs. */
+  queues: string;
+  /** The workers running now, with their heartbeats. */
+  workers: string;
 }
 
 export function tableNames(prefix: string): TableNames {
   if (!/^[A-Za-z_][A-Za-z0-9_]{0,40}$/.test(prefix)) {
     throw new TypeError(`tablePrefix must be letters, digits and _ (at most 41), got ${JSON.stringify(prefix)}`);
   }
-  return { jobs: `${prefix}jobs`, schema: `${prefix}schema`, recurring: `${prefix}recurring` };
+  return { jobs: `${prefix}jobs`, schema: `${prefix}schema`, recurring: `${prefix}recurring`, queues: `${prefix}queues`, workers: `${prefix}workers` };
 }
 
 /** One step of the schema; steps are applied in order and recorded in the schema table. */
@@ -150,6 +154,36 @@ const steps: Step[] = [
         t.dropColumns('kind', 'parent_id', 'step_index', 'steps_total', 'steps_done', 'stop_on_failure', 'callbacks', 'concurrency_key', 'seq', 'started_at', 'recurring_key', 'recurring_instant'),
       );
       await db(schema).where({ version: 3 }).delete();
+    },
+  },
+  {
+    // Paused queues, and the registry of running workers.
+    version: 4,
+    async up(db, { queues, workers }) {
+      if (!(await db.schema.hasTable(queues))) {
+        await db.schema.createTable(queues, (t) => {
+          t.string('name', 64).primary();
+          t.boolean('paused').notNullable();
+          t.bigInteger('changed_at').notNullable(); // ms since the epoch
+          t.string('changed_by', 191).nullable(); // who paused or resumed it, as the app named them
+        });
+      }
+      if (!(await db.schema.hasTable(workers))) {
+        await db.schema.createTable(workers, (t) => {
+          t.string('id', 100).primary(); // locked_by of the jobs it claims
+          t.string('host', 100).notNullable();
+          t.integer('pid').notNullable();
+          t.text('queues').notNullable(); // JSON array
+          t.integer('concurrency').notNullable();
+          t.bigInteger('started_at').notNullable();
+          t.bigInteger('heartbeat_at').notNullable();
+        });
+      }
+    },
+    async down(db, { queues, workers, schema }) {
+      await db.schema.dropTableIfExists(workers);
+      await db.schema.dropTableIfExists(queues);
+      await db(schema).where({ version: 4 }).delete();
     },
   },
 ];

@@ -14,6 +14,8 @@ import { integerIn } from '../../support/validate.js';
 import { ClaimedJob } from './claimed-job.js';
 import type { JobRow } from './rows.js';
 import type { WorkerHost } from './worker-host.js';
+import { pausedAmong } from './queue-control.js';
+import { HEARTBEAT_MS, heartbeat, register, unregister as unregisterWorker, type RegisteredWorker } from './worker-registry.js';
 
 /** What stop() allows, beyond the grace, for the jobs ended from outside to be handed back. */
 const HAND_BACK_MS = 5000;
@@ -35,6 +37,7 @@ export class Worker {
   private unregister: () => void = noop;
   private nextLeaseCheck = 0;
   private nextSweep = 0;
+  private nextHeartbeat = 0;
   /** Ms a job whose signal was aborted has before it is ended from outside. */
   private readonly grace: number;
 
@@ -89,6 +92,7 @@ export class Worker {
     this.nudge();
     await this.loopDone;
     this.unregister();
+    await this.registry(() => unregisterWorker(this.host.manager.knex, this.host.store.tables, this.id));
     if (!(await this.settled(timeout))) {
       for (const { job } of this.active.values()) job.handBack();
       // Jobs that ignore their signal are ended from outside after the grace; handing them back takes a moment more.
@@ -105,7 +109,10 @@ export class Worker {
 
   private async loop(): Promise<void> {
     let interval = this.minPoll;
+    await this.registry(() => register(this.host.manager.knex, this.host.store.tables, this.registered(), this.host.manager.clock.now()));
+    this.nextHeartbeat = this.host.manager.clock.now() + HEARTBEAT_MS;
     while (this.state === 'running') {
+      await this.heartbeat();
       await this.host.recurring.tick(); // the recurring jobs due by now: inserted before this claim looks
       const free = this.concurrency - this.active.size;
       let claimed = 0;
@@ -142,6 +149,27 @@ export class Worker {
     this.woken = false;
   }
 
+  private registered(): RegisteredWorker {
+    return { id: this.id, host: hostname().slice(0, 100), pid: process.pid, queues: this.queues, concurrency: this.concurrency };
+  }
+
+  /** Renews this worker's heartbeat in the registry, every HEARTBEAT_MS. */
+  private async heartbeat(): Promise<void> {
+    const now = this.host.manager.clock.now();
+    if (now < this.nextHeartbeat) return;
+    this.nextHeartbeat = now + HEARTBEAT_MS;
+    await this.registry(() => heartbeat(this.host.manager.knex, this.host.store.tables, this.id, now));
+  }
+
+  /** A registry write: its failure is logged, never stops the worker (the registry is for operators). */
+  private async registry(write: () => Promise<void>): Promise<void> {
+    try {
+      await write();
+    } catch (err) {
+      this.host.logger.warn({ err, worker: this.id }, `worker ${this.id}: writing the worker registry failed; it goes on`);
+    }
+  }
+
   /** Deletes finished rows past their expiry (unfetched results), now and then. */
   private async sweep(): Promise<void> {
     const { manager, store, logger, ttl } = this.host;
@@ -175,9 +203,10 @@ export class Worker {
             const expired = await store.expiredLeases(tx.db, now, limit);
             claimed.push(...expired.filter((row) => !this.host.localRuns.has(row.id)));
           }
+          const paused = await pausedAmong(tx.db, store.tables, this.queues); // read by every claim: a pause holds from the next one
           for (const queue of this.queues) {
             if (claimed.length >= limit) break;
-            claimed.push(...(await quotas.due(tx.db, queue, now, limit - claimed.length)));
+            if (!paused.has(queue)) claimed.push(...(await quotas.due(tx.db, queue, now, limit - claimed.length)));
           }
           if (claimed.length > 0) await store.claim(tx.db, claimed, { token, worker: this.id, now });
           return claimed;

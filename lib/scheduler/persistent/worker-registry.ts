@@ -1,0 +1,58 @@
+/**
+ * The registry of running workers: a row per worker, written when it starts,
+ * its heartbeat renewed now and then by its loop, deleted when it stops. A
+ * worker that died leaves its row, which `workers()` reports as not alive once
+ * its heartbeat is older than three intervals, until a worker starting an hour
+ * later removes it.
+ */
+import type { Knex } from 'knex';
+import type { WorkerInfo } from '../../interfaces.js';
+import type { TableNames } from './schema.js';
+
+type Db = Knex | Knex.Transaction;
+
+/** How often (ms) a worker renews its heartbeat in the registry. */
+export const HEARTBEAT_MS = 5000;
+
+export interface RegisteredWorker {
+  id: string;
+  host: string;
+  pid: number;
+  queues: readonly string[];
+  concurrency: number;
+}
+
+/** How long (ms) the row of a worker that died stays listed. */
+const FORGET_AFTER_MS = 3_600_000;
+
+export async function register(db: Db, tables: TableNames, worker: RegisteredWorker, now: number): Promise<void> {
+  await db(tables.workers).where('heartbeat_at', '<', now - FORGET_AFTER_MS).delete();
+  const row = { ...worker, queues: JSON.stringify(worker.queues), started_at: now, heartbeat_at: now };
+  await db(tables.workers).insert(row).onConflict('id').merge();
+}
+
+export async function heartbeat(db: Db, tables: TableNames, id: string, now: number): Promise<void> {
+  await db(tables.workers).where({ id }).update({ heartbeat_at: now });
+}
+
+export async function unregister(db: Db, tables: TableNames, id: string): Promise<void> {
+  await db(tables.workers).where({ id }).delete();
+}
+
+/** The registered workers, the most recently started first. */
+export async function registeredWorkers(db: Db, tables: TableNames, now: number): Promise<WorkerInfo[]> {
+  const rows = (await db(tables.workers).select('*').orderBy('started_at', 'desc')) as Record<string, unknown>[];
+  return rows.map((row) => {
+    const heartbeatAt = Number(row.heartbeat_at);
+    return {
+      id: String(row.id),
+      host: String(row.host),
+      pid: Number(row.pid),
+      queues: JSON.parse(String(row.queues)) as string[],
+      concurrency: Number(row.concurrency),
+      startedAt: Number(row.started_at),
+      heartbeatAt,
+      alive: now - heartbeatAt <= 3 * HEARTBEAT_MS,
+    };
+  });
+}
