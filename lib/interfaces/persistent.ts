@@ -2,8 +2,8 @@
 // options and statistics, scheduling with options, and its workers.
 // Re-exported by lib/interfaces.ts: import them from there.
 // Imports types of transactions.ts and schedulers.ts.
-import type { JobFunction, JobSpec, SchedulerOptions, StepSpec } from './schedulers.js';
-import type { RetryDelay } from './transactions.js';
+import type { JobFunction, JobProgress, JobSpec, JobState, SchedulerOptions, StepSpec, StoredError } from './schedulers.js';
+import type { RetryDelay, TransactionMeta } from './transactions.js';
 
 /** How and when one job runs (persistent scheduler): given to `define()` as defaults, or per schedule with `with()`. */
 export interface JobOptions {
@@ -158,4 +158,65 @@ export interface WorkerInfo {
   heartbeatAt: number;
   /** Whether that heartbeat is recent (within 15 s): a worker that died stays listed, not alive, until it is removed. */
   alive: boolean;
+}
+
+/** Which jobs `scheduler.admin` finds, retries or removes; every field narrows, none: all jobs. */
+export interface JobAdminFilter {
+  state?: JobState;
+  queue?: string;
+  /** The job's defined name. */
+  name?: string;
+  /** The owner (the scheduling request's user id, as text). */
+  owner?: string;
+  /** Created at or after this (ms since the epoch). */
+  since?: number;
+  /** Created before this (ms since the epoch). */
+  until?: number;
+}
+
+/** A job as `scheduler.admin.find()` lists it. */
+export interface JobSummary {
+  id: string;
+  name: string;
+  queue: string;
+  state: JobState;
+  owner: string | null;
+  /** The scheduling transaction's note: `METHOD path` for a request guarded by aftercommit. */
+  note: string | null;
+  /** The id of the request that scheduled it (its `X-Request-Id`), when a request did. */
+  requestId: string | null;
+  createdAt: number;
+  runAt: number;
+  /** The last claim's time, null before the first. */
+  startedAt: number | null;
+  finishedAt: number | null;
+  runs: number;
+  failures: number;
+  progress?: JobProgress;
+}
+
+/** A page of `scheduler.admin.find()`; pass `next` as `after` for the following one. */
+export interface JobPage {
+  jobs: JobSummary[];
+  next?: string;
+}
+
+/** A job as `scheduler.admin.get()` shows it, whole. */
+export interface JobDetail extends JobSummary {
+  /** Its arguments as stored, with the fields the caller named in `redact` replaced by "[redacted]". */
+  args: unknown[];
+  /** The scheduling transaction's metadata (user, note, extension with the request id), redacted likewise. */
+  meta: TransactionMeta;
+  priority: number;
+  maxAttempts: number;
+  /** The worker that holds (or last held) its claim, and until when. */
+  lockedBy: string | null;
+  lockedUntil: number | null;
+  /** The batch this job is a step of. */
+  parentId: string | null;
+  kind: 'job' | 'serial' | 'parallel';
+  /** A done job's value (redacted likewise). */
+  result?: unknown;
+  /** A failed job's stored error. */
+  error?: StoredError;
 }

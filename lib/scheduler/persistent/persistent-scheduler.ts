@@ -30,6 +30,7 @@ import { SchedulerBase, visibleTo } from '../base.js';
 import { isScheduleId } from '../ids.js';
 import { queueGauges, stateCounts } from './job-counts.js';
 import { changeQueue, queueStates } from './queue-control.js';
+import { JobAdmin } from './job-admin.js';
 import { registeredWorkers } from './worker-registry.js';
 import { checkBatchOptions, checkJobOnlyOptions, checkJobOptions } from './job-options.js';
 import { migrate, migrationSource, tableNames } from './schema.js';
@@ -65,6 +66,8 @@ export class PersistentTransactionalScheduler extends SchedulerBase implements S
   /** Jobs scheduled by each open transaction, inserted just before it commits. */
   private readonly inserts: TransactionInserts;
   private readonly localWorkers = new Set<{ wake(): void }>();
+  /** What an operator does to jobs: find, look at, retry, run now, remove (trusted code; no owner rule). */
+  readonly admin: JobAdmin;
   /** What this scheduler's workers use of it. */
   private readonly host: WorkerHost;
   /** The recurring jobs declared in this process; its workers fire them. */
@@ -73,6 +76,13 @@ export class PersistentTransactionalScheduler extends SchedulerBase implements S
   constructor(manager: TransactionManager, options: PersistentSchedulerOptions = {}) {
     super(manager, options);
     this.store = new JobStore(tableNames(options.tablePrefix ?? 'aftercommit_'), manager.dialect);
+    this.admin = new JobAdmin({
+      manager,
+      tables: this.store.tables,
+      decodeArguments: (text) => this.codec.decodeArguments(text),
+      decodeValue: (text) => this.codec.decodeValue(text),
+      wake: () => this.wake(),
+    });
     this.inserts = new TransactionInserts(this.store, manager.dialect, () => this.wake());
     this.newRows = new NewRows(manager.clock, integerIn(options.lease ?? 30_000, 'lease (ms)', 100));
     const maxRuns = integerIn(options.maxRuns ?? 5, 'maxRuns', 1);

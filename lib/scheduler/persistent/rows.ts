@@ -87,7 +87,7 @@ export interface JobStatus {
   progress?: JobProgress;
 }
 
-const num = (value: unknown): number => Number(value);
+export const num = (value: unknown): number => Number(value);
 export const numOrNull = (value: unknown): number | null => (value === null || value === undefined ? null : Number(value));
 
 /** A row's progress columns as JobProgress, when it has any. */

@@ -1,0 +1,171 @@
+/**
+ * What an operator does to jobs (`scheduler.admin`): find them by state,
+ * queue, name, owner and creation time, page by page; look at one, its
+ * arguments with fields redacted; retry failed ones, run delayed ones now,
+ * remove them, one by one or all that match a filter. Trusted code only: no
+ * owner rule applies here (the polling route has its own).
+ */
+import type { Knex } from 'knex';
+import type { JobAdminFilter, JobDetail, JobPage, JobState, JobSummary, StoredError, TransactionMeta } from '../../interfaces.js';
+import type { TransactionManager } from '../../transactions/manager.js';
+import { QUEUE } from './job-options.js';
+import { num, numOrNull, progressOf } from './rows.js';
+import type { TableNames } from './schema.js';
+
+/** What the admin needs of its scheduler. @internal */
+export interface AdminHost {
+  manager: TransactionManager;
+  tables: TableNames;
+  decodeArguments(text: string): unknown[];
+  decodeValue(text: string): unknown;
+  /** Wakes this process's workers: jobs became due. */
+  wake(): void;
+}
+
+const STATES: readonly JobState[] = ['waiting', 'pending', 'running', 'done', 'failed'];
+const SUMMARY = ['id', 'name', 'queue', 'state', 'owner', 'meta', 'created_at', 'run_at', 'started_at', 'finished_at', 'runs', 'failures', 'progress_fraction', 'progress_message'];
+const CURSOR = /^(\d{1,16}):([0-9a-f]{32})$/;
+
+function checkFilter(filter: JobAdminFilter, what: string): void {
+  if (typeof filter !== 'object' || filter === null) throw new TypeError(`${what}: the filter must be an object, got ${String(filter)}`);
+  const { state, queue, name, owner, since, until } = filter;
+  if (state !== undefined && !STATES.includes(state)) throw new TypeError(`${what}: state must be one of ${STATES.join(', ')}, got ${JSON.stringify(state)}`);
+  if (queue !== undefined && (typeof queue !== 'string' || !QUEUE.test(queue))) throw new TypeError(`${what}: queue must be a queue name, got ${JSON.stringify(queue)}`);
+  for (const [key, value] of Object.entries({ name, owner })) {
+    if (value !== undefined && (typeof value !== 'string' || value.length > 191)) throw new TypeError(`${what}: ${key} must be a string of at most 191 characters`);
+  }
+  for (const [key, value] of Object.entries({ since, until })) {
+    if (value !== undefined && !Number.isSafeInteger(value)) throw new TypeError(`${what}: ${key} must be ms since the epoch (an integer), got ${String(value)}`);
+  }
+}
+
+/** Replaces the value of every field named in `redact`, at any depth, with "[redacted]". */
+function redacted(value: unknown, redact: ReadonlySet<string>): unknown {
+  if (Array.isArray(value)) return value.map((item) => redacted(item, redact));
+  if (typeof value !== 'object' || value === null) return value;
+  return Object.fromEntries(Object.entries(value).map(([key, item]) => [key, redact.has(key) ? '[redacted]' : redacted(item, redact)]));
+}
+
+export class JobAdmin {
+  /** @internal */
+  constructor(private readonly host: AdminHost) {}
+
+  private jobs(db: Knex | Knex.Transaction = this.host.manager.knex) {
+    return db(this.host.tables.jobs);
+  }
+
+  private filtered(db: Knex | Knex.Transaction, filter: JobAdminFilter, what: string) {
+    checkFilter(filter, what);
+    const query = this.jobs(db);
+    const { state, queue, name, owner, since, until } = filter;
+    if (state !== undefined) query.where({ state });
+    if (queue !== undefined) query.where({ queue });
+    if (name !== undefined) query.where({ name });
+    if (owner !== undefined) query.where({ owner });
+    if (since !== undefined) query.where('created_at', '>=', since);
+    if (until !== undefined) query.where('created_at', '<', until);
+    return query;
+  }
+
+  private summary(row: Record<string, unknown>): JobSummary {
+    const meta = this.host.decodeValue(String(row.meta)) as TransactionMeta;
+    const requestId = (meta.extension as { requestId?: unknown } | undefined)?.requestId;
+    return {
+      id: String(row.id),
+      name: String(row.name),
+      queue: String(row.queue),
+      state: row.state as JobState,
+      owner: (row.owner as string | null) ?? null,
+      note: typeof meta.note === 'string' ? meta.note : null,
+      requestId: typeof requestId === 'string' ? requestId : null,
+      createdAt: num(row.created_at),
+      runAt: num(row.run_at),
+      startedAt: numOrNull(row.started_at),
+      finishedAt: numOrNull(row.finished_at),
+      runs: num(row.runs),
+      failures: num(row.failures),
+      ...progressOf(row),
+    };
+  }
+
+  /** Jobs matching `filter`, newest first, `limit` (1-500, default 50) at a time; `page.next` continues. */
+  async find(filter: JobAdminFilter = {}, page: { limit?: number; after?: string } = {}): Promise<JobPage> {
+    const limit = page.limit ?? 50;
+    if (!Number.isInteger(limit) || limit < 1 || limit > 500) throw new TypeError(`admin.find(filter, { limit }): limit must be an integer from 1 to 500, got ${String(limit)}`);
+    const query = this.filtered(this.host.manager.knex, filter, 'admin.find(filter)').select(SUMMARY);
+    if (page.after !== undefined) {
+      const cursor = typeof page.after === 'string' ? CURSOR.exec(page.after) : null;
+      if (!cursor) throw new TypeError('admin.find(filter, { after }): after must be the `next` of an earlier page');
+      const [, at, id] = cursor;
+      query.where((q) => q.where('created_at', '<', Number(at)).orWhere((same) => same.where('created_at', Number(at)).andWhere('id', '<', id!)));
+    }
+    const rows = (await query.orderBy([{ column: 'created_at', order: 'desc' }, { column: 'id', order: 'desc' }]).limit(limit + 1)) as Record<string, unknown>[];
+    const jobs = rows.slice(0, limit).map((row) => this.summary(row));
+    const last = jobs[jobs.length - 1];
+    return rows.length > limit && last ? { jobs, next: `${last.createdAt}:${last.id}` } : { jobs };
+  }
+
+  /** One job, whole: its arguments (fields named in `redact` replaced), metadata, result or error, lease. */
+  async get(id: string, options: { redact?: readonly string[] } = {}): Promise<JobDetail | undefined> {
+    if (typeof id !== 'string' || !/^[0-9a-f]{32}$/.test(id)) return undefined;
+    const row = (await this.jobs().where({ id }).first()) as Record<string, unknown> | undefined;
+    if (!row) return undefined;
+    const redact = new Set(options.redact ?? []);
+    const meta = this.host.decodeValue(String(row.meta)) as TransactionMeta;
+    let args: unknown[];
+    try {
+      args = this.host.decodeArguments(String(row.args));
+    } catch {
+      args = ['[arguments that no longer decode]'];
+    }
+    return {
+      ...this.summary(row),
+      args: redacted(args, redact) as unknown[],
+      meta: redacted(meta, redact) as TransactionMeta,
+      priority: num(row.priority),
+      maxAttempts: num(row.max_attempts),
+      lockedBy: (row.locked_by as string | null) ?? null,
+      lockedUntil: numOrNull(row.locked_until),
+      parentId: (row.parent_id as string | null) ?? null,
+      kind: ((row.kind as JobDetail['kind'] | undefined) ?? 'job'),
+      ...(row.state === 'done' && row.result != null ? { result: redacted(this.host.decodeValue(String(row.result)), redact) } : {}),
+      ...(row.state === 'failed' && row.error != null ? { error: JSON.parse(String(row.error)) as StoredError } : {}),
+    };
+  }
+
+  /** Runs failed jobs again (from their first try, due now); returns how many. */
+  async retry(id: string): Promise<number> {
+    return this.retryWhere({}, 'admin.retry(id)', id);
+  }
+
+  /** Runs every failed job matching `filter` again; returns how many. */
+  async retryAll(filter: JobAdminFilter = {}): Promise<number> {
+    return this.retryWhere(filter, 'admin.retryAll(filter)');
+  }
+
+  private async retryWhere(filter: JobAdminFilter, what: string, id?: string): Promise<number> {
+    const now = this.host.manager.clock.now();
+    const query = this.filtered(this.host.manager.knex, filter, what).where({ state: 'failed' }).whereNull('parent_id');
+    if (id !== undefined) query.where({ id });
+    const changed = await query.update({ state: 'pending', run_at: now, failures: 0, error: null, finished_at: null, expires_at: null, lease: null, locked_by: null, locked_until: null });
+    if (changed > 0) this.host.wake();
+    return changed;
+  }
+
+  /** Makes a pending job that waits for its `runAt` due now; returns 1, or 0 when it is not such a job. */
+  async runNow(id: string): Promise<number> {
+    const now = this.host.manager.clock.now();
+    const changed = await this.jobs().where({ id, state: 'pending' }).andWhere('run_at', '>', now).update({ run_at: now });
+    if (changed > 0) this.host.wake();
+    return changed;
+  }
+
+  /**
+   * Deletes the jobs matching `filter` that are not running (use
+   * `scheduler.remove(id)` to cancel a running one), nor steps of a batch (remove
+   * the batch); returns how many.
+   */
+  async removeAll(filter: JobAdminFilter = {}): Promise<number> {
+    return this.filtered(this.host.manager.knex, filter, 'admin.removeAll(filter)').whereNot({ state: 'running' }).whereNull('parent_id').delete();
+  }
+}
