@@ -6,12 +6,16 @@
 import type { Knex } from 'knex';
 import type { NextFunction, Request, Response } from 'express';
 import type { PersistentContextLike, Scheduler, Transaction } from '../interfaces.js';
-import type { AftercommitFields, GuardOptions, MetricsRouteOptions as MetricsRouteOptionsOf } from '../http/interfaces.js';
+import type { AftercommitFields, DashboardOptions as DashboardOptionsOf, GuardOptions, MetricsRouteOptions as MetricsRouteOptionsOf } from '../http/interfaces.js';
 
 export type { AftercommitFields, JobRoutesOptions } from '../http/interfaces.js';
 
 /** Options of `metricsRoute(options)`: `authorize` is given the request's `req`. */
 export type MetricsRouteOptions = MetricsRouteOptionsOf<Request>;
+
+/** Options of `jobsDashboard(options)`: `authorize` and `actor` are given the request's `req`. */
+export type DashboardOptions = DashboardOptionsOf<Request>;
+export type { DashboardAction } from '../http/interfaces.js';
 
 /** Options of `aftercommit(options, ...handlers)`: those of the Koa adapter, given the request (and response). */
 export interface AftercommitOptions extends GuardOptions<Request> {

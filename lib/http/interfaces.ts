@@ -3,8 +3,9 @@
  * option functions are given: Koa's `ctx`, Express's `req`.
  */
 import type { Knex } from 'knex';
-import type { PersistentContextLike, RetryEvent, Scheduler, SchedulerMetrics, Transaction, TransactionMeta } from '../interfaces.js';
+import type { JobAdminFilter, PersistentContextLike, RetryEvent, Scheduler, SchedulerMetrics, Transaction, TransactionMeta } from '../interfaces.js';
 import type { TransactionManager } from '../transactions/manager.js';
+import type { PersistentTransactionalScheduler } from '../scheduler/persistent/persistent-scheduler.js';
 
 /** Options of `aftercommit(options, ...)` that Koa's and Express's share. */
 export interface GuardOptions<R> {
@@ -86,4 +87,37 @@ export interface MetricsRouteOptions<R> {
   authorize: (request: R) => boolean | Promise<boolean>;
   /** The path served (GET and HEAD). Default `/metrics`. */
   path?: string;
+}
+
+/** Options of `jobsDashboard(options)`; `R` is what `authorize` and `actor` are given (Koa's `ctx`, Express's `req`). */
+export interface DashboardOptions<R> {
+  /** The persistent scheduler whose jobs, queues and workers the dashboard shows. */
+  scheduler: PersistentTransactionalScheduler;
+  /** Whether the request is an admin's. Required: every other request gets 404 on every route, as if there were none. */
+  authorize: (request: R) => boolean | Promise<boolean>;
+  /** Where it is mounted. Default `/admin/jobs`. */
+  prefix?: string;
+  /** Show, but offer and accept no action. Default false. */
+  readOnly?: boolean;
+  /** Argument, metadata and result fields (at any depth) shown as "[redacted]", e.g. `['password', 'token']`. */
+  redact?: readonly string[];
+  /** Who acts, for the log and `onAction` (e.g. the admin's user id). Default: not named. */
+  actor?: (request: R) => string;
+  /** Called after each action, e.g. for an audit trail. */
+  onAction?: (event: DashboardAction) => void;
+}
+
+/** An action taken through the dashboard, as logged and reported to `onAction`. */
+export interface DashboardAction {
+  /** Who, as `actor` named them; null when not given. */
+  actor: string | null;
+  action: 'retry' | 'run-now' | 'remove' | 'retry-all' | 'delete-all' | 'pause' | 'resume';
+  /** The job acted on. */
+  id?: string;
+  /** The queue paused or resumed. */
+  queue?: string;
+  /** The filter of a bulk action. */
+  filter?: JobAdminFilter;
+  /** How many jobs (or queues) it changed. */
+  affected: number;
 }

@@ -6,12 +6,16 @@
 import type { Knex } from 'knex';
 import type { Context, DefaultContext } from 'koa';
 import type { PersistentContextLike, Scheduler, Transaction } from '../interfaces.js';
-import type { AftercommitFields, GuardOptions, MetricsRouteOptions as MetricsRouteOptionsOf } from '../http/interfaces.js';
+import type { AftercommitFields, DashboardOptions as DashboardOptionsOf, GuardOptions, MetricsRouteOptions as MetricsRouteOptionsOf } from '../http/interfaces.js';
 
 export type { JobRoutesOptions } from '../http/interfaces.js';
 
 /** Options of `metricsRoute(options)`: `authorize` is given the request's `ctx`. */
 export type MetricsRouteOptions = MetricsRouteOptionsOf<Context>;
+
+/** Options of `jobsDashboard(options)`: `authorize` and `actor` are given the request's `ctx`. */
+export type DashboardOptions = DashboardOptionsOf<Context>;
+export type { DashboardAction } from '../http/interfaces.js';
 
 /** Options of `aftercommit(options, ...middleware)`. */
 export interface AftercommitOptions extends GuardOptions<Context> {

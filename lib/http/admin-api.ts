@@ -1,0 +1,148 @@
+/**
+ * The JSON admin API of `jobsDashboard()`, framework-neutral: which request
+ * means what, who may send it, and the answer. Closed by default: a request
+ * `authorize` does not accept gets 404 on every route, as if there were none.
+ * Actions are POST or DELETE, never from another site (they need the
+ * `X-Aftercommit-Admin: 1` header, which a cross-site form cannot send and a
+ * cross-site script cannot without CORS), are logged and reported to
+ * `onAction`, and are hidden (404) in read-only mode.
+ *
+ *   GET    {prefix}/api/overview                 queues (gauges, pause state), this process's runs, workers
+ *   GET    {prefix}/api/jobs?state&queue&name&owner&since&until&limit&after
+ *   GET    {prefix}/api/jobs/:id                 one job, `redact` applied
+ *   POST   {prefix}/api/jobs/:id/retry | /run-now
+ *   DELETE {prefix}/api/jobs/:id                 scheduler.remove(id)
+ *   POST   {prefix}/api/jobs/retry | /delete     every job matching the query's filter
+ *   POST   {prefix}/api/queues/:name/pause | /resume
+ */
+import type { JobAdminFilter, Logger } from '../interfaces.js';
+import type { PersistentTransactionalScheduler } from '../scheduler/persistent/persistent-scheduler.js';
+import type { DashboardAction, DashboardOptions } from './interfaces.js';
+
+/** The header an action must carry: a cross-site form cannot send it, a cross-site script cannot without CORS. */
+export const ACTION_HEADER = 'x-aftercommit-admin';
+
+/** What the adapters read off a request for the API. */
+export interface AdminRequest {
+  method: string;
+  /** The path below the dashboard's prefix, e.g. `/api/jobs`. */
+  path: string;
+  query: Record<string, unknown>;
+  header(name: string): string | undefined;
+}
+
+export interface AdminAnswer {
+  status: number;
+  body: unknown;
+}
+
+const NOT_FOUND: AdminAnswer = { status: 404, body: { error: 'not found' } };
+const ID = /^[0-9a-f]{32}$/;
+
+/** The dashboard's prefix, checked: `/admin/jobs` by default. */
+export function dashboardPrefix<R>(options: DashboardOptions<R>, request: 'ctx' | 'req'): string {
+  if (!options || typeof (options.scheduler as { admin?: unknown } | undefined)?.admin !== 'object') {
+    throw new TypeError('jobsDashboard(options): options.scheduler must be a PersistentTransactionalScheduler');
+  }
+  if (typeof options.authorize !== 'function') {
+    throw new TypeError(`jobsDashboard(options): options.authorize must be a function (${request}) => whether the request is an admin's; without it every route answers 404`);
+  }
+  if (options.redact !== undefined && (!Array.isArray(options.redact) || options.redact.some((f) => typeof f !== 'string'))) {
+    throw new TypeError('jobsDashboard(options): options.redact must be an array of field names');
+  }
+  const prefix = options.prefix ?? '/admin/jobs';
+  if (typeof prefix !== 'string' || !/^\/[A-Za-z0-9/_.-]*$/.test(prefix) || prefix.endsWith('/')) {
+    throw new TypeError(`jobsDashboard(options): options.prefix must be a path like /admin/jobs, got ${JSON.stringify(prefix)}`);
+  }
+  return prefix;
+}
+
+/** The filter in a query string: only the known fields, numbers parsed (a bad value is refused by the admin). */
+function filterOf(query: Record<string, unknown>): JobAdminFilter {
+  const text = (key: string) => (typeof query[key] === 'string' && query[key] !== '' ? (query[key] as string) : undefined);
+  const number = (key: string) => (text(key) === undefined ? undefined : Number(text(key)));
+  const filter: Record<string, unknown> = { state: text('state'), queue: text('queue'), name: text('name'), owner: text('owner'), since: number('since'), until: number('until') };
+  return Object.fromEntries(Object.entries(filter).filter(([, v]) => v !== undefined)) as JobAdminFilter;
+}
+
+/** Answers a request below the dashboard's prefix; undefined when it is not the API's (the page, or nothing). */
+export async function adminAnswer<R>(
+  request: AdminRequest,
+  native: R,
+  options: DashboardOptions<R>,
+  logger: Logger,
+): Promise<AdminAnswer | undefined> {
+  if (!request.path.startsWith('/api/')) return undefined;
+  if (!(await options.authorize(native))) return NOT_FOUND;
+  const { scheduler } = options;
+  const parts = request.path.slice('/api/'.length).split('/');
+  const reading = request.method === 'GET' || request.method === 'HEAD';
+  try {
+    if (reading) return await read(scheduler, parts, request.query, options.redact ?? []);
+    if (options.readOnly || (request.method !== 'POST' && request.method !== 'DELETE')) return NOT_FOUND;
+    if (request.header(ACTION_HEADER) !== '1') return { status: 403, body: { error: `an action needs the ${ACTION_HEADER}: 1 header (it is refused from other sites)` } };
+    const action = actionOf(request.method, parts, request.query);
+    if (!action) return NOT_FOUND;
+    const affected = await act(scheduler, action);
+    const event: DashboardAction = { actor: options.actor?.(native) ?? null, ...action, affected };
+    logger.info({ ...event }, `jobs dashboard: ${event.actor ?? 'an admin'} ${action.action} (${affected} affected)`);
+    options.onAction?.(event);
+    return { status: 200, body: { affected } };
+  } catch (err) {
+    if (err instanceof TypeError) return { status: 400, body: { error: err.message } };
+    throw err;
+  }
+}
+
+async function read(scheduler: PersistentTransactionalScheduler, parts: string[], query: Record<string, unknown>, redact: readonly string[]): Promise<AdminAnswer> {
+  if (parts.length === 1 && parts[0] === 'overview') {
+    const [metrics, queues, workers] = await Promise.all([scheduler.metrics(), scheduler.queueStates(), scheduler.workers()]);
+    return { status: 200, body: { queues: metrics.queues, paused: queues.filter((q) => q.paused).map((q) => q.name), runs: metrics.runs, workers } };
+  }
+  if (parts.length === 1 && parts[0] === 'jobs') {
+    const limit = typeof query.limit === 'string' ? Number(query.limit) : undefined;
+    const after = typeof query.after === 'string' ? query.after : undefined;
+    return { status: 200, body: await scheduler.admin.find(filterOf(query), { ...(limit === undefined ? {} : { limit }), ...(after === undefined ? {} : { after }) }) };
+  }
+  if (parts.length === 2 && parts[0] === 'jobs' && ID.test(parts[1]!)) {
+    const job = await scheduler.admin.get(parts[1]!, { redact });
+    return job ? { status: 200, body: job } : NOT_FOUND;
+  }
+  return NOT_FOUND;
+}
+
+type Action = Omit<DashboardAction, 'actor' | 'affected'>;
+
+function actionOf(method: string, parts: string[], query: Record<string, unknown>): Action | undefined {
+  const [kind, target, verb] = parts;
+  if (kind === 'jobs' && method === 'DELETE' && parts.length === 2 && ID.test(target!)) return { action: 'remove', id: target };
+  if (kind === 'jobs' && method === 'POST' && parts.length === 3 && ID.test(target!) && (verb === 'retry' || verb === 'run-now')) return { action: verb, id: target };
+  if (kind === 'jobs' && method === 'POST' && parts.length === 2 && (target === 'retry' || target === 'delete')) {
+    return { action: target === 'retry' ? 'retry-all' : 'delete-all', filter: filterOf(query) };
+  }
+  if (kind === 'queues' && method === 'POST' && parts.length === 3 && (verb === 'pause' || verb === 'resume')) return { action: verb, queue: target };
+  return undefined;
+}
+
+async function act(scheduler: PersistentTransactionalScheduler, action: Action): Promise<number> {
+  switch (action.action) {
+    case 'remove':
+      if (!(await scheduler.admin.get(action.id!))) return 0;
+      await scheduler.remove(action.id!);
+      return 1;
+    case 'retry':
+      return scheduler.admin.retry(action.id!);
+    case 'run-now':
+      return scheduler.admin.runNow(action.id!);
+    case 'retry-all':
+      return scheduler.admin.retryAll(action.filter);
+    case 'delete-all':
+      return scheduler.admin.removeAll(action.filter);
+    case 'pause':
+      await scheduler.pauseQueue(action.queue!);
+      return 1;
+    case 'resume':
+      await scheduler.resumeQueue(action.queue!);
+      return 1;
+  }
+}
