@@ -8,12 +8,14 @@ export function jobsDashboard(options: DashboardOptions): RequestHandler {
   const logger = options.scheduler.manager.logger;
   // Errors go to next(err) itself: Express 4 ignores a rejected promise.
   return function jobsDashboardHandler(req: Request, res: Response, next: NextFunction): void {
-    if (!req.path.startsWith(`${prefix}/`)) return next();
+    if (req.path !== prefix && !req.path.startsWith(`${prefix}/`)) return next();
     const request = { method: req.method, path: req.path.slice(prefix.length), query: req.query as Record<string, unknown>, header: (name: string) => req.get(name) };
-    adminAnswer(request, req, options, logger).then((answer) => {
+    adminAnswer(request, req, options, logger, prefix).then((answer) => {
       if (!answer) return next();
-      res.setHeader('Cache-Control', 'no-store');
-      res.status(answer.status).json(answer.body);
+      res.set({ 'Cache-Control': 'no-store', ...answer.headers });
+      res.status(answer.status);
+      if (answer.type) res.type(answer.type).send(answer.body);
+      else res.json(answer.body);
     }, next);
   };
 }

@@ -1,12 +1,13 @@
 /**
- * The JSON admin API of `jobsDashboard()`, framework-neutral: which request
- * means what, who may send it, and the answer. Closed by default: a request
+ * The page and JSON admin API of `jobsDashboard()`, framework-neutral: which
+ * request means what, who may send it, and the answer. Closed by default: a request
  * `authorize` does not accept gets 404 on every route, as if there were none.
  * Actions are POST or DELETE, never from another site (they need the
  * `X-Aftercommit-Admin: 1` header, which a cross-site form cannot send and a
  * cross-site script cannot without CORS), are logged and reported to
  * `onAction`, and are hidden (404) in read-only mode.
  *
+ *   GET    {prefix}, {prefix}/app.js, {prefix}/app.css   the page (dashboard-page.ts)
  *   GET    {prefix}/api/overview                 queues (gauges, pause state), this process's runs, workers
  *   GET    {prefix}/api/jobs?state&queue&name&owner&since&until&limit&after
  *   GET    {prefix}/api/jobs/:id                 one job, `redact` applied
@@ -18,6 +19,7 @@
 import type { JobAdminFilter, Logger } from '../interfaces.js';
 import type { PersistentTransactionalScheduler } from '../scheduler/persistent/persistent-scheduler.js';
 import type { DashboardAction, DashboardOptions } from './interfaces.js';
+import { PAGE_CSS, PAGE_JS, PAGE_POLICY, pageHtml } from './dashboard-page.js';
 
 /** The header an action must carry: a cross-site form cannot send it, a cross-site script cannot without CORS. */
 export const ACTION_HEADER = 'x-aftercommit-admin';
@@ -33,7 +35,10 @@ export interface AdminRequest {
 
 export interface AdminAnswer {
   status: number;
+  /** JSON, or text when `type` is given. */
   body: unknown;
+  type?: string;
+  headers?: Record<string, string>;
 }
 
 const NOT_FOUND: AdminAnswer = { status: 404, body: { error: 'not found' } };
@@ -65,18 +70,31 @@ function filterOf(query: Record<string, unknown>): JobAdminFilter {
   return Object.fromEntries(Object.entries(filter).filter(([, v]) => v !== undefined)) as JobAdminFilter;
 }
 
-/** Answers a request below the dashboard's prefix; undefined when it is not the API's (the page, or nothing). */
+/** The page's files (dashboard-page.ts), by their path below the prefix. */
+function pageFile(path: string, prefix: string, readOnly: boolean): AdminAnswer | undefined {
+  if (path === '' || path === '/') {
+    return { status: 200, body: pageHtml(prefix, readOnly), type: 'text/html; charset=utf-8', headers: { 'Content-Security-Policy': PAGE_POLICY, 'X-Frame-Options': 'DENY' } };
+  }
+  if (path === '/app.js') return { status: 200, body: PAGE_JS, type: 'text/javascript; charset=utf-8' };
+  if (path === '/app.css') return { status: 200, body: PAGE_CSS, type: 'text/css; charset=utf-8' };
+  return undefined;
+}
+
+/** Answers a request at or below the dashboard's prefix (`path` is what follows it); undefined when it is none of the dashboard's. */
 export async function adminAnswer<R>(
   request: AdminRequest,
   native: R,
   options: DashboardOptions<R>,
   logger: Logger,
+  prefix: string,
 ): Promise<AdminAnswer | undefined> {
-  if (!request.path.startsWith('/api/')) return undefined;
+  const reading = request.method === 'GET' || request.method === 'HEAD';
+  const page = reading ? pageFile(request.path, prefix, options.readOnly === true) : undefined;
+  if (!page && !request.path.startsWith('/api/')) return undefined;
   if (!(await options.authorize(native))) return NOT_FOUND;
+  if (page) return page;
   const { scheduler } = options;
   const parts = request.path.slice('/api/'.length).split('/');
-  const reading = request.method === 'GET' || request.method === 'HEAD';
   try {
     if (reading) return await read(scheduler, parts, request.query, options.redact ?? []);
     if (options.readOnly || (request.method !== 'POST' && request.method !== 'DELETE')) return NOT_FOUND;

@@ -1,0 +1,150 @@
+/**
+ * The jobs dashboard as an admin uses it, in headless Chromium (Debian's
+ * chromium, driven by playwright-core) against a Koa app on SQLite: the
+ * overview counts the jobs the test made through real requests; the failed ones
+ * are filtered, one is opened (its error, and the request it came from) and
+ * retried until done; a queue paused from the page keeps new jobs pending while
+ * other queues run, and runs them when resumed; done jobs are deleted by a
+ * filter. A non-admin gets 404 for the page and its script; a redacted field
+ * never reaches the page. Screenshots of each view go to test-artifacts/.
+ */
+import { after, before, describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { existsSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import Koa from 'koa';
+import knexFactory, { type Knex } from 'knex';
+import { chromium, type Browser, type Page } from 'playwright-core';
+import { PersistentTransactionalScheduler, TransactionManager, type JobHandle, type Worker } from '../../lib/index.js';
+import { aftercommit, jobsDashboard } from '../../lib/koa/index.js';
+import { recordingLogger, until } from '../support/helpers.js';
+import { request, serve, type Served } from '../support/http.js';
+
+const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
+const skip = !existsSync(CHROMIUM) && process.env.CI !== 'true' ? `no Chromium at ${CHROMIUM} (apt-get install chromium; CI installs it)` : false;
+
+describe('the jobs dashboard in a browser', { skip }, () => {
+  let dir: string;
+  let knex: Knex;
+  let scheduler: PersistentTransactionalScheduler;
+  let worker: Worker;
+  let server: Served;
+  let browser: Browser;
+  let page: Page;
+  const firstRuns = new Set<number>();
+
+  /** Schedules through a real request: `POST /schedule/:job/:n?queue=` with a request id. */
+  const schedule = (job: string, n: number, queue = 'default') =>
+    request(`${server.url}/schedule/${job}/${n}?queue=${queue}`, { method: 'POST', headers: { 'X-Request-Id': `req-${job}-${n}`, 'X-User': 'alice' } });
+  const shot = (name: string) => page.screenshot({ path: `test-artifacts/dashboard-${name}.png`, fullPage: true });
+  const rowsOf = (selector: string) => page.locator(`${selector} tbody tr`);
+
+  before(async () => {
+    dir = mkdtempSync(join(tmpdir(), 'aftercommit-dashboard-'));
+    knex = knexFactory({ client: 'better-sqlite3', connection: { filename: join(dir, 'jobs.sqlite') }, useNullAsDefault: true });
+    const tm = new TransactionManager(knex, { logger: recordingLogger() });
+    scheduler = new PersistentTransactionalScheduler(tm);
+    scheduler.define('report', async (_job: JobHandle, n: number, _secret: { password: string }) => ({ report: n }));
+    scheduler.define('flaky', async (_job: JobHandle, n: number) => {
+      if (!firstRuns.has(n)) {
+        firstRuns.add(n);
+        throw new RangeError(`flaky ${n} fails its first run`);
+      }
+      return n;
+    });
+    await scheduler.migrate();
+    worker = scheduler.worker({ queues: ['default', 'reports'], concurrency: 2, minPollInterval: 20, maxPollInterval: 100 }).start();
+    const app = new Koa();
+    app.use(jobsDashboard({ scheduler, authorize: (ctx) => ctx.cookies.get('role') === 'admin', redact: ['password'] }));
+    app.use(
+      aftercommit({ manager: tm, scheduler, user: (ctx) => ctx.get('X-User') || undefined }, async (ctx, next) => {
+        const [, route, job, n] = ctx.path.split('/');
+        if (route !== 'schedule') return next();
+        const queue = String(ctx.query.queue ?? 'default');
+        ctx.body = { id: (ctx.scheduler as PersistentTransactionalScheduler).with({ queue }).schedule(job!, Number(n), ...(job === 'report' ? [{ password: `hunter-${n}` }] : [])) };
+      }),
+    );
+    server = await serve(app);
+    browser = await chromium.launch({
+      executablePath: CHROMIUM,
+      args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+    });
+    const context = await browser.newContext({ viewport: { width: 1280, height: 900 } });
+    await context.addCookies([{ name: 'role', value: 'admin', url: server.url }]);
+    page = await context.newPage();
+    mkdirSync('test-artifacts', { recursive: true });
+  });
+
+  after(async () => {
+    await browser?.close();
+    await worker?.stop();
+    await server?.close();
+    await knex?.destroy();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('the overview counts the jobs the requests made', async () => {
+    for (let n = 0; n < 3; n++) assert.equal((await schedule('report', n, 'reports')).status, 200);
+    for (let n = 0; n < 2; n++) assert.equal((await schedule('flaky', n)).status, 200);
+    await until(async () => (await scheduler.admin.find({ state: 'failed' })).jobs.length === 2 && (await scheduler.admin.find({ state: 'done' })).jobs.length === 3, 15_000, 'the first runs');
+    await page.goto(`${server.url}/admin/jobs`);
+    const reports = page.locator('#queues tr[data-queue="reports"] td');
+    await until(async () => (await reports.nth(5).textContent()) === '3', 10_000, 'the reports queue’s done count');
+    assert.equal(await page.locator('#queues tr[data-queue="default"] td').nth(6).textContent(), '2', 'failed here');
+    assert.match((await rowsOf('#workers').first().textContent()) ?? '', /default, reports/);
+    await shot('overview');
+  });
+
+  it('filters the failed jobs, opens one: its error and the request it came from; retries it until done', async () => {
+    await page.selectOption('#filter select[name=state]', 'failed');
+    await page.click('#filter button[type=submit]');
+    await until(async () => (await rowsOf('#jobs').count()) === 2, 10_000, 'the failed jobs listed');
+    await shot('failed');
+    await rowsOf('#jobs').first().click();
+    await page.waitForSelector('#detail:not([hidden])');
+    assert.match((await page.textContent('#detail-outcome')) ?? '', /^RangeError: flaky \d fails its first run$/);
+    assert.match((await page.textContent('#detail-fields dd[data-field=request]')) ?? '', /^POST \/schedule\/flaky\/(\d) \(req-flaky-\1\)$/);
+    assert.equal(await page.textContent('#detail-fields dd[data-field=owner]'), 'alice');
+    await shot('detail');
+    await page.click('#retry');
+    await until(async () => (await page.textContent('#detail-fields dd[data-field=state]')) === 'done', 15_000, 'the retried job done');
+  });
+
+  it('a paused queue keeps new jobs pending while others run, and runs them when resumed', async () => {
+    await page.click('#queues tr[data-queue="reports"] button');
+    await until(async () => (await page.textContent('#queues tr[data-queue="reports"] td')) === 'reports (paused)', 10_000, 'the pause shown');
+    await schedule('report', 10, 'reports');
+    await schedule('report', 11, 'reports');
+    const marker = await schedule('report', 12, 'default'); // after them: the claim that takes it passes over them
+    await until(async () => (await scheduler.getResult((marker.body as { id: string }).id, { consume: false })).state === 'done', 15_000, 'the other queue’s job');
+    await page.selectOption('#filter select[name=state]', 'pending');
+    await page.click('#filter button[type=submit]');
+    await until(async () => (await rowsOf('#jobs').count()) === 2, 10_000, 'the paused queue’s jobs pending');
+    await shot('paused');
+    await page.click('#queues tr[data-queue="reports"] button');
+    await until(async () => (await scheduler.admin.find({ queue: 'reports', state: 'done' })).jobs.length === 5, 15_000, 'the resumed jobs');
+  });
+
+  it('deletes done jobs by a filter, and never shows a redacted field', async () => {
+    await page.selectOption('#filter select[name=state]', 'done');
+    await page.fill('#filter input[name=name]', 'report');
+    await page.click('#filter button[type=submit]');
+    await until(async () => (await rowsOf('#jobs').count()) === 6, 10_000, 'the done reports listed');
+    await rowsOf('#jobs').first().click();
+    await until(async () => ((await page.textContent('#detail-args')) ?? '').includes('[redacted]'), 10_000, 'a report’s arguments');
+    assert.doesNotMatch(await page.content(), /hunter-/);
+    await page.click('#delete-all');
+    await until(async () => (await rowsOf('#jobs').count()) === 0, 10_000, 'the list emptied');
+    assert.match((await page.textContent('#message')) ?? '', /^delete all matching: 6 affected$/);
+    assert.deepEqual((await scheduler.admin.find({ name: 'report' })).jobs, []);
+  });
+
+  it('answers 404 to anyone else, for the page, its script and its API; refuses a cross-site action', async () => {
+    for (const path of ['/admin/jobs', '/admin/jobs/app.js', '/admin/jobs/api/overview']) assert.equal((await request(`${server.url}${path}`)).status, 404, path);
+    const crossSite = await request(`${server.url}/admin/jobs/api/jobs/delete`, { method: 'POST', headers: { Cookie: 'role=admin', Origin: 'https://evil.example' } });
+    assert.equal(crossSite.status, 403);
+    const served = await request(`${server.url}/admin/jobs`, { headers: { Cookie: 'role=admin' } });
+    assert.match(served.headers.get('content-security-policy') ?? '', /script-src 'self'/);
+  });
+});
