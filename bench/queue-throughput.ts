@@ -45,7 +45,7 @@ import { fileURLToPath } from 'node:url';
 import knexFactory, { type Knex } from 'knex';
 import { PersistentTransactionalScheduler, TransactionManager } from '../dist/index.js';
 import { TICKS_PER_SECOND, machineTicks, processTicks, ticksOf } from './proc-cpu.js';
-import { benchKnexConfig, measureCommitRate, percentiles } from './support.js';
+import { benchKnexConfig, fillDoneRows, measureCommitRate, percentiles } from './support.js';
 
 const database = process.env.BENCH_DB ?? 'mysql';
 if (database !== 'mysql' && database !== 'postgres') throw new Error('bench/queue-throughput.ts needs BENCH_DB=mysql or postgres (workers in several processes, SKIP LOCKED)');
@@ -294,28 +294,7 @@ async function claimTable(tableScheduler: PersistentTransactionalScheduler, pref
   });
   const table = `${prefix}jobs`;
   if (finished === 0) return table;
-  // One finished row shaped like a real one, then INSERT … SELECT doubling: a
-  // handful of statements instead of a million rows through the driver.
-  const template = (await knex(table).first()) as Record<string, unknown>;
-  const now = Date.now();
-  await knex(table).insert({
-    ...template,
-    id: 'd',
-    state: 'done',
-    runs: 1,
-    result: '[null]',
-    progress_fraction: 1,
-    finished_at: now,
-    expires_at: now + 3_600_000,
-  });
-  const columns = Object.keys(template).filter((c) => c !== 'id');
-  // Each round appends its own letter to every id copied: new ids are unique and end unlike any older one.
-  for (let round = 0, rows = 1; rows < finished; round++) {
-    const copy = Math.min(rows, finished - rows);
-    const suffix = 'abcdefghijklmnopqrstuvwxyz'[round]!; // a literal: PostgreSQL cannot type a parameter of CONCAT
-    await knex.raw(`INSERT INTO ?? (id, ??) SELECT CONCAT(id, '${suffix}'), ?? FROM ?? WHERE state = 'done' LIMIT ?`, [table, columns, columns, table, copy]);
-    rows += copy;
-  }
+  await fillDoneRows(knex, table, finished);
   if (database === 'mysql') await knex.raw('ANALYZE TABLE ??', [table]); // fresh index statistics, as a long-lived table would have
   else await knex.raw('ANALYZE ??', [table]);
   return table;

@@ -24,7 +24,7 @@ export interface AdminHost {
 
 const STATES: readonly JobState[] = ['waiting', 'pending', 'running', 'done', 'failed'];
 const SUMMARY = ['id', 'name', 'queue', 'state', 'owner', 'meta', 'created_at', 'run_at', 'started_at', 'finished_at', 'runs', 'failures', 'progress_fraction', 'progress_message'];
-const CURSOR = /^(\d{1,16}):([0-9a-f]{32})$/;
+const CURSOR = /^(\d{1,16}):([0-9a-z]{1,32})$/; // ids are 32 hex; any short token is a safe bound
 
 function checkFilter(filter: JobAdminFilter, what: string): void {
   if (typeof filter !== 'object' || filter === null) throw new TypeError(`${what}: the filter must be an object, got ${String(filter)}`);

@@ -157,9 +157,11 @@ const steps: Step[] = [
     },
   },
   {
-    // Paused queues, and the registry of running workers.
+    // Paused queues, the registry of running workers, and the admin's newest-first listing.
     version: 4,
-    async up(db, { queues, workers }) {
+    async up(db, { jobs, queues, workers }) {
+      // Unchanged by claims and outcomes (only inserts and deletes touch it): no cost on a job's way through.
+      await db.schema.alterTable(jobs, (t) => t.index(['created_at', 'id'], `${jobs}_created`));
       if (!(await db.schema.hasTable(queues))) {
         await db.schema.createTable(queues, (t) => {
           t.string('name', 64).primary();
@@ -180,9 +182,10 @@ const steps: Step[] = [
         });
       }
     },
-    async down(db, { queues, workers, schema }) {
+    async down(db, { jobs, queues, workers, schema }) {
       await db.schema.dropTableIfExists(workers);
       await db.schema.dropTableIfExists(queues);
+      await db.schema.alterTable(jobs, (t) => t.dropIndex(['created_at', 'id'], `${jobs}_created`));
       await db(schema).where({ version: 4 }).delete();
     },
   },
