@@ -11,6 +11,7 @@
  *   GET  /reports/:id      a finished report, for its owner only
  *   POST /year-reports     { year: 'YYYY' } → 202 { id, poll, summary }: a parallel batch of 12 month reports
  *   GET  /year-summaries/:year   the user's latest summary of that year, written by the batch's callback
+ *   GET  /admin/jobs       the jobs dashboard, for the demo's admin (alice) only; everyone else gets 404
  */
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -18,7 +19,7 @@ import Koa from 'koa';
 import Router from '@koa/router';
 import { bodyParser } from '@koa/bodyparser';
 import { ref, type PersistentTransactionalScheduler, type TransactionManager } from '../lib/index.js';
-import { aftercommit, jobRoutes, type AftercommitContext } from '../lib/koa/index.js';
+import { aftercommit, jobRoutes, jobsDashboard, type AftercommitContext } from '../lib/koa/index.js';
 import { USERS } from './db.js';
 import { monthsOf } from './year-report.js';
 
@@ -47,6 +48,9 @@ function checkYear(value: unknown, now = new Date()): number {
   if (Number(text) > now.getUTCFullYear()) throw clientError(400, `${text} is in the future: there are no orders yet`);
   return Number(text);
 }
+
+/** The demo's admin, who may open the jobs dashboard. */
+export const ADMIN = 'alice';
 
 export function createApp({ tm, scheduler }: { tm: TransactionManager; scheduler: PersistentTransactionalScheduler }): Koa {
   const app = new Koa();
@@ -120,6 +124,8 @@ export function createApp({ tm, scheduler }: { tm: TransactionManager; scheduler
     if (user) ctx.state.user = user;
     await next();
   });
+  // The jobs dashboard, outside the transaction; in this demo alice is the admin.
+  app.use(jobsDashboard({ scheduler, authorize: (ctx) => ctx.state.user?.name === ADMIN }));
   app.use(bodyParser({ onError: () => { throw clientError(400, 'the request body is not valid JSON'); } }));
   app.use(
     aftercommit(

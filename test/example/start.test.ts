@@ -31,6 +31,13 @@ it('npm start creates and seeds its database, listens, prints the URL and serves
     assert.match(page.body as string, /<button id="year-report">Year report<\/button>/);
     const year = await request(`${url}year-reports`, { method: 'POST', headers: { 'X-User': '2', 'content-type': 'application/json' }, body: JSON.stringify({ year: '2026' }) });
     assert.equal(year.status, 202);
+    // The jobs dashboard: the demo's admin (alice, user 1) sees it and the jobs bob scheduled; bob gets 404.
+    const overview = await request(`${url}admin/jobs/api/overview`, { headers: { 'X-User': '1' } });
+    assert.equal(overview.status, 200);
+    assert.ok(overview.body.workers.length >= 1, 'the embedded worker is listed');
+    assert.ok((await request(`${url}admin/jobs/api/jobs?owner=2`, { headers: { 'X-User': '1' } })).body.jobs.length >= 2);
+    assert.equal((await request(`${url}admin/jobs`, { headers: { 'X-User': '2' } })).status, 404);
+    assert.equal((await request(`${url}admin/jobs`, { headers: { 'X-User': '1' } })).status, 200);
   } finally {
     child.kill('SIGTERM');
     assert.equal((await once(child, 'exit'))[0], 0);
