@@ -114,7 +114,7 @@ export async function adminAnswer<R>(
 
 async function read(scheduler: PersistentTransactionalScheduler, parts: string[], query: Record<string, unknown>, redact: readonly string[]): Promise<AdminAnswer> {
   if (parts.length === 1 && parts[0] === 'overview') {
-    const [metrics, queues, workers] = await Promise.all([scheduler.metrics(), scheduler.queueStates(), scheduler.workers()]);
+    const [metrics, queues, workers] = await Promise.all([scheduler.metrics(), scheduler.admin.queueStates(), scheduler.admin.workers()]);
     return { status: 200, body: { queues: metrics.queues, paused: queues.filter((q) => q.paused).map((q) => q.name), runs: metrics.runs, workers } };
   }
   if (parts.length === 1 && parts[0] === 'jobs') {
@@ -157,10 +157,10 @@ async function act(scheduler: PersistentTransactionalScheduler, action: Action):
     case 'delete-all':
       return scheduler.admin.removeAll(action.filter);
     case 'pause':
-      await scheduler.pauseQueue(action.queue!);
+      await scheduler.admin.pauseQueue(action.queue!);
       return 1;
     case 'resume':
-      await scheduler.resumeQueue(action.queue!);
+      await scheduler.admin.resumeQueue(action.queue!);
       return 1;
   }
 }

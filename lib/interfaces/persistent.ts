@@ -134,7 +134,7 @@ export interface WorkerStopOptions {
   timeout?: number;
 }
 
-/** A queue an operator paused or resumed (`scheduler.queueStates()`). */
+/** A queue an operator paused or resumed (`scheduler.admin.queueStates()`). */
 export interface QueueState {
   name: string;
   /** Whether workers claim none of its jobs. */
@@ -145,7 +145,7 @@ export interface QueueState {
   changedBy: string | null;
 }
 
-/** A worker in the registry (`scheduler.workers()`). */
+/** A worker in the registry (`scheduler.admin.workers()`). */
 export interface WorkerInfo {
   /** Its id, as the jobs it claims name it (`locked_by`). */
   id: string;

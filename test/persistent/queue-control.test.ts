@@ -1,6 +1,6 @@
 /**
- * Pausing a queue (`pauseQueue`, `resumeQueue`) and the worker registry
- * (`workers()`): a paused queue's jobs stay pending while the worker claims
+ * Pausing a queue (`admin.pauseQueue`, `admin.resumeQueue`) and the worker registry
+ * (`admin.workers()`): a paused queue's jobs stay pending while the worker claims
  * other queues' jobs, in this process on every database and in a separate
  * worker process (the real CLI) on MariaDB and PostgreSQL; resumed, they run.
  * The registry lists each running worker with its queues and heartbeat, and
@@ -39,9 +39,9 @@ eachDialect('pausing a queue, in this process', (database) => {
 
   it('a paused queue’s jobs stay pending while other queues run; resumed, they run', async () => {
     const { scheduler } = suite;
-    await scheduler.pauseQueue('reports', { by: 'ops' });
+    await scheduler.admin.pauseQueue('reports', { by: 'ops' });
     assert.deepEqual(
-      (await scheduler.queueStates()).map(({ name, paused, changedBy }) => ({ name, paused, changedBy })),
+      (await scheduler.admin.queueStates()).map(({ name, paused, changedBy }) => ({ name, paused, changedBy })),
       [{ name: 'reports', paused: true, changedBy: 'ops' }],
     );
     const { reports, marker } = await scheduleAround(scheduler, 'note', 5);
@@ -51,22 +51,22 @@ eachDialect('pausing a queue, in this process', (database) => {
     assert.deepEqual(await states(scheduler, reports), ['pending', 'pending', 'pending', 'pending', 'pending']);
     assert.deepEqual(ran, [1000]);
 
-    const [listed] = await scheduler.workers();
+    const [listed] = await scheduler.admin.workers();
     assert.equal(listed?.id, worker.id);
     assert.deepEqual({ queues: listed?.queues, pid: listed?.pid, alive: listed?.alive }, { queues: ['reports', 'default'], pid: process.pid, alive: true });
 
-    await scheduler.resumeQueue('reports');
+    await scheduler.admin.resumeQueue('reports');
     await until(async () => (await states(scheduler, reports)).every((s) => s === 'done'), 10_000, 'the resumed jobs');
     assert.deepEqual(ran.slice(1).sort(), [0, 1, 2, 3, 4]);
-    assert.equal((await scheduler.queueStates())[0]?.paused, false);
+    assert.equal((await scheduler.admin.queueStates())[0]?.paused, false);
 
     await worker.stop();
-    assert.deepEqual(await scheduler.workers(), [], 'a stopped worker leaves the registry');
+    assert.deepEqual(await scheduler.admin.workers(), [], 'a stopped worker leaves the registry');
   });
 
   it('refuses a queue name that is not one, and a `by` that cannot be stored', async () => {
-    await assert.rejects(suite.scheduler.pauseQueue('no spaces'), { name: 'TypeError', message: 'pauseQueue(queue): a queue name is 1-64 letters, digits, _ . : -, got "no spaces"' });
-    await assert.rejects(suite.scheduler.resumeQueue('x', { by: 'y'.repeat(192) }), { name: 'TypeError', message: 'resumeQueue(queue, { by }): by must be a string of at most 191 characters' });
+    await assert.rejects(suite.scheduler.admin.pauseQueue('no spaces'), { name: 'TypeError', message: 'admin.pauseQueue(queue): a queue name is 1-64 letters, digits, _ . : -, got "no spaces"' });
+    await assert.rejects(suite.scheduler.admin.resumeQueue('x', { by: 'y'.repeat(192) }), { name: 'TypeError', message: 'admin.resumeQueue(queue, { by }): by must be a string of at most 191 characters' });
   });
 });
 
@@ -81,16 +81,16 @@ eachDialect(
 
     it('the worker process claims none of a paused queue’s jobs until it is resumed, and is listed meanwhile', async () => {
       const { scheduler } = suite;
-      await scheduler.pauseQueue('reports');
+      await scheduler.admin.pauseQueue('reports');
       const worker = suite.spawn({ concurrency: 2, queues: ['reports', 'default'] });
       const { reports, marker } = await scheduleAround(scheduler, 'effect', 5);
       await until(async () => (await scheduler.getResult(marker, { consume: false })).state === 'done', 20_000, 'the marker job');
       assert.deepEqual(await ns(), [1000]);
       assert.deepEqual(await states(scheduler, reports), ['pending', 'pending', 'pending', 'pending', 'pending']);
-      const listed = (await scheduler.workers()).find((w) => w.pid === worker.pid);
+      const listed = (await scheduler.admin.workers()).find((w) => w.pid === worker.pid);
       assert.deepEqual({ queues: listed?.queues, alive: listed?.alive }, { queues: ['reports', 'default'], alive: true });
 
-      await scheduler.resumeQueue('reports');
+      await scheduler.admin.resumeQueue('reports');
       await until(async () => (await ns()).length === 6, 20_000, 'the resumed jobs');
       assert.deepEqual(await ns(), [0, 1, 2, 3, 4, 1000]);
     });

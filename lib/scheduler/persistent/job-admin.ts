@@ -1,16 +1,18 @@
 /**
- * What an operator does to jobs (`scheduler.admin`): find them by state,
- * queue, name, owner and creation time, page by page; look at one, its
- * arguments with fields redacted; retry failed ones, run delayed ones now,
- * remove them, one by one or all that match a filter. Trusted code only: no
- * owner rule applies here (the polling route has its own).
+ * What an operator does (`scheduler.admin`): find jobs by state, queue, name,
+ * owner and creation time, page by page; look at one, its arguments with fields
+ * redacted; retry failed ones, run delayed ones now, remove them, one by one or
+ * all that match a filter; pause and resume queues; list the workers. Trusted
+ * code only: no owner rule applies here (the polling route has its own).
  */
 import type { Knex } from 'knex';
-import type { JobAdminFilter, JobDetail, JobPage, JobState, JobSummary, StoredError, TransactionMeta } from '../../interfaces.js';
+import type { JobAdminFilter, JobDetail, JobPage, JobState, JobSummary, QueueState, StoredError, TransactionMeta, WorkerInfo } from '../../interfaces.js';
 import type { TransactionManager } from '../../transactions/manager.js';
 import { QUEUE } from './job-options.js';
 import { num, numOrNull, progressOf } from './rows.js';
 import type { TableNames } from './schema.js';
+import { changeQueue, queueStates } from './queue-control.js';
+import { registeredWorkers } from './worker-registry.js';
 
 /** What the admin needs of its scheduler. @internal */
 export interface AdminHost {
@@ -167,5 +169,29 @@ export class JobAdmin {
    */
   async removeAll(filter: JobAdminFilter = {}): Promise<number> {
     return this.filtered(this.host.manager.knex, filter, 'admin.removeAll(filter)').whereNot({ state: 'running' }).whereNull('parent_id').delete();
+  }
+
+  /**
+   * Pauses `queue` in every process: claims that start after this resolves take
+   * none of its jobs (running ones go on); they stay pending until
+   * `resumeQueue`. `by` notes who paused it.
+   */
+  pauseQueue(queue: string, options: { by?: string } = {}): Promise<void> {
+    return changeQueue(this.host.manager, this.host.tables, queue, true, options.by);
+  }
+
+  /** Resumes a paused queue: workers claim its due jobs again at their next claim. */
+  resumeQueue(queue: string, options: { by?: string } = {}): Promise<void> {
+    return changeQueue(this.host.manager, this.host.tables, queue, false, options.by);
+  }
+
+  /** The queues that were ever paused or resumed, with their state. */
+  queueStates(): Promise<QueueState[]> {
+    return queueStates(this.host.manager.knex, this.host.tables);
+  }
+
+  /** The workers in the registry (every process's), with their last heartbeat. */
+  workers(): Promise<WorkerInfo[]> {
+    return registeredWorkers(this.host.manager.knex, this.host.tables, this.host.manager.clock.now());
   }
 }

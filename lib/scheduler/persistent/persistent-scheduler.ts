@@ -13,8 +13,6 @@ import type {
   PersistentSchedulerOptions,
   PersistentSchedulerStats,
   QueueGauges,
-  QueueState,
-  WorkerInfo,
   RecurringOptions,
   ScheduleResult,
   Scheduler,
@@ -29,9 +27,7 @@ import type { TransactionManager } from '../../transactions/manager.js';
 import { SchedulerBase, visibleTo } from '../base.js';
 import { isScheduleId } from '../ids.js';
 import { queueGauges, stateCounts } from './job-counts.js';
-import { changeQueue, queueStates } from './queue-control.js';
 import { JobAdmin } from './job-admin.js';
-import { registeredWorkers } from './worker-registry.js';
 import { checkBatchOptions, checkJobOnlyOptions, checkJobOptions } from './job-options.js';
 import { migrate, migrationSource, tableNames } from './schema.js';
 import { LocalRuns } from './local-runs.js';
@@ -66,7 +62,7 @@ export class PersistentTransactionalScheduler extends SchedulerBase implements S
   /** Jobs scheduled by each open transaction, inserted just before it commits. */
   private readonly inserts: TransactionInserts;
   private readonly localWorkers = new Set<{ wake(): void }>();
-  /** What an operator does to jobs: find, look at, retry, run now, remove (trusted code; no owner rule). */
+  /** What an operator does: find, look at, retry, run now and remove jobs; pause queues; list workers (trusted code; no owner rule). */
   readonly admin: JobAdmin;
   /** What this scheduler's workers use of it. */
   private readonly host: WorkerHost;
@@ -260,30 +256,6 @@ export class PersistentTransactionalScheduler extends SchedulerBase implements S
   /** @internal */
   protected queueGauges(): Promise<Record<string, QueueGauges>> {
     return queueGauges(this.store, this.manager.knex, this.manager.clock.now());
-  }
-
-  /**
-   * Pauses `queue` in every process: claims that start after this resolves take
-   * none of its jobs (running ones go on); they stay pending until
-   * `resumeQueue`. `by` notes who paused it.
-   */
-  pauseQueue(queue: string, options: { by?: string } = {}): Promise<void> {
-    return changeQueue(this.manager, this.store.tables, queue, true, options.by);
-  }
-
-  /** Resumes a paused queue: workers claim its due jobs again at their next claim. */
-  resumeQueue(queue: string, options: { by?: string } = {}): Promise<void> {
-    return changeQueue(this.manager, this.store.tables, queue, false, options.by);
-  }
-
-  /** The queues that were ever paused or resumed, with their state. */
-  queueStates(): Promise<QueueState[]> {
-    return queueStates(this.manager.knex, this.store.tables);
-  }
-
-  /** The workers in the registry (every process's), with their last heartbeat. */
-  workers(): Promise<WorkerInfo[]> {
-    return registeredWorkers(this.manager.knex, this.store.tables, this.manager.clock.now());
   }
 
   /** A worker that claims and runs this scheduler's jobs; `start()` it. */

@@ -19,7 +19,7 @@ export async function pausedAmong(db: Db, tables: TableNames, queues: readonly s
 
 /** Pauses or resumes `queue` (checked here), noting when and by whom, in a transaction of its own. */
 export async function changeQueue(manager: TransactionManager, tables: TableNames, queue: string, paused: boolean, by: string | undefined): Promise<void> {
-  const what = paused ? 'pauseQueue' : 'resumeQueue';
+  const what = paused ? 'admin.pauseQueue' : 'admin.resumeQueue';
   if (typeof queue !== 'string' || !QUEUE.test(queue)) throw new TypeError(`${what}(queue): a queue name is 1-64 letters, digits, _ . : -, got ${JSON.stringify(queue)}`);
   if (by !== undefined && (typeof by !== 'string' || by.length > 191)) throw new TypeError(`${what}(queue, { by }): by must be a string of at most 191 characters`);
   const row = { name: queue, paused, changed_at: manager.clock.now(), changed_by: by ?? null };
