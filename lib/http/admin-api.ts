@@ -62,12 +62,40 @@ export function dashboardPrefix<R>(options: DashboardOptions<R>, request: 'ctx' 
   return prefix;
 }
 
-/** The filter in a query string: only the known fields, numbers parsed (a bad value is refused by the admin). */
-function filterOf(query: Record<string, unknown>): JobAdminFilter {
-  const text = (key: string) => (typeof query[key] === 'string' && query[key] !== '' ? (query[key] as string) : undefined);
-  const number = (key: string) => (text(key) === undefined ? undefined : Number(text(key)));
-  const filter: Record<string, unknown> = { state: text('state'), queue: text('queue'), name: text('name'), owner: text('owner'), since: number('since'), until: number('until') };
-  return Object.fromEntries(Object.entries(filter).filter(([, v]) => v !== undefined)) as JobAdminFilter;
+const FILTER_KEYS = ['state', 'queue', 'name', 'owner', 'since', 'until'];
+const PAGE_KEYS = ['limit', 'after'];
+
+/**
+ * The filter in a query string. Strict, since a bulk action applies to every
+ * job it matches: an unknown key, a repeated one or an empty value is refused
+ * (a TypeError, answered 400), not dropped; numbers are parsed here, and the
+ * admin checks the values.
+ */
+function filterOf(query: Record<string, unknown>, allowed: readonly string[] = FILTER_KEYS): JobAdminFilter {
+  const filter: Record<string, unknown> = {};
+  for (const [key, value] of Object.entries(query)) {
+    if (!allowed.includes(key) && key !== 'all') throw new TypeError(`unknown query parameter ${JSON.stringify(key)}; a filter takes ${FILTER_KEYS.join(', ')}`);
+    if (typeof value !== 'string' || value === '') throw new TypeError(`the query parameter ${key} must be given once, with a value`);
+    if (FILTER_KEYS.includes(key)) filter[key] = key === 'since' || key === 'until' ? Number(value) : value;
+  }
+  return filter as JobAdminFilter;
+}
+
+/** A bulk action's filter: one that matches every job must say so (`all=1`). */
+function bulkFilterOf(query: Record<string, unknown>): JobAdminFilter {
+  const filter = filterOf(query);
+  if (Object.keys(filter).length === 0 && query.all !== '1') throw new TypeError('a bulk action without a filter applies to every job: add all=1 to mean it');
+  return filter;
+}
+
+/** A path segment as sent (percent-encoded), decoded; a malformed one is refused. */
+function segment(text: string | undefined): string | undefined {
+  if (text === undefined) return undefined;
+  try {
+    return decodeURIComponent(text);
+  } catch {
+    throw new TypeError(`malformed path segment ${JSON.stringify(text)}`);
+  }
 }
 
 /** The page's files (dashboard-page.ts), by their path below the prefix. */
@@ -98,13 +126,21 @@ export async function adminAnswer<R>(
   try {
     if (reading) return await read(scheduler, parts, request.query, options.redact ?? []);
     if (options.readOnly || (request.method !== 'POST' && request.method !== 'DELETE')) return NOT_FOUND;
-    if (request.header(ACTION_HEADER) !== '1') return { status: 403, body: { error: `an action needs the ${ACTION_HEADER}: 1 header (it is refused from other sites)` } };
+    const site = request.header('sec-fetch-site'); // sent by browsers: another site's request says so, whatever CORS allows
+    if (request.header(ACTION_HEADER) !== '1' || (site !== undefined && site !== 'same-origin' && site !== 'none')) {
+      return { status: 403, body: { error: `an action needs the ${ACTION_HEADER}: 1 header and comes from the dashboard's own site` } };
+    }
     const action = actionOf(request.method, parts, request.query);
     if (!action) return NOT_FOUND;
     const affected = await act(scheduler, action);
-    const event: DashboardAction = { actor: options.actor?.(native) ?? null, ...action, affected };
-    logger.info({ ...event }, `jobs dashboard: ${event.actor ?? 'an admin'} ${action.action} (${affected} affected)`);
-    options.onAction?.(event);
+    // Done: what follows only reports it, and never turns the answer into an error.
+    try {
+      const event: DashboardAction = { actor: options.actor?.(native) ?? null, ...action, affected };
+      logger.info({ ...event }, `jobs dashboard: ${event.actor ?? 'an admin'} ${action.action} (${affected} affected)`);
+      options.onAction?.(event);
+    } catch (err) {
+      logger.error({ err }, `jobs dashboard: reporting the action ${action.action} failed`);
+    }
     return { status: 200, body: { affected } };
   } catch (err) {
     if (err instanceof TypeError) return { status: 400, body: { error: err.message } };
@@ -120,7 +156,8 @@ async function read(scheduler: PersistentTransactionalScheduler, parts: string[]
   if (parts.length === 1 && parts[0] === 'jobs') {
     const limit = typeof query.limit === 'string' ? Number(query.limit) : undefined;
     const after = typeof query.after === 'string' ? query.after : undefined;
-    return { status: 200, body: await scheduler.admin.find(filterOf(query), { ...(limit === undefined ? {} : { limit }), ...(after === undefined ? {} : { after }) }) };
+    const filter = filterOf(query, [...FILTER_KEYS, ...PAGE_KEYS]);
+    return { status: 200, body: await scheduler.admin.find(filter, { ...(limit === undefined ? {} : { limit }), ...(after === undefined ? {} : { after }) }) };
   }
   if (parts.length === 2 && parts[0] === 'jobs' && ID.test(parts[1]!)) {
     const job = await scheduler.admin.get(parts[1]!, { redact });
@@ -136,9 +173,9 @@ function actionOf(method: string, parts: string[], query: Record<string, unknown
   if (kind === 'jobs' && method === 'DELETE' && parts.length === 2 && ID.test(target!)) return { action: 'remove', id: target };
   if (kind === 'jobs' && method === 'POST' && parts.length === 3 && ID.test(target!) && (verb === 'retry' || verb === 'run-now')) return { action: verb, id: target };
   if (kind === 'jobs' && method === 'POST' && parts.length === 2 && (target === 'retry' || target === 'delete')) {
-    return { action: target === 'retry' ? 'retry-all' : 'delete-all', filter: filterOf(query) };
+    return { action: target === 'retry' ? 'retry-all' : 'delete-all', filter: bulkFilterOf(query) };
   }
-  if (kind === 'queues' && method === 'POST' && parts.length === 3 && (verb === 'pause' || verb === 'resume')) return { action: verb, queue: target };
+  if (kind === 'queues' && method === 'POST' && parts.length === 3 && (verb === 'pause' || verb === 'resume')) return { action: verb, queue: segment(target) };
   return undefined;
 }
 

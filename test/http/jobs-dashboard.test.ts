@@ -130,6 +130,10 @@ eachDialect('jobs dashboard API', (database) => {
         assert.equal((await api('/queues/reports/resume', { method: 'POST', headers: ACT })).status, 200);
         assert.deepEqual((await api('/overview', { headers: ADMIN })).body.paused, []);
         assert.equal((await api('/queues/no%20spaces/pause', { method: 'POST', headers: ACT })).status, 400);
+        // A queue name with a colon, percent-encoded as the page sends it.
+        assert.equal((await api('/queues/mail%3Aeu/pause', { method: 'POST', headers: ACT })).status, 200);
+        assert.deepEqual((await api('/overview', { headers: ADMIN })).body.paused, ['mail:eu']);
+        assert.equal((await api('/queues/mail%3Aeu/resume', { method: 'POST', headers: ACT })).status, 200);
       });
 
       it('read-only: shows, but hides every action', async () => {
@@ -141,6 +145,22 @@ eachDialect('jobs dashboard API', (database) => {
       });
     });
   }
+
+  it('refuses a bulk filter it cannot read, rather than applying it to every job', async () => {
+    const server = await apps[1]![1](suite.scheduler, false, []);
+    try {
+      const before = (await suite.scheduler.admin.find({}, { limit: 500 })).jobs.length;
+      for (const query of ['State=done', 'state=done&state=done', 'state=', 'queue[]=reports', '']) {
+        const answer = await request(`${server.url}/admin/jobs/api/jobs/delete?${query}`, { method: 'POST', headers: ACT });
+        assert.equal(answer.status, 400, query);
+      }
+      assert.equal((await suite.scheduler.admin.find({}, { limit: 500 })).jobs.length, before, 'nothing deleted');
+      const browserCrossSite = await request(`${server.url}/admin/jobs/api/jobs/delete?name=none`, { method: 'POST', headers: { ...ACT, 'Sec-Fetch-Site': 'cross-site' } });
+      assert.equal(browserCrossSite.status, 403, 'a browser says another site sent it, whatever CORS allowed');
+    } finally {
+      await server.close();
+    }
+  });
 
   it('deletes the jobs matching a filter (bulk), once', async () => {
     const actions: DashboardAction[] = [];

@@ -78,10 +78,12 @@ eachDialect('scheduler.admin', (database) => {
 
   it('shows one job whole, with the named fields redacted everywhere', async () => {
     const id = ids.send![0]!;
-    const detail = await scheduler.admin.get(id, { redact: ['password', 'token'] });
+    const detail = await scheduler.admin.get(id, { redact: ['PassWord', 'token', 'note'] }); // names match regardless of case
     assert.deepEqual(detail?.args, [{ to: 'user0@example.com', password: '[redacted]' }]);
     assert.deepEqual(detail?.result, { sentTo: 'user0@example.com', token: '[redacted]' });
     assert.equal(detail?.meta.user, 'alice');
+    assert.equal(detail?.note, '[redacted]');
+    assert.equal(detail?.meta.note, '[redacted]');
     assert.doesNotMatch(JSON.stringify(detail), /pw0|secret-token/);
     const failed = await scheduler.admin.get(ids.flaky![0]!);
     assert.deepEqual(failed?.error, { name: 'RangeError', message: 'flaky 0 fails its first run' });
@@ -94,6 +96,8 @@ eachDialect('scheduler.admin', (database) => {
     assert.equal(one + all, 6, 'every failed job retried once');
     await until(async () => (await scheduler.admin.find({ queue: 'reports', state: 'done' })).jobs.length === 6, 15_000, 'the retried jobs');
     assert.deepEqual([...flaky.values()], [2, 2, 2, 2, 2, 2]);
+    const retried = (await scheduler.admin.find({ queue: 'reports' })).jobs;
+    assert.deepEqual(retried.map((j) => [j.runs, j.failures]), retried.map(() => [1, 0]), 'a retried job starts its counts afresh (its budget for crashes too)');
     assert.equal(await scheduler.admin.retryAll({ state: 'failed' }), 0);
   });
 
@@ -101,8 +105,13 @@ eachDialect('scheduler.admin', (database) => {
     assert.equal(await scheduler.admin.runNow(delayed), 1);
     await until(async () => (await scheduler.admin.get(delayed))?.state === 'done', 15_000, 'the delayed job');
     assert.equal(await scheduler.admin.runNow(delayed), 0, 'not pending any more');
-    assert.equal(await scheduler.admin.removeAll({ name: 'send', state: 'done' }), 7);
-    assert.deepEqual((await scheduler.admin.find({ name: 'send' })).jobs, []);
+    const batch = await suite.tm.run(async () => scheduler.serial(scheduler.job('send', { to: 'x@example.com', password: 'pw-x' })));
+    assert.equal(await scheduler.admin.removeAll({ state: 'waiting' }), 0, 'a batch is removed whole, by scheduler.remove(id), not by a filter');
+    await until(async () => (await scheduler.admin.get(batch))?.state === 'done', 15_000, 'the batch');
+    await scheduler.remove(batch);
+    assert.equal(await scheduler.admin.removeAll({ name: 'send', state: 'done' }), 7, 'not the batch’s finished step');
+    // The removed batch's finished step stays until its expiry, as remove(batchId) leaves finished steps.
+    assert.equal((await scheduler.admin.find({ name: 'send' })).jobs.length, 1);
     assert.equal((await scheduler.admin.find({ queue: 'reports' })).jobs.length, 6, 'the others stay');
   });
 

@@ -41,11 +41,18 @@ function checkFilter(filter: JobAdminFilter, what: string): void {
   }
 }
 
-/** Replaces the value of every field named in `redact`, at any depth, with "[redacted]". */
+/**
+ * Replaces the value of every field named in `redact` (lower case: names match
+ * regardless of case), at any depth of arrays and plain objects, with
+ * "[redacted]"; other values stay (a BigInt as its text, for JSON).
+ */
 function redacted(value: unknown, redact: ReadonlySet<string>): unknown {
+  if (typeof value === 'bigint') return value.toString();
   if (Array.isArray(value)) return value.map((item) => redacted(item, redact));
   if (typeof value !== 'object' || value === null) return value;
-  return Object.fromEntries(Object.entries(value).map(([key, item]) => [key, redact.has(key) ? '[redacted]' : redacted(item, redact)]));
+  const proto = Object.getPrototypeOf(value);
+  if (proto !== Object.prototype && proto !== null) return value; // a Date, a Buffer: as they are
+  return Object.fromEntries(Object.entries(value).map(([key, item]) => [key, redact.has(key.toLowerCase()) ? '[redacted]' : redacted(item, redact)]));
 }
 
 export class JobAdmin {
@@ -112,7 +119,7 @@ export class JobAdmin {
     if (typeof id !== 'string' || !/^[0-9a-f]{32}$/.test(id)) return undefined;
     const row = (await this.jobs().where({ id }).first()) as Record<string, unknown> | undefined;
     if (!row) return undefined;
-    const redact = new Set(options.redact ?? []);
+    const redact = new Set((options.redact ?? []).map((name) => name.toLowerCase()));
     const meta = this.host.decodeValue(String(row.meta)) as TransactionMeta;
     let args: unknown[];
     try {
@@ -120,8 +127,10 @@ export class JobAdmin {
     } catch {
       args = ['[arguments that no longer decode]'];
     }
+    const summary = this.summary(row);
     return {
-      ...this.summary(row),
+      ...summary,
+      ...(redact.has('note') && summary.note !== null ? { note: '[redacted]' } : {}),
       args: redacted(args, redact) as unknown[],
       meta: redacted(meta, redact) as TransactionMeta,
       priority: num(row.priority),
@@ -149,7 +158,7 @@ export class JobAdmin {
     const now = this.host.manager.clock.now();
     const query = this.filtered(this.host.manager.knex, filter, what).where({ state: 'failed' }).whereNull('parent_id');
     if (id !== undefined) query.where({ id });
-    const changed = await query.update({ state: 'pending', run_at: now, failures: 0, error: null, finished_at: null, expires_at: null, lease: null, locked_by: null, locked_until: null });
+    const changed = await query.update({ state: 'pending', run_at: now, runs: 0, failures: 0, error: null, finished_at: null, expires_at: null, lease: null, locked_by: null, locked_until: null });
     if (changed > 0) this.host.wake();
     return changed;
   }
@@ -164,11 +173,12 @@ export class JobAdmin {
 
   /**
    * Deletes the jobs matching `filter` that are not running (use
-   * `scheduler.remove(id)` to cancel a running one), nor steps of a batch (remove
-   * the batch); returns how many.
+   * `scheduler.remove(id)` to cancel a running one), and neither batches nor
+   * their steps (`scheduler.remove(batchId)` removes a batch with its steps);
+   * returns how many.
    */
   async removeAll(filter: JobAdminFilter = {}): Promise<number> {
-    return this.filtered(this.host.manager.knex, filter, 'admin.removeAll(filter)').whereNot({ state: 'running' }).whereNull('parent_id').delete();
+    return this.filtered(this.host.manager.knex, filter, 'admin.removeAll(filter)').whereNot({ state: 'running' }).whereNull('parent_id').where({ kind: 'job' }).delete();
   }
 
   /**

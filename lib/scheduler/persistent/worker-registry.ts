@@ -31,8 +31,10 @@ export async function register(db: Db, tables: TableNames, worker: RegisteredWor
   await db(tables.workers).insert(row).onConflict('id').merge();
 }
 
-export async function heartbeat(db: Db, tables: TableNames, id: string, now: number): Promise<void> {
-  await db(tables.workers).where({ id }).update({ heartbeat_at: now });
+/** Renews the heartbeat; a row that is gone (deleted, or never written because the database was away) is written again. */
+export async function heartbeat(db: Db, tables: TableNames, worker: RegisteredWorker, now: number): Promise<void> {
+  const renewed = await db(tables.workers).where({ id: worker.id }).update({ heartbeat_at: now });
+  if (renewed === 0) await register(db, tables, worker, now);
 }
 
 export async function unregister(db: Db, tables: TableNames, id: string): Promise<void> {

@@ -128,7 +128,8 @@ export class Worker {
       // A full worker did not look: it waits for a free slot (which wakes it), then starts short again.
       interval = claimed > 0 || free === 0 ? this.minPoll : Math.min(interval * 2, this.maxPoll);
       // Never past the next recurring instant: a tick is due then (at once when it already is).
-      const wait = Math.min(free === 0 ? this.maxPoll : interval, this.host.recurring.untilDue());
+      // Never past the next heartbeat either: an idle or full worker stays alive in the registry.
+      const wait = Math.min(free === 0 ? this.maxPoll : interval, this.host.recurring.untilDue(), HEARTBEAT_MS);
       if (this.state === 'running' && wait > 0) await this.pause(wait);
     }
   }
@@ -158,7 +159,7 @@ export class Worker {
     const now = this.host.manager.clock.now();
     if (now < this.nextHeartbeat) return;
     this.nextHeartbeat = now + HEARTBEAT_MS;
-    await this.registry(() => heartbeat(this.host.manager.knex, this.host.store.tables, this.id, now));
+    await this.registry(() => heartbeat(this.host.manager.knex, this.host.store.tables, this.registered(), now));
   }
 
   /** A registry write: its failure is logged, never stops the worker (the registry is for operators). */
