@@ -157,7 +157,10 @@ async function read(scheduler: PersistentTransactionalScheduler, parts: string[]
     const limit = typeof query.limit === 'string' ? Number(query.limit) : undefined;
     const after = typeof query.after === 'string' ? query.after : undefined;
     const filter = filterOf(query, [...FILTER_KEYS, ...PAGE_KEYS]);
-    return { status: 200, body: await scheduler.admin.find(filter, { ...(limit === undefined ? {} : { limit }), ...(after === undefined ? {} : { after }) }) };
+    const page = await scheduler.admin.find(filter, { ...(limit === undefined ? {} : { limit }), ...(after === undefined ? {} : { after }) });
+    // The list's one field that may be redacted: the scheduling request's note.
+    if (redact.some((name) => name.toLowerCase() === 'note')) for (const job of page.jobs) if (job.note !== null) job.note = '[redacted]';
+    return { status: 200, body: page };
   }
   if (parts.length === 2 && parts[0] === 'jobs' && ID.test(parts[1]!)) {
     const job = await scheduler.admin.get(parts[1]!, { redact });
