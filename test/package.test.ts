@@ -166,7 +166,7 @@ describe('the packed package', () => {
       import Koa from 'koa';
       import Router from '@koa/router';
       import { TransactionManager, ConflictError, PersistentTransactionalScheduler, type PersistentContext, type Transaction, type TransactionMeta } from 'aftercommit';
-      import { aftercommit, jobRoutes, metricsRoute, type AftercommitContext, type AftercommitOptions, type JobRoutesOptions, type MetricsRouteOptions } from 'aftercommit/koa';
+      import { aftercommit, jobRoutes, jobsDashboard, metricsRoute, type AftercommitContext, type AftercommitOptions, type DashboardOptions, type JobRoutesOptions, type MetricsRouteOptions } from 'aftercommit/koa';
       const tm = new TransactionManager(knex({ client: 'better-sqlite3' }), { retries: 2, delay: { initial: 10 } });
       const meta: TransactionMeta = { user: 'alice' };
       const answer: Promise<number> = tm.run(async (tx: Transaction) => {
@@ -214,6 +214,9 @@ describe('the packed package', () => {
       app.use(aftercommit(options, router.routes(), router.allowedMethods(), guarded, jobRoutes(polling)));
       const metrics: MetricsRouteOptions = { scheduler, authorize: (ctx) => ctx.get('X-Token') === 'secret' };
       app.use(metricsRoute(metrics));
+      const dashboard: DashboardOptions = { scheduler, authorize: (ctx) => ctx.get('X-Token') === 'secret', redact: ['password'], onAction: (event) => void event.affected };
+      app.use(jobsDashboard(dashboard));
+      void scheduler.admin.find({ state: 'failed' }, { limit: 10 }).then((page) => page.jobs.map((job) => job.requestId));
 
       // Outside aftercommit, Koa's own context has them as optional: most requests never got them.
       app.use(async (ctx, next) => {
@@ -242,7 +245,7 @@ describe('the packed package', () => {
       import express from 'express';
       import type { NextFunction, Request, Response } from 'express';
       import { TransactionManager, TransactionalScheduler } from 'aftercommit';
-      import { aftercommit, jobRoutes, metricsRoute, type AftercommitOptions, type AftercommitRequest, type JobRoutesOptions, type MetricsRouteOptions } from 'aftercommit/express';
+      import { aftercommit, jobRoutes, jobsDashboard, metricsRoute, type AftercommitOptions, type AftercommitRequest, type JobRoutesOptions, type MetricsRouteOptions } from 'aftercommit/express';
       const tm = new TransactionManager(knex({ client: 'better-sqlite3' }));
       const scheduler = new TransactionalScheduler(tm);
       scheduler.define('double', async (_job, n: number) => n * 2);
