@@ -92,12 +92,13 @@ export class Worker {
     this.nudge();
     await this.loopDone;
     this.unregister();
-    await this.registry(() => unregisterWorker(this.host.manager.knex, this.host.store.tables, this.id));
     if (!(await this.settled(timeout))) {
       for (const { job } of this.active.values()) job.handBack();
       // Jobs that ignore their signal are ended from outside after the grace; handing them back takes a moment more.
       await this.settled(this.grace + HAND_BACK_MS);
     }
+    // Listed until its jobs have settled: an operator sees who still runs them.
+    await this.registry(() => unregisterWorker(this.host.manager.knex, this.host.store.tables, this.id));
     this.state = 'stopped';
   }
 
