@@ -59,6 +59,8 @@ eachDialect('pausing a queue, in this process', (database) => {
     await until(async () => (await states(scheduler, reports)).every((s) => s === 'done'), 10_000, 'the resumed jobs');
     assert.deepEqual(ran.slice(1).sort(), [0, 1, 2, 3, 4]);
     assert.equal((await scheduler.admin.queueStates())[0]?.paused, false);
+    // Emptied, the queue a worker serves still reports zeros in the metrics.
+    assert.deepEqual((await scheduler.metrics()).queues.reports, { waiting: 0, pending: 0, running: 0, oldestDueMs: null });
 
     await worker.stop();
     assert.deepEqual(await scheduler.admin.workers(), [], 'a stopped worker leaves the registry');

@@ -32,6 +32,9 @@ export async function queueGauges(store: JobStore, db: Db, now: number): Promise
     const at = numOrNull(row.at);
     of(row.queue).oldestDueMs = at === null ? null : now - at;
   }
+  // The queues workers serve report zeros when nothing waits in them (absent would read as unknown).
+  const served = (await db(store.tables.workers).select('queues')) as { queues: string }[];
+  for (const row of served) for (const queue of JSON.parse(row.queues) as string[]) of(queue);
   return gauges;
 }
 
