@@ -95,6 +95,10 @@ eachDialect(
       await scheduler.admin.resumeQueue('reports');
       await until(async () => (await ns()).length === 6, 20_000, 'the resumed jobs');
       assert.deepEqual(await ns(), [0, 1, 2, 3, 4, 1000]);
+      // This process ran none of them: the queue reports zeros because a registered worker serves it.
+      await until(async () => (await scheduler.metrics()).queues.reports?.running === 0, 10_000, 'the last run to be recorded');
+      assert.deepEqual((await scheduler.metrics()).queues.reports, { waiting: 0, pending: 0, running: 0, oldestDueMs: null });
+      assert.equal((await scheduler.metrics()).runs.reports, undefined);
     });
   },
   ['mysql', 'postgres'],
