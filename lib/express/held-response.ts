@@ -27,6 +27,7 @@
  */
 import { ServerResponse, type OutgoingHttpHeader } from 'node:http';
 import { copyData, refill } from '../http/copy-data.js';
+import { expressPrototype } from './express-prototype.js';
 
 type Method = 'writeHead' | 'write' | 'end' | 'flushHeaders';
 type AnyMethod = (...args: unknown[]) => unknown;
@@ -130,9 +131,8 @@ function headersSentError(what: string): Error {
  * property added to one costs V8 a new shape (microseconds each).
  */
 function interceptingOriginals(res: ServerResponse): Originals {
-  let proto = Object.getPrototypeOf(res) as object;
-  for (let above = proto; above && above !== ServerResponse.prototype; above = Object.getPrototypeOf(above) as object) proto = above;
-  if (proto === ServerResponse.prototype) {
+  const proto = expressPrototype(res, ServerResponse.prototype);
+  if (!proto) {
     throw new TypeError('aftercommit/express: the response is not an Express response; mount aftercommit() in an Express 4 or 5 app (for Koa, use aftercommit/koa)');
   }
   const known = intercepting.get(proto);

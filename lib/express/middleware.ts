@@ -25,19 +25,13 @@ import { metadataOf, ownerFromOption, ownerFromUser, requestIdFrom, withRequestI
 import { clientGone } from '../http/request-watch.js';
 import { HeldResponse, headersLeft, restoreResponse, snapshotResponse } from './held-response.js';
 import { requestStart, restoreRequest, unsafeToRetry } from './retry-safety.js';
+import { expressPrototype } from './express-prototype.js';
 import { runHandlers, type AnyHandler, type Outcome } from './run-handlers.js';
 import { RUN_STOPPER } from '../transactions/run-stopper.js';
 import type { InternalRunOptions } from '../transactions/manager.js';
 
 /** Where each request's guard is kept: the getters on Express's shared request prototype read it from here. */
 const GUARDS = besideTheRequest();
-
-/** The prototype right above Node's `IncomingMessage.prototype` (Express's own request, shared by its apps and sub-apps). */
-function basePrototype(req: Request): object {
-  let proto = req as object;
-  for (let above = Object.getPrototypeOf(req) as object; above && above !== IncomingMessage.prototype; above = Object.getPrototypeOf(above) as object) proto = above;
-  return proto;
-}
 
 /**
  * Guards `handlers` with one transaction per request. Inline handlers see
@@ -66,7 +60,7 @@ export function aftercommit(options: AftercommitOptions, ...handlers: Aftercommi
       : metadataOf(settings.user ? ownerFromOption(settings.user(req)) : ownerFromUser((req as { user?: unknown }).user, 'req.user'), line, requestId);
     const start = requestStart(req);
     const snapshot = snapshotResponse(res);
-    defineGetters(basePrototype(req), 'req', GUARDS);
+    defineGetters(expressPrototype(req, IncomingMessage.prototype) ?? req, 'req', GUARDS);
     const guarded = guard(GUARDS, req, settings);
     /** The attempt whose handlers may go on: the running one, the committed one (its stream), none once the request failed. */
     let current: Transaction | undefined;
