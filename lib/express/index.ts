@@ -4,3 +4,4 @@ export { metricsRoute } from './metrics-route.js';
 export { jobsDashboard } from './jobs-dashboard.js';
 export { ClientGoneError, DatabaseUnavailableError, NoSchedulerError, RequestTimeoutError, RetriesExhaustedError, RetryNotSafeError } from '../http/errors.js';
 export type * from './interfaces.js';
+export type { ConflictKind, RouteRequestMetrics } from '../http/interfaces.js';

@@ -1,6 +1,7 @@
-/** metricsRoute() for Express: `GET {path}` serves `scheduler.metrics()` as Prometheus text, to authorized requests only. */
+/** metricsRoute() for Express: `GET {path}` serves `scheduler.metrics()` and the request counters of its manager as Prometheus text, to authorized requests only. */
 import type { NextFunction, Request, RequestHandler, Response } from 'express';
 import { metricsPath, prometheusText, PROMETHEUS_TYPE } from '../http/prometheus.js';
+import { requestFiguresOf } from '../http/request-metrics.js';
 import type { MetricsRouteOptions } from './interfaces.js';
 
 export function metricsRoute(options: MetricsRouteOptions): RequestHandler {
@@ -12,7 +13,7 @@ export function metricsRoute(options: MetricsRouteOptions): RequestHandler {
       .then(() => options.authorize(req))
       .then(async (allowed) => {
         if (!allowed) return next(); // as if there were no such route
-        const text = prometheusText(await options.scheduler.metrics());
+        const text = prometheusText(await options.scheduler.metrics(), requestFiguresOf(options.scheduler));
         res.setHeader('Cache-Control', 'no-store');
         res.setHeader('Content-Type', PROMETHEUS_TYPE);
         res.send(text);

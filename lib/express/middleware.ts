@@ -20,7 +20,8 @@ import { IncomingMessage } from 'node:http';
 import type { Transaction } from '../interfaces.js';
 import type { AftercommitHandler, AftercommitOptions, AftercommitRequestHandler } from './interfaces.js';
 import { ClientGoneError, RetryNotSafeError } from '../http/errors.js';
-import { besideTheRequest, defineGetters, guard, guardSettings, requestFailure } from '../http/guard.js';
+import { besideTheRequest, defineGetters, guard, guardSettings, requestEnded, requestFailure, type RequestGuard } from '../http/guard.js';
+import { noteRetry } from '../http/request-metrics.js';
 import { metadataOf, ownerFromOption, ownerFromUser, requestIdFrom, withRequestId } from '../http/request-metadata.js';
 import { clientGone } from '../http/request-watch.js';
 import { HeldResponse, headersLeft, restoreResponse, snapshotResponse } from './held-response.js';
@@ -33,6 +34,29 @@ import type { InternalRunOptions } from '../transactions/manager.js';
 /** Where each request's guard is kept: the getters on Express's shared request prototype read it from here. */
 const GUARDS = besideTheRequest();
 
+/** The template of the route that matched (read, never written: each `req` has a shape of its own). */
+function routeTemplate(req: Request): string | undefined {
+  const path = (req.route as { path?: unknown } | undefined)?.path;
+  return path === undefined ? undefined : req.baseUrl + (typeof path === 'string' ? path : String(path));
+}
+
+/**
+ * Notes the route of a handler that takes `req.db`: by the time a failed
+ * request ends, the routers have put `req.baseUrl` back (a router mounted at
+ * `/accounts` no longer shows in it).
+ */
+function sawDb(request: object, guarded: RequestGuard): void {
+  const route = (request as Request).route as unknown;
+  if (route !== undefined && route !== guarded.templateOf) {
+    guarded.templateOf = route;
+    guarded.template = routeTemplate(request as Request);
+  }
+}
+
+/** The request's route template: as it stands when it was answered; as a handler that took `req.db` saw it when it failed. */
+const matchedRoute = (req: Request, guarded: RequestGuard, failed: boolean): unknown =>
+  failed && guarded.template !== undefined ? guarded.template : routeTemplate(req);
+
 /**
  * Guards `handlers` with one transaction per request. Inline handlers see
  * `req` as an AftercommitRequest (`req.db`, `req.transaction`, `req.scheduler`
@@ -42,7 +66,7 @@ export function aftercommit(options: AftercommitOptions, ...handlers: Aftercommi
 /** The same, with error handlers (four parameters) among the handlers; give those their parameter types (a union of handler kinds types no inline parameters). */
 export function aftercommit(options: AftercommitOptions, ...handlers: AftercommitHandler[]): RequestHandler;
 export function aftercommit(options: AftercommitOptions, ...handlers: AftercommitHandler[]): RequestHandler {
-  const settings = guardSettings(options, 'req', 'handlers');
+  const settings = guardSettings(options, 'req', 'handlers', matchedRoute);
   const { manager, requests, watchClient, requestIdHeader: header } = settings;
   for (const handler of handlers) {
     if (typeof handler !== 'function') throw new TypeError('aftercommit(options, ...handlers): every handler must be a function or a router');
@@ -60,7 +84,7 @@ export function aftercommit(options: AftercommitOptions, ...handlers: Aftercommi
       : metadataOf(settings.user ? ownerFromOption(settings.user(req)) : ownerFromUser((req as { user?: unknown }).user, 'req.user'), line, requestId);
     const start = requestStart(req);
     const snapshot = snapshotResponse(res);
-    defineGetters(expressPrototype(req, IncomingMessage.prototype) ?? req, 'req', GUARDS);
+    defineGetters(expressPrototype(req, IncomingMessage.prototype) ?? req, 'req', GUARDS, sawDb);
     const guarded = guard(GUARDS, req, settings);
     /** The attempt whose handlers may go on: the running one, the committed one (its stream), none once the request failed. */
     let current: Transaction | undefined;
@@ -86,6 +110,7 @@ export function aftercommit(options: AftercommitOptions, ...handlers: Aftercommi
       [RUN_STOPPER]: requests.watch(req, req, res),
       onRetry: (event) => {
         lastError = event.error;
+        noteRetry(guarded, event);
         options.onRetry?.(event, req);
       },
     };
@@ -130,6 +155,7 @@ export function aftercommit(options: AftercommitOptions, ...handlers: Aftercommi
       (outcome) => {
         committed = true;
         requests.forget(req);
+        requestEnded(settings, guarded, req, false);
         try {
           held.release();
         } catch (err) {
@@ -151,7 +177,9 @@ export function aftercommit(options: AftercommitOptions, ...handlers: Aftercommi
         requests.forget(req);
         held.drop();
         restoreResponse(res, snapshot);
-        passOn(requestFailure(settings, err, line, requestId, attemptsMade.length));
+        const failure = requestFailure(settings, err, line, requestId, attemptsMade.length);
+        requestEnded(settings, guarded, req, true, failure);
+        passOn(failure);
       },
     );
   };

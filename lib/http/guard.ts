@@ -10,6 +10,7 @@ import type { GuardOptions } from './interfaces.js';
 import { DatabaseUnavailableError, NoSchedulerError, RequestTimeoutError, RetriesExhaustedError, RetryNotSafeError } from './errors.js';
 import { TransactionEndedError } from '../errors.js';
 import { RequestWatch } from './request-watch.js';
+import { requestMetricsOf, routeLabel, UNMATCHED, type RequestMetrics, type RetryTally } from './request-metrics.js';
 import { integerIn } from '../support/validate.js';
 
 /** An HTTP header name (RFC 9110 token). */
@@ -28,6 +29,9 @@ export interface GuardSettings<R> {
   readonly requests: RequestWatch;
   /** `persistentContext` of the requests (`where` names it in the error without a scheduler). */
   readonly persistentContext: (positional?: readonly unknown[], named?: Readonly<Record<string, unknown>>) => ReturnType<Scheduler['context']>;
+  /** The request counters of the manager's requests, and the route template a request is counted under. */
+  readonly metrics: RequestMetrics;
+  readonly route: (request: R, guarded: RequestGuard, failed: boolean) => unknown;
 }
 
 /**
@@ -35,8 +39,13 @@ export interface GuardSettings<R> {
  * functions are given (`ctx`, `req`), `guarded` what aftercommit guards
  * (`middleware`, `handlers`), both for the error messages.
  */
-export function guardSettings<R>(options: GuardOptions<R>, request: 'ctx' | 'req', guarded: string): GuardSettings<R> {
-  const { manager, scheduler, user, metadata } = options;
+export function guardSettings<R>(
+  options: GuardOptions<R>,
+  request: 'ctx' | 'req',
+  guarded: string,
+  defaultRoute: GuardSettings<R>['route'],
+): GuardSettings<R> {
+  const { manager, scheduler, user, metadata, route } = options;
   if (!manager || typeof manager.run !== 'function') {
     throw new TypeError(`aftercommit(options, ...${guarded}): options.manager must be a TransactionManager`);
   }
@@ -45,6 +54,9 @@ export function guardSettings<R>(options: GuardOptions<R>, request: 'ctx' | 'req
   }
   if (metadata !== undefined && typeof metadata !== 'function') {
     throw new TypeError(`aftercommit(options): options.metadata must be a function (${request}) => the request’s transaction metadata`);
+  }
+  if (route !== undefined && typeof route !== 'function') {
+    throw new TypeError(`aftercommit(options): options.route must be a function (${request}) => the template of the request’s route (e.g. /accounts/:id), or undefined`);
   }
   if (user && metadata) throw new TypeError('aftercommit(options): give user or metadata, not both (metadata sets user itself)');
   const requestIdHeader = options.requestIdHeader ?? 'X-Request-Id';
@@ -66,15 +78,24 @@ export function guardSettings<R>(options: GuardOptions<R>, request: 'ctx' | 'req
       if (!scheduler) throw new NoSchedulerError(`${request}.persistentContext`);
       return scheduler.context(positional, named);
     },
+    metrics: requestMetricsOf(manager),
+    route: route ?? defaultRoute,
   };
 }
 
-/** What a request's aftercommit() gave it: its transaction (the current attempt's), its scheduler, its manager. */
-export interface RequestGuard {
+/** What a request's aftercommit() gave it: its transaction (the current attempt's), its scheduler, its manager; and its retries so far, for the request metrics. */
+export interface RequestGuard extends RetryTally {
   transaction: Transaction | undefined;
   readonly scheduler: Scheduler | undefined;
   readonly manager: TransactionManager;
   readonly persistentContext: GuardSettings<unknown>['persistentContext'];
+  /**
+   * The route template the adapter saw while the handlers ran, and what it
+   * was read from (Express: a failed request ends after its routers have
+   * put `req.baseUrl` back).
+   */
+  template: string | undefined;
+  templateOf: unknown;
 }
 
 /** Where a framework keeps each request's guard. */
@@ -101,7 +122,17 @@ export function besideTheRequest(): GuardPlace {
 
 /** Starts guarding `request` (the innermost aftercommit() wins, as with nested transactions). */
 export function guard(place: GuardPlace, request: object, settings: GuardSettings<never>): RequestGuard {
-  const entry: RequestGuard = { transaction: undefined, scheduler: settings.scheduler, manager: settings.manager, persistentContext: settings.persistentContext };
+  const entry: RequestGuard = {
+    transaction: undefined,
+    scheduler: settings.scheduler,
+    manager: settings.manager,
+    persistentContext: settings.persistentContext,
+    retries: 0,
+    escalations: 0,
+    conflicts: undefined,
+    template: undefined,
+    templateOf: undefined,
+  };
   place.set(request, entry);
   return entry;
 }
@@ -114,8 +145,9 @@ const withGetters = new WeakSet<object>();
  * prototype of the framework's request objects (defined once, not per request),
  * reading the request's guard from `place`. On a request that never entered
  * aftercommit they are undefined, as the frameworks' types declare them.
+ * `sawDb` is called when a handler takes `db` (a route's handler, mostly).
  */
-export function defineGetters(proto: object, name: 'ctx' | 'req', place: GuardPlace): void {
+export function defineGetters(proto: object, name: 'ctx' | 'req', place: GuardPlace, sawDb?: (request: object, guard: RequestGuard) => void): void {
   if (withGetters.has(proto)) return;
   withGetters.add(proto);
   Object.defineProperties(proto, {
@@ -135,6 +167,7 @@ export function defineGetters(proto: object, name: 'ctx' | 'req', place: GuardPl
         const inContext = guard.manager.attemptInContext();
         if (inContext && inContext !== transaction) throw new TransactionEndedError(`${name}.db in an attempt of the request that was given up`);
         if (!transaction.isOpen) throw new TransactionEndedError(`${name}.db after the request’s commit`);
+        sawDb?.(this, guard);
         return transaction.db;
       },
     },
@@ -178,4 +211,21 @@ export function requestFailure(
     return new DatabaseUnavailableError(retryAfter, err);
   }
   return err;
+}
+
+/**
+ * Counts a request that ended in the request metrics, under its route's
+ * template: `failure` is what its client gets (requestFailure's answer) when
+ * `failed`. Never throws: a `route` option that does is logged, and the request
+ * counted as unmatched.
+ */
+export function requestEnded<R>(settings: GuardSettings<R>, guarded: RequestGuard, request: R, failed: boolean, failure?: unknown): void {
+  let route: string;
+  try {
+    route = routeLabel(settings.route(request, guarded, failed));
+  } catch (err) {
+    settings.manager.logger.error({ err }, 'aftercommit(options): the route option threw; the request is counted as (unmatched)');
+    route = UNMATCHED;
+  }
+  settings.metrics.count(route, guarded, failed, failure);
 }

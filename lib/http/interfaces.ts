@@ -40,6 +40,15 @@ export interface GuardOptions<R> {
   /** Called before each retry of a request, e.g. for a metrics counter. */
   onRetry?: (event: RetryEvent, request: R) => void;
   /**
+   * The route template a request is counted under in the request metrics
+   * (metricsRoute, the dashboard's Requests), e.g. `/accounts/:id`; undefined
+   * for none (counted as `(unmatched)`). Never return the raw URL: every distinct
+   * value is a series. Default: the template of the route that matched
+   * (`ctx._matchedRoute` of @koa/router or koa-router; Express's
+   * `req.baseUrl + req.route.path`).
+   */
+  route?: (request: R) => string | undefined;
+  /**
    * Ms a request may take, retries included, before its transaction is ended
    * from outside (its connection closed, so the database rolls back and frees its
    * locks, even while the handler waits) and the client gets 503
@@ -87,6 +96,32 @@ export interface MetricsRouteOptions<R> {
   authorize: (request: R) => boolean | Promise<boolean>;
   /** The path served (GET and HEAD). Default `/metrics`. */
   path?: string;
+}
+
+/** The kind of a transient error that ended an attempt of a request, as `aftercommit_request_conflicts_total` labels it. */
+export type ConflictKind = 'deadlock' | 'serialization' | 'lock_wait_timeout' | 'busy' | 'preempted' | 'application' | 'other';
+
+/** This process's request counters of one route (`GET {prefix}/api/requests` of the jobs dashboard, and metricsRoute). */
+export interface RouteRequestMetrics {
+  /** The route's template (e.g. `/accounts/:id/transfer`), `(unmatched)` for requests that matched none, `(other)` for routes past the first 200. */
+  route: string;
+  /** Requests that ended (answered or failed). */
+  requests: number;
+  /** Of those, the requests that needed more than one attempt. */
+  retried: number;
+  /**
+   * Transient errors that ended an attempt, by kind: deadlock, serialization
+   * failure, lock wait timeout (with `retryLockWaitTimeout`), SQLite busy, a lock
+   * wait preempted under contention, the app's ConflictError (or TransientError),
+   * other; the last attempt's of a request whose retries ran out included.
+   */
+  conflicts: Record<ConflictKind, number>;
+  /** Retries that ran escalated: alone, after the attempts in flight (the manager's contention handling). */
+  escalations: number;
+  /** Requests whose retries ran out (answered 503 RetriesExhaustedError). */
+  exhausted: number;
+  /** Requests refused a retry because it was not safe (RetryNotSafeError: a streamed response, a body read inside, …). */
+  notRetrySafe: number;
 }
 
 /** Options of `jobsDashboard(options)`; `R` is what `authorize` and `actor` are given (Koa's `ctx`, Express's `req`). */

@@ -3,7 +3,8 @@
  * options and rule of the `metricsRoute()` of both adapters.
  */
 import type { DurationHistogram, SchedulerMetrics } from '../interfaces.js';
-import type { MetricsRouteOptions } from './interfaces.js';
+import type { MetricsRouteOptions, RouteRequestMetrics } from './interfaces.js';
+import { CONFLICT_KINDS } from './request-metrics.js';
 
 /** A label value as the format quotes it. */
 function quoted(value: string): string {
@@ -21,8 +22,12 @@ function histogram(lines: string[], name: string, queue: string, { bounds, count
   lines.push(`${name}_bucket${labels({ queue, le: '+Inf' })} ${count}`, `${name}_sum${labels({ queue })} ${sumMs / 1000}`, `${name}_count${labels({ queue })} ${count}`);
 }
 
-/** The metrics as Prometheus text: gauges of unfinished jobs by queue and state, this process's counters and histograms by queue. */
-export function prometheusText({ queues, runs }: SchedulerMetrics): string {
+/**
+ * The metrics as Prometheus text: gauges of unfinished jobs by queue and state,
+ * this process's counters and histograms by queue, and this process's request
+ * counters by route (`requests`, request-metrics.ts).
+ */
+export function prometheusText({ queues, runs }: SchedulerMetrics, requests: readonly RouteRequestMetrics[] = []): string {
   const lines: string[] = [];
   const family = (name: string, type: 'gauge' | 'counter' | 'histogram', help: string) => lines.push(`# HELP ${name} ${help}`, `# TYPE ${name} ${type}`);
 
@@ -47,6 +52,20 @@ export function prometheusText({ queues, runs }: SchedulerMetrics): string {
   for (const [queue, run] of Object.entries(runs)) histogram(lines, 'aftercommit_job_start_delay_seconds', queue, run.startDelay);
   family('aftercommit_job_run_seconds', 'histogram', 'From the start of a run to its commit, for runs that committed.');
   for (const [queue, run] of Object.entries(runs)) histogram(lines, 'aftercommit_job_run_seconds', queue, run.runTime);
+
+  const perRoute = (name: string, help: string, value: (figures: RouteRequestMetrics) => number) => {
+    family(name, 'counter', help);
+    for (const figures of requests) lines.push(`${name}${labels({ route: figures.route })} ${value(figures)}`);
+  };
+  perRoute('aftercommit_requests_total', 'Requests guarded by aftercommit in this process that ended, by route template.', (r) => r.requests);
+  perRoute('aftercommit_requests_retried_total', 'Requests of this process that needed more than one attempt, by route template.', (r) => r.retried);
+  family('aftercommit_request_conflicts_total', 'counter', 'Transient errors that ended an attempt of a request of this process, by route template and kind.');
+  for (const { route, conflicts } of requests) {
+    for (const kind of CONFLICT_KINDS) if (conflicts[kind] > 0) lines.push(`aftercommit_request_conflicts_total${labels({ route, kind })} ${conflicts[kind]}`);
+  }
+  perRoute('aftercommit_request_escalations_total', 'Retries of requests of this process that ran escalated (alone), by route template.', (r) => r.escalations);
+  perRoute('aftercommit_requests_exhausted_total', 'Requests of this process whose retries ran out (answered 503), by route template.', (r) => r.exhausted);
+  perRoute('aftercommit_requests_not_retry_safe_total', 'Requests of this process refused a retry that was not safe (RetryNotSafeError), by route template.', (r) => r.notRetrySafe);
   return `${lines.join('\n')}\n`;
 }
 

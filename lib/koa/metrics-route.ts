@@ -1,6 +1,7 @@
-/** metricsRoute() for Koa: `GET {path}` serves `scheduler.metrics()` as Prometheus text, to authorized requests only. */
+/** metricsRoute() for Koa: `GET {path}` serves `scheduler.metrics()` and the request counters of its manager as Prometheus text, to authorized requests only. */
 import type { Middleware } from 'koa';
 import { metricsPath, prometheusText, PROMETHEUS_TYPE } from '../http/prometheus.js';
+import { requestFiguresOf } from '../http/request-metrics.js';
 import type { MetricsRouteOptions } from './interfaces.js';
 
 export function metricsRoute(options: MetricsRouteOptions): Middleware {
@@ -10,6 +11,6 @@ export function metricsRoute(options: MetricsRouteOptions): Middleware {
     if (!(await options.authorize(ctx))) return next(); // as if there were no such route
     ctx.set('Cache-Control', 'no-store');
     ctx.set('Content-Type', PROMETHEUS_TYPE);
-    ctx.body = prometheusText(await options.scheduler.metrics());
+    ctx.body = prometheusText(await options.scheduler.metrics(), requestFiguresOf(options.scheduler));
   };
 }

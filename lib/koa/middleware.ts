@@ -12,7 +12,8 @@ import type { Transaction } from '../interfaces.js';
 import type { AftercommitContext, AftercommitOptions } from './interfaces.js';
 import { compose } from './compose.js';
 import { ClientGoneError, RetryNotSafeError } from '../http/errors.js';
-import { defineGetters, guard, guardSettings, ON_THE_REQUEST, requestFailure } from '../http/guard.js';
+import { defineGetters, guard, guardSettings, ON_THE_REQUEST, requestEnded, requestFailure } from '../http/guard.js';
+import { noteRetry } from '../http/request-metrics.js';
 import { defaultMetadata, requestIdOf, requestLine, withRequestId } from './request-metadata.js';
 import { restoreResponse, snapshotResponse } from './response-snapshot.js';
 import { abandonResponse, requestStart, unsafeToRetry } from './retry-safety.js';
@@ -24,6 +25,9 @@ import type { InternalRunOptions } from '../transactions/manager.js';
 function clientGoneOf(ctx: Context): boolean {
   return clientGone(ctx.req, ctx.res);
 }
+
+/** The template of the route that matched, as @koa/router and koa-router record it. */
+const matchedRoute = (ctx: Context): unknown => (ctx as { _matchedRoute?: unknown })._matchedRoute;
 
 /**
  * Guards `middleware` with one transaction per request. The guarded middleware
@@ -38,7 +42,7 @@ export function aftercommit<StateT = DefaultState, ContextT = DefaultContext>(
 /** The same, for middleware of differing state and context types (e.g. routers of several kinds). */
 export function aftercommit(options: AftercommitOptions, ...middleware: Middleware<any, any>[]): Middleware<any, any>;
 export function aftercommit(options: AftercommitOptions, ...middleware: Middleware<any, any>[]): Middleware<any, any> {
-  const settings = guardSettings(options, 'ctx', 'middleware');
+  const settings = guardSettings(options, 'ctx', 'middleware', matchedRoute);
   const { manager, requests, watchClient, requestIdHeader: header } = settings;
   const chain = compose(middleware);
   const rollbackOn = options.rollbackOn ?? ((ctx: Context) => ctx.status >= 500);
@@ -61,6 +65,7 @@ export function aftercommit(options: AftercommitOptions, ...middleware: Middlewa
       [RUN_STOPPER]: requests.watch(ctx, ctx.req, ctx.res),
       onRetry: (event) => {
         lastError = event.error;
+        noteRetry(guarded, event);
         options.onRetry?.(event, ctx);
       },
     };
@@ -85,10 +90,13 @@ export function aftercommit(options: AftercommitOptions, ...middleware: Middlewa
         runOptions,
       );
     } catch (err) {
-      throw requestFailure(settings, err, line, requestId, attempts);
+      const failure = requestFailure(settings, err, line, requestId, attempts);
+      requestEnded(settings, guarded, ctx, true, failure);
+      throw failure;
     } finally {
       requests.forget(ctx);
     }
+    requestEnded(settings, guarded, ctx, false);
     await next();
   }
   return aftercommitMiddleware;
