@@ -10,5 +10,7 @@ export default defineConfig({
   sourcemap: true,
   clean: true,
   target: 'node20',
+  // The CJS build gets `import.meta.url` too (lib/support/tracing.ts finds the optional OpenTelemetry API from it).
+  shims: true,
   outDir: 'dist',
 });

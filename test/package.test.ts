@@ -9,6 +9,7 @@ import { execFileSync } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
+import { createRequire } from 'node:module';
 
 const root = resolve(import.meta.dirname, '..');
 const run = (cmd: string, args: string[], cwd: string) =>
@@ -318,5 +319,39 @@ describe('the packed package', () => {
     const tsc = join(root, 'node_modules', '.bin', 'tsc');
     const flags = ['--noEmit', '--strict', '--module', 'node16', '--moduleResolution', 'node16', '--types', 'node', '--skipLibCheck', 'false'];
     run(tsc, [...flags, 'express-user.d.ts', 'express-consumer.mts', 'express-consumer.cts'], app);
+  });
+
+  // Last: the tests above ran without the optional OpenTelemetry API, as most apps do.
+  it('finds @opentelemetry/api once the app installs it, from ESM and from CommonJS, and traces', () => {
+    const fromPackage = createRequire(join(app, 'node_modules', 'aftercommit', 'package.json'));
+    assert.throws(() => fromPackage.resolve('@opentelemetry/api'), /Cannot find module/, 'the tests above ran without it');
+    symlinkSync(join(root, 'node_modules', '@opentelemetry'), join(app, 'node_modules', '@opentelemetry'));
+    const traced = `
+      const exporter = new InMemorySpanExporter();
+      trace.setGlobalTracerProvider(new BasicTracerProvider({ spanProcessors: [new SimpleSpanProcessor(exporter)] }));
+      const db = knex({ client: 'better-sqlite3', connection: { filename: ':memory:' }, useNullAsDefault: true });
+      await new TransactionManager(db).run((tx) => tx.db.raw('select 1'));
+      await db.destroy();
+      console.log(exporter.getFinishedSpans().map((span) => span.name).join(' '));
+    `;
+    writeFileSync(
+      join(app, 'traced.mjs'),
+      `import knex from 'knex';
+       import { trace } from '@opentelemetry/api';
+       import { BasicTracerProvider, InMemorySpanExporter, SimpleSpanProcessor } from '@opentelemetry/sdk-trace-base';
+       import { TransactionManager } from 'aftercommit';
+       ${traced}`,
+    );
+    writeFileSync(
+      join(app, 'traced.cjs'),
+      `const knex = require('knex');
+       const { trace } = require('@opentelemetry/api');
+       const { BasicTracerProvider, InMemorySpanExporter, SimpleSpanProcessor } = require('@opentelemetry/sdk-trace-base');
+       const { TransactionManager } = require('aftercommit');
+       (async () => { ${traced} })().catch((err) => { console.error(err); process.exit(1); });`,
+    );
+    for (const program of ['traced.mjs', 'traced.cjs']) {
+      assert.equal(run('node', [program], app).trim(), 'aftercommit.commit aftercommit.transaction', program);
+    }
   });
 });

@@ -22,6 +22,7 @@ import { ContentionTimeoutError, PreemptedError, TransientError, describeCause }
 import { systemClock } from '../support/clock.js';
 import { defaultLogger } from '../support/logger.js';
 import { integerIn } from '../support/validate.js';
+import { AttemptSpan } from '../support/tracing.js';
 import { delayPolicy, retryDelay, type DelayPolicy } from './backoff.js';
 import { TransactionAttempt, type AttemptEnvironment } from './transaction.js';
 import { knexBinder, poolLimits } from './knex-internals.js';
@@ -215,6 +216,8 @@ export class TransactionManager {
       const turn = gate ? (escalated ? 'escalated' : 'shared') : undefined;
       const meta = mergeMeta(this.options.metadata?.(), options.metadata, name);
       const tx = new TransactionAttempt(this.environment, attempt, meta, isolationLevel, turn, startedBy);
+      const span = AttemptSpan.start(name, attempt, turn === 'escalated');
+      tx.span = span;
       try {
         // With a stopper, the function and its before-commit hooks can be ended from outside.
         const value = stopper ? await unlessStopped(stopper, tx, this.enter(tx, fn)) : await this.enter(tx, fn);
@@ -222,14 +225,19 @@ export class TransactionManager {
         if (tx.hasWorkBeforeCommit) await (stopper ? unlessStopped(stopper, tx, this.enter(tx, prepare)) : this.enter(tx, prepare));
         const ending = tx.end('commit');
         if (ending) await ending;
+        span?.end(tx.rollbackOnly ? 'rollback' : 'commit');
         return value;
       } catch (err) {
-        if (tx.terminatedBy) throw tx.terminatedBy; // ended from outside: no other attempt
+        if (tx.terminatedBy) {
+          span?.end('rollback', tx.terminatedBy);
+          throw tx.terminatedBy; // ended from outside: no other attempt
+        }
         // A doomed attempt failed because of what rolled it back, whatever fn made of that.
         const conflict = this.isTransient(tx.doomedBy ?? err);
         const retry = attempt <= retries && conflict;
         if (!retry && this.options.debug) await this.callDebug(err, tx);
         await tx.end('rollback');
+        span?.end(retry ? 'retry' : 'rollback', tx.doomedBy ?? err);
         if (conflict && gate) {
           escalated = retry;
           gate.conflict(retry);
@@ -255,8 +263,13 @@ export class TransactionManager {
     };
   }
 
-  /** Calls fn(tx) with tx as the current transaction (and mirrored into the bridge, if any). */
+  /** Calls fn(tx) with tx as the current transaction (and mirrored into the bridge, if any), and its span active when traced. */
   private enter<T>(tx: TransactionAttempt, fn: (tx: TransactionAttempt) => T | Promise<T>): T | Promise<T> {
+    if (tx.span) return tx.span.within(() => this.enterUntraced(tx, fn));
+    return this.enterUntraced(tx, fn);
+  }
+
+  private enterUntraced<T>(tx: TransactionAttempt, fn: (tx: TransactionAttempt) => T | Promise<T>): T | Promise<T> {
     const bridge = this.bridge;
     return bridge ? this.storage.run(tx, () => bridge.run(tx, async () => fn(tx))) : this.storage.run(tx, fn, tx);
   }

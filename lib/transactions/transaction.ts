@@ -22,6 +22,7 @@ import type { StatementGate } from './knex-internals.js';
 import type { GateTurn } from './contention-gate.js';
 import { DatabaseTransactions, type DatabaseTransactionEnvironment } from './database-transaction.js';
 import { HookList } from './hooks.js';
+import type { AttemptSpan } from '../support/tracing.js';
 
 /** What an attempt needs from its manager. */
 export interface AttemptEnvironment extends DatabaseTransactionEnvironment {
@@ -46,6 +47,8 @@ export class TransactionAttempt extends DatabaseTransactions implements Transact
   private readonly afterCommitHooks = new HookList();
   private readonly afterAbortHooks = new HookList();
   rollbackOnly = false;
+  /** This attempt's span, while OpenTelemetry traces (set by the manager). */
+  span: AttemptSpan | undefined;
 
   constructor(
     env: AttemptEnvironment,
@@ -249,13 +252,16 @@ export class TransactionAttempt extends DatabaseTransactions implements Transact
 
   /** COMMIT; when it fails, the after-commit hooks learn so, the after-abort hooks run, and the error is thrown. */
   private async commitDatabaseTransaction(): Promise<void> {
+    const endCommitSpan = this.began ? this.span?.startCommit() : undefined;
     try {
       await this.closeDatabaseTransaction('COMMIT');
     } catch (err) {
+      endCommitSpan?.(err);
       await this.afterCommitHooks.runLogged(this.env.logger, 'after-commit', false);
       await this.runAfterAbortHooks();
       throw err;
     }
+    endCommitSpan?.();
   }
 
   private async runAfterAbortHooks(): Promise<void> {
