@@ -112,6 +112,10 @@ export const mysql: Dialect = {
     // (latin1), MySQL widens TEXT to MEDIUMTEXT and MEDIUMTEXT to LONGTEXT so that they hold as many characters.
     await db.raw(`ALTER TABLE ?? CONVERT TO CHARACTER SET utf8mb4 COLLATE ${collation}`, [table]);
   },
+  async hasIndex(db, table, index) {
+    const [rows] = (await db.raw('SELECT 1 AS found FROM information_schema.STATISTICS WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = ? AND INDEX_NAME = ? LIMIT 1', [table, index])) as [unknown[]];
+    return rows.length > 0;
+  },
   escalationLock,
   queueLock,
   lockWaitCancel: undefined, // InnoDB finds a deadlock the moment it forms

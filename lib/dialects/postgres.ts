@@ -128,6 +128,10 @@ export const postgres: Dialect = {
   // The encoding is the database's, chosen when it was created: no table can have another. A database's
   // default collation is deterministic, and deterministic collations tell apart strings that differ in any byte.
   exactUtf8Text: async () => undefined,
+  async hasIndex(db, table, index) {
+    const { rows } = (await db.raw('SELECT 1 AS found FROM pg_indexes WHERE schemaname = current_schema() AND tablename = ? AND indexname = ? LIMIT 1', [table, index])) as { rows: unknown[] };
+    return rows.length > 0;
+  },
   escalationLock,
   queueLock,
   lockWaitCancel,

@@ -32,6 +32,10 @@ export const sqlite: Dialect = {
   // SQLITE_MAX_VARIABLE_NUMBER (32,766 since SQLite 3.32) values. Values are bound in-process: no bytes travel.
   insertLimits: { bindings: 32_766, rows: 500, bytes: Number.POSITIVE_INFINITY },
   exactUtf8Text: async () => undefined, // text is UTF-8, and columns compare with BINARY unless declared otherwise
+  async hasIndex(db, table, index) {
+    const rows = (await db.raw("SELECT 1 AS found FROM sqlite_master WHERE type = 'index' AND tbl_name = ? AND name = ? LIMIT 1", [table, index])) as unknown[];
+    return rows.length > 0;
+  },
   escalationLock: undefined, // BEGIN IMMEDIATE already admits one writer at a time
   queueLock: undefined, // likewise: a claim counts and claims alone
   lockWaitCancel: undefined,

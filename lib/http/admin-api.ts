@@ -8,9 +8,10 @@
  * `onAction`, and are hidden (404) in read-only mode.
  *
  *   GET    {prefix}, {prefix}/app.js, {prefix}/app.css   the page (dashboard-page.ts)
- *   GET    {prefix}/api/overview                 queues (gauges, pause state), this process's runs, workers
- *   GET    {prefix}/api/jobs?state&queue&name&owner&since&until&limit&after
+ *   GET    {prefix}/api/overview                 queues (gauges, pause state), this process's runs, workers, finished per minute, recurring jobs
+ *   GET    {prefix}/api/jobs?state&queue&name&owner&requestId&since&until&limit&after
  *   GET    {prefix}/api/jobs/:id                 one job, `redact` applied
+ *   GET    {prefix}/api/requests                 this process's request counters by route (request-metrics.ts)
  *   POST   {prefix}/api/jobs/:id/retry | /run-now
  *   DELETE {prefix}/api/jobs/:id                 scheduler.remove(id)
  *   POST   {prefix}/api/jobs/retry | /delete     every job matching the query's filter
@@ -20,6 +21,7 @@ import type { JobAdminFilter, Logger } from '../interfaces.js';
 import type { PersistentTransactionalScheduler } from '../scheduler/persistent/persistent-scheduler.js';
 import type { DashboardAction, DashboardOptions } from './interfaces.js';
 import { PAGE_CSS, PAGE_JS, PAGE_POLICY, pageHtml } from './dashboard-page.js';
+import { requestFiguresOf } from './request-metrics.js';
 
 /** The header an action must carry: a cross-site form cannot send it, a cross-site script cannot without CORS. */
 export const ACTION_HEADER = 'x-aftercommit-admin';
@@ -62,7 +64,7 @@ export function dashboardPrefix<R>(options: DashboardOptions<R>, request: 'ctx' 
   return prefix;
 }
 
-const FILTER_KEYS = ['state', 'queue', 'name', 'owner', 'since', 'until'];
+const FILTER_KEYS = ['state', 'queue', 'name', 'owner', 'requestId', 'since', 'until'];
 const PAGE_KEYS = ['limit', 'after'];
 
 /**
@@ -150,8 +152,9 @@ export async function adminAnswer<R>(
 
 async function read(scheduler: PersistentTransactionalScheduler, parts: string[], query: Record<string, unknown>, redact: readonly string[]): Promise<AdminAnswer> {
   if (parts.length === 1 && parts[0] === 'overview') {
-    const [metrics, queues, workers] = await Promise.all([scheduler.metrics(), scheduler.admin.queueStates(), scheduler.admin.workers()]);
-    return { status: 200, body: { queues: metrics.queues, paused: queues.filter((q) => q.paused).map((q) => q.name), runs: metrics.runs, workers } };
+    const { admin } = scheduler;
+    const [metrics, queues, workers, finished, recurring] = await Promise.all([scheduler.metrics(), admin.queueStates(), admin.workers(), admin.finishedLastHour(), admin.recurring()]);
+    return { status: 200, body: { queues: metrics.queues, paused: queues.filter((q) => q.paused).map((q) => q.name), runs: metrics.runs, workers, finished, recurring } };
   }
   if (parts.length === 1 && parts[0] === 'jobs') {
     const limit = typeof query.limit === 'string' ? Number(query.limit) : undefined;
@@ -162,6 +165,7 @@ async function read(scheduler: PersistentTransactionalScheduler, parts: string[]
     if (redact.some((name) => name.toLowerCase() === 'note')) for (const job of page.jobs) if (job.note !== null) job.note = '[redacted]';
     return { status: 200, body: page };
   }
+  if (parts.length === 1 && parts[0] === 'requests') return { status: 200, body: { routes: requestFiguresOf(scheduler) } };
   if (parts.length === 2 && parts[0] === 'jobs' && ID.test(parts[1]!)) {
     const job = await scheduler.admin.get(parts[1]!, { redact });
     return job ? { status: 200, body: job } : NOT_FOUND;

@@ -31,8 +31,21 @@ export function pageHtml(prefix: string, readOnly: boolean): string {
 <table id="queues"><thead><tr><th>queue</th><th>waiting</th><th>pending</th><th>running</th><th>oldest due</th><th>done here</th><th>failed here</th><th></th></tr></thead><tbody></tbody></table>
 </section>
 <section>
+<h2>Finished in the last hour <span id="finished-total" class="note"></span></h2>
+<svg id="finished" viewBox="0 0 600 80" preserveAspectRatio="none" role="img" aria-label="jobs finished per minute"></svg>
+<p class="legend"><span class="swatch done"></span>done <span class="swatch failed"></span>failed, per minute, by the workers running now</p>
+</section>
+<section id="recurring-section" hidden>
+<h2>Recurring jobs</h2>
+<table id="recurring"><thead><tr><th>key</th><th>job</th><th>cron</th><th>last fired for</th><th>next</th></tr></thead><tbody></tbody></table>
+</section>
+<section>
 <h2>Workers</h2>
 <table id="workers"><thead><tr><th>worker</th><th>queues</th><th>concurrency</th><th>last heartbeat</th></tr></thead><tbody></tbody></table>
+</section>
+<section>
+<h2>Requests <small>(this process)</small></h2>
+<table id="requests"><thead><tr><th>route</th><th>requests</th><th>retried</th><th>conflicts by kind</th><th>escalations</th><th>exhausted</th><th>not retry-safe</th></tr></thead><tbody></tbody></table>
 </section>
 <section>
 <h2>Jobs</h2>
@@ -41,6 +54,7 @@ export function pageHtml(prefix: string, readOnly: boolean): string {
 <label>queue <input name="queue" size="10"></label>
 <label>name <input name="name" size="12"></label>
 <label>owner <input name="owner" size="10"></label>
+<label>request id <input name="requestId" size="14"></label>
 <button type="submit">Show</button>
 <span class="actions"><button type="button" id="retry-all">Retry all matching</button><button type="button" id="delete-all">Delete all matching</button></span>
 </form>
@@ -49,8 +63,12 @@ export function pageHtml(prefix: string, readOnly: boolean): string {
 </section>
 <section id="detail" hidden>
 <h2>Job <code id="detail-id"></code></h2>
-<p class="actions"><button type="button" id="retry">Retry</button><button type="button" id="run-now">Run now</button><button type="button" id="remove">Remove</button></p>
+<p><button type="button" id="same-request">Jobs of this request</button> <span class="actions"><button type="button" id="retry">Retry</button><button type="button" id="run-now">Run now</button><button type="button" id="remove">Remove</button></span></p>
 <dl id="detail-fields"></dl>
+<div id="detail-steps-part" hidden><h3>Steps</h3>
+<table id="detail-steps"><thead><tr><th>#</th><th>id</th><th>name</th><th>state</th><th>finished</th></tr></thead><tbody></tbody></table></div>
+<h3>Runs</h3>
+<table id="detail-runs"><thead><tr><th>run</th><th>worker</th><th>claimed</th><th>ended</th><th>outcome</th></tr></thead><tbody></tbody></table>
 <h3>Arguments</h3><pre id="detail-args"></pre>
 <h3>Metadata</h3><pre id="detail-meta"></pre>
 <h3>Outcome</h3><pre id="detail-outcome"></pre>
@@ -89,6 +107,11 @@ pre { background: #f6f7f9; padding: .5rem; border-radius: 4px; overflow-x: auto;
 dl { display: grid; grid-template-columns: max-content 1fr; gap: .1rem 1rem; margin: 0; }
 dt { color: #566175; }
 #message { min-height: 1.2em; color: #566175; }
+#finished { width: 100%; height: 80px; display: block; }
+#finished .done, .swatch.done { fill: #3f9d5b; background: #3f9d5b; }
+#finished .failed, .swatch.failed { fill: #d0453f; background: #d0453f; }
+.swatch { display: inline-block; width: .7rem; height: .7rem; margin: 0 .2rem 0 .6rem; border-radius: 2px; }
+.legend, .note { color: #566175; font-size: .85rem; font-weight: normal; margin: .2rem 0 0; }
 `;
 
 export const PAGE_JS = `'use strict';
@@ -121,7 +144,19 @@ export const PAGE_JS = `'use strict';
   }
 
   async function overview() {
-    const { queues, paused, runs, workers } = await get('/overview');
+    const { queues, paused, runs, workers, finished, recurring } = await get('/overview');
+    chart(finished);
+    $('#recurring-section').hidden = recurring.length === 0;
+    const recurringRows = $('#recurring tbody');
+    recurringRows.replaceChildren();
+    for (const job of recurring) {
+      const row = recurringRows.insertRow();
+      cell(row, job.key);
+      cell(row, job.job);
+      cell(row, job.cron + ' (' + job.timezone + ')');
+      cell(row, time(job.lastInstant));
+      cell(row, time(job.nextInstant));
+    }
     const tbody = $('#queues tbody');
     tbody.replaceChildren();
     for (const [name, gauges] of Object.entries(queues)) {
@@ -150,6 +185,52 @@ export const PAGE_JS = `'use strict';
       cell(row, worker.queues.join(', '));
       cell(row, worker.concurrency);
       cell(row, time(worker.heartbeatAt));
+    }
+  }
+
+  // Stacked bars, one per minute, oldest left; drawn with SVG elements (the policy allows no inline style).
+  function chart(finished) {
+    const svg = $('#finished');
+    const ns = 'http://www.w3.org/2000/svg';
+    const peak = Math.max(1, ...finished.done.map((n, i) => n + finished.failed[i]));
+    const width = 600 / finished.done.length;
+    svg.replaceChildren();
+    finished.done.forEach((done, i) => {
+      let top = 80;
+      for (const [state, n] of [['done', done], ['failed', finished.failed[i]]]) {
+        if (n === 0) continue;
+        const height = (n / peak) * 78;
+        top -= height;
+        const bar = document.createElementNS(ns, 'rect');
+        bar.setAttribute('class', state);
+        bar.setAttribute('x', String(i * width + 0.5));
+        bar.setAttribute('y', String(top));
+        bar.setAttribute('width', String(Math.max(1, width - 1)));
+        bar.setAttribute('height', String(height));
+        const title = document.createElementNS(ns, 'title');
+        title.textContent = n + ' ' + state + ', ' + new Date(finished.minute - (finished.done.length - 1 - i) * 60000).toLocaleTimeString();
+        bar.append(title);
+        svg.append(bar);
+      }
+    });
+    const sum = (list) => list.reduce((a, b) => a + b, 0);
+    $('#finished-total').textContent = sum(finished.done) + ' done, ' + sum(finished.failed) + ' failed';
+  }
+
+  async function requests() {
+    const { routes } = await get('/requests');
+    const tbody = $('#requests tbody');
+    tbody.replaceChildren();
+    for (const route of routes) {
+      const row = tbody.insertRow();
+      row.dataset.route = route.route;
+      cell(row, route.route);
+      cell(row, route.requests);
+      cell(row, route.retried);
+      cell(row, Object.entries(route.conflicts).filter(([, n]) => n > 0).map(([kind, n]) => kind + ' ' + n).join(', '));
+      cell(row, route.escalations);
+      cell(row, route.exhausted);
+      cell(row, route.notRetrySafe);
     }
   }
 
@@ -197,13 +278,45 @@ export const PAGE_JS = `'use strict';
     add('state', job.state);
     add('owner', job.owner);
     add('request', job.note ? job.note + (job.requestId ? ' (' + job.requestId + ')' : '') : '');
+    add('committed by', job.committedAttempt === null ? '' : 'attempt ' + job.committedAttempt + (job.committedAttempt > 1 ? ' (the request was retried)' : ''));
+    add('trace', job.traceparent ? job.traceparent.split('-')[1] : '');
+    $('#same-request').hidden = !job.requestId;
+    $('#same-request').onclick = () => {
+      filter = new URLSearchParams({ requestId: job.requestId });
+      for (const input of $('#filter').elements) if (input.name) input.value = input.name === 'requestId' ? job.requestId : '';
+      jobs();
+    };
     add('progress', job.progress ? Math.round(job.progress.fraction * 100) + '% ' + (job.progress.message || '') : '');
     add('runs', job.runs + ' (failures ' + job.failures + ' of ' + job.maxAttempts + ')');
     add('worker', job.lockedBy ? job.lockedBy + ' until ' + time(job.lockedUntil) : '');
     add('scheduled', time(job.createdAt));
+    add('committed', time(job.committedAt));
     add('due', time(job.runAt));
     add('claimed', time(job.startedAt));
     add('finished', time(job.finishedAt));
+    $('#detail-steps-part').hidden = !job.steps;
+    const steps = $('#detail-steps tbody');
+    steps.replaceChildren();
+    (job.steps || []).forEach((step, index) => {
+      const row = steps.insertRow();
+      row.dataset.id = step.id;
+      cell(row, index + 1);
+      cell(row, step.id.slice(0, 8));
+      cell(row, step.name);
+      cell(row, step.state, 'state state-' + step.state);
+      cell(row, time(step.finishedAt));
+      row.addEventListener('click', () => detail(step.id));
+    });
+    const runs = $('#detail-runs tbody');
+    runs.replaceChildren();
+    for (const run of job.runLog) {
+      const row = runs.insertRow();
+      cell(row, run.run);
+      cell(row, run.worker);
+      cell(row, time(run.claimedAt));
+      cell(row, time(run.endedAt));
+      cell(row, run.outcome + (run.error ? ' (' + run.error + ')' : ''), 'state state-' + (run.outcome === 'done' ? 'done' : run.outcome === 'failed' ? 'failed' : 'pending'));
+    }
     $('#detail-args').textContent = JSON.stringify(job.args, null, 2);
     $('#detail-meta').textContent = JSON.stringify(job.meta, null, 2);
     $('#detail-outcome').textContent = job.error ? job.error.name + ': ' + job.error.message : job.result === undefined ? '' : JSON.stringify(job.result, null, 2);
@@ -211,7 +324,7 @@ export const PAGE_JS = `'use strict';
 
   async function refresh() {
     try {
-      await Promise.all([overview(), jobs()]);
+      await Promise.all([overview(), requests(), jobs()]);
       if (shown) await detail(shown).catch(() => { shown = undefined; $('#detail').hidden = true; });
       $('#updated').textContent = 'updated ' + new Date().toLocaleTimeString();
     } catch (err) {

@@ -6,6 +6,7 @@
 import { randomBytes } from 'node:crypto';
 import type { TransactionMeta } from '../interfaces.js';
 import { UnidentifiedUser } from '../scheduler/owner.js';
+import { REQUEST_ID } from '../support/validate.js';
 
 /** What aftercommit can read an owner from: an id as it is, a BigInt or an ObjectId-like object as its text. */
 function asOwner(value: unknown): string | number | undefined {
@@ -49,7 +50,6 @@ export function withRequestId(meta: TransactionMeta, requestId: string): Transac
   return { ...meta, extension: { ...meta.extension, requestId } };
 }
 
-const REQUEST_ID = /^[A-Za-z0-9._:@/+=-]{1,128}$/;
 
 // Request ids need to be unique, not secret: a random per-process prefix and a counter.
 const processPrefix = randomBytes(6).toString('hex');

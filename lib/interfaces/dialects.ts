@@ -138,6 +138,8 @@ export interface Dialect {
    * it does nothing where text already is so.
    */
   exactUtf8Text(db: Knex | Knex.Transaction, table: string): Promise<void>;
+  /** Whether `table` has an index named `index` (a migration cut short between its statements re-runs what is missing). */
+  hasIndex(db: Knex | Knex.Transaction, table: string, index: string): Promise<boolean>;
   /** The lock escalated attempts of all processes take turns on; none where there is a single writer anyway. */
   readonly escalationLock: EscalationLock | undefined;
   /** The lock claimers of a limited queue take turns on; none where a claim is exclusive anyway (a single writer). */

@@ -80,6 +80,21 @@ export interface PersistentSchedulerOptions extends SchedulerOptions {
   maxRuns?: number;
   /** Limits per queue name, e.g. `{ reports: { concurrency: 1 } }`, kept across all workers and processes. Default: none. */
   queues?: Record<string, QueueOptions>;
+  /**
+   * How long finished jobs' rows stay, fetched or not, for the dashboard and
+   * `admin.find()`. Default `{ done: 0, failed: null }`: a done job's row goes
+   * when its result is fetched (or after `ttl`), a failed one's stays until it
+   * is retried or removed.
+   */
+  retention?: JobRetention;
+}
+
+/** How long finished jobs' rows stay (`PersistentSchedulerOptions.retention`); claims never read them, so kept rows do not slow them. */
+export interface JobRetention {
+  /** Ms a done job's row stays after it finished, even once its result was fetched. 0 (the default): until fetched, or `ttl`. */
+  done?: number;
+  /** Ms a failed job's row stays after it failed; null (the default): until an operator retries or removes it. */
+  failed?: number | null;
 }
 
 /** Schedules with options: `scheduler.with({ runAt, priority, ... }).schedule(job, ...args)`. */
@@ -168,6 +183,8 @@ export interface JobAdminFilter {
   name?: string;
   /** The owner (the scheduling request's user id, as text). */
   owner?: string;
+  /** The id of the request that scheduled it (`X-Request-Id`, or the one aftercommit made). */
+  requestId?: string;
   /** Created at or after this (ms since the epoch). */
   since?: number;
   /** Created before this (ms since the epoch). */
@@ -185,7 +202,10 @@ export interface JobSummary {
   note: string | null;
   /** The id of the request that scheduled it (its `X-Request-Id`), when a request did. */
   requestId: string | null;
+  /** When `schedule()` was called (ms since the epoch). */
   createdAt: number;
+  /** When the scheduling transaction wrote the row, just before its COMMIT; null for rows written before 0.2. */
+  committedAt: number | null;
   runAt: number;
   /** The last claim's time, null before the first. */
   startedAt: number | null;
@@ -193,6 +213,35 @@ export interface JobSummary {
   runs: number;
   failures: number;
   progress?: JobProgress;
+}
+
+/** A recurring job this process declared, as `admin.recurring()` lists it. */
+export interface RecurringStatus {
+  key: string;
+  /** The job's defined name. */
+  job: string;
+  cron: string;
+  timezone: string;
+  /** The last instant it fired for, by any process (ms since the epoch); null before its first tick. */
+  lastInstant: number | null;
+  /** The next instant it fires for; null when its pattern fires no more. */
+  nextInstant: number | null;
+}
+
+/** One run of a job, as `admin.get(id).runLog` lists it (the newest 20). */
+export interface JobRunRecord {
+  /** The run's number: 1 for the first claim, one more for each later one. */
+  run: number;
+  /** The worker that claimed it (its `locked_by`). */
+  worker: string;
+  /** When it was claimed (ms since the epoch). */
+  claimedAt: number;
+  /** When its end was recorded; for `lease expired`, when another worker took the job over. */
+  endedAt: number;
+  /** `done`, `failed` (for good), `retried` (re-queued after the job's error), `handed back` (its worker stopped) or `lease expired` (its worker died or stalled). */
+  outcome: 'done' | 'failed' | 'retried' | 'handed back' | 'lease expired';
+  /** The error's name, for `failed` and `retried`. */
+  error?: string;
 }
 
 /** A page of `scheduler.admin.find()`; pass `next` as `after` for the following one. */
@@ -215,6 +264,14 @@ export interface JobDetail extends JobSummary {
   /** The batch this job is a step of. */
   parentId: string | null;
   kind: 'job' | 'serial' | 'parallel';
+  /** The attempt of the scheduling transaction that committed the job (1 unless its request was retried); null for rows written before 0.2. */
+  committedAttempt: number | null;
+  /** The scheduling request's W3C trace context, stored when `@opentelemetry/api` was active; null otherwise. */
+  traceparent: string | null;
+  /** Its runs so far (the newest 20), oldest first: who ran each, when, and how it ended. */
+  runLog: JobRunRecord[];
+  /** A batch's steps, in their order (a step that is a batch shows as one). */
+  steps?: JobSummary[];
   /** A done job's value (redacted likewise). */
   result?: unknown;
   /** A failed job's stored error. */

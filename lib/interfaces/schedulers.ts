@@ -158,6 +158,16 @@ export interface SchedulerMetrics {
   runs: Record<string, QueueRuns>;
 }
 
+/** Jobs finished per minute over the last hour (the dashboard's chart): 60 counts each, oldest first. */
+export interface FinishedPerMinute {
+  /** The start (ms since the epoch) of the newest minute, the last of the counts. */
+  minute: number;
+  /** Jobs that committed their result, per minute. */
+  done: number[];
+  /** Jobs that failed for good, per minute. */
+  failed: number[];
+}
+
 /** A persistent context, as `Scheduler.context` returns it. */
 export interface PersistentContextLike {
   readonly length: number;

@@ -34,10 +34,11 @@ import { jobOwner } from './owner.js';
 import { integerIn } from '../support/validate.js';
 import { StoredBatchSpec, StoredJobSpec, checkSteps } from './specs.js';
 import { RunMetrics } from './run-metrics.js';
+import { traceJobRun } from '../support/tracing.js';
 
 const JOB_NAME = /^[A-Za-z0-9_.:-]{1,100}$/;
 /** The longest a result is kept: its expiry, a time in ms, must stay a storable integer. */
-const MAX_TTL_MS = 10 * 365 * 86_400_000;
+export const MAX_TTL_MS = 10 * 365 * 86_400_000;
 
 /** One run of a job, as the scheduler hands it to {@link SchedulerBase.runJob}. */
 export interface JobRun {
@@ -62,6 +63,8 @@ export interface JobRun {
   commitResult?(tx: Transaction, result: string): Promise<void>;
   /** Ends the run from outside when it aborts, even if the job ignores its signal (see RunOptions.signal). */
   end?: AbortSignal;
+  /** The scheduling attempt's W3C trace context, as stored with the job: the run's span links to it. */
+  traceparent?: string;
 }
 
 /** How a run ended, and in which attempt of its transaction. */
@@ -97,12 +100,14 @@ export abstract class SchedulerBase extends EventEmitter<SchedulerEvents> {
   /** @internal */
   protected readonly ttl: number;
   private readonly jobs = new Map<string, JobFunction>();
-  private readonly runMetrics = new RunMetrics();
+  /** Counters of this process's runs. @internal */
+  protected readonly runMetrics: RunMetrics;
 
   constructor(manager: TransactionManager, options: SchedulerOptions = {}) {
     super();
     this.manager = manager;
     this.logger = manager.logger;
+    this.runMetrics = new RunMetrics(manager.clock);
     this.entities = new Entities(options.entities);
     this.ttl = integerIn(options.ttl ?? 3_600_000, 'ttl (ms)', 1, MAX_TTL_MS);
     this.codec = new ValueCodec(
@@ -192,9 +197,14 @@ export abstract class SchedulerBase extends EventEmitter<SchedulerEvents> {
   /**
    * Runs one job in a transaction of its own: its writes commit together with
    * its result, or roll back when it throws (or is cancelled through its signal).
+   * With OpenTelemetry, the run is a span of its own (see support/tracing.ts).
    * @internal
    */
-  protected async runJob(run: JobRun): Promise<JobOutcome> {
+  protected runJob(run: JobRun): Promise<JobOutcome> {
+    return traceJobRun(run, () => this.runJobInTransaction(run));
+  }
+
+  private async runJobInTransaction(run: JobRun): Promise<JobOutcome> {
     const started = this.manager.clock.now();
     const counts = { attempt: run.attempt, run: run.run };
     const { id, name, queue } = run;

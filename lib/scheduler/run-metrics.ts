@@ -4,7 +4,8 @@
  * beside the gauges read from where jobs are kept. In memory and cheap: a
  * metrics endpoint never counts finished rows.
  */
-import type { DurationHistogram, QueueRuns, SchedulerEvents } from '../interfaces.js';
+import type { Clock, DurationHistogram, QueueRuns, SchedulerEvents } from '../interfaces.js';
+import { FinishedHistory, type SourcedHour } from './finished-history.js';
 
 /** Bucket bounds in ms, from a fast claim to a long report. */
 const BOUNDS = [1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10_000, 30_000, 60_000, 300_000];
@@ -38,6 +39,14 @@ interface QueueRecord {
 
 export class RunMetrics {
   private readonly queues = new Map<string, QueueRecord>();
+  private readonly finished = new FinishedHistory();
+
+  constructor(private readonly clock: Clock) {}
+
+  /** This scheduler's jobs finished per minute over the last hour, with the id that tells it apart in the registry. */
+  finishedHour(): SourcedHour {
+    return this.finished.at(this.clock.now());
+  }
 
   private of(queue: string): QueueRecord {
     let record = this.queues.get(queue);
@@ -59,10 +68,12 @@ export class RunMetrics {
       }
       case 'succeeded':
         record.done++;
+        this.finished.count('done', this.clock.now());
         record.runTime.observe((payload as SchedulerEvents['succeeded'][0]).durationMs);
         break;
       case 'failed':
         record.failed++;
+        this.finished.count('failed', this.clock.now());
         break;
       case 'retried':
         record.retried++;

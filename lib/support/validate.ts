@@ -13,3 +13,6 @@ export function integerIn(value: unknown, what: string, min: number, max = INT_M
   }
   return value;
 }
+
+/** A request id as the HTTP adapters take it from a header, and as jobs are looked up by: a sane token of 1-128 characters. */
+export const REQUEST_ID = /^[A-Za-z0-9._:@/+=-]{1,128}$/;

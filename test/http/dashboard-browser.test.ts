@@ -1,11 +1,12 @@
 /**
  * The jobs dashboard as an admin uses it, in headless Chromium (Debian's
  * chromium, driven by playwright-core) against a Koa app on SQLite: the
- * overview counts the jobs the test made through real requests; the failed ones
- * are filtered, one is opened (its error, and the request it came from) and
- * retried until done; a queue paused from the page keeps new jobs pending while
- * other queues run, and runs them when resumed; done jobs are deleted by a
- * filter. A non-admin gets 404 for the page and its script; a redacted field
+ * overview counts the jobs the test made through real requests, run by a
+ * worker in this process and one in a separate worker process; the failed ones
+ * are filtered, one is opened (its error, the request it came from, the attempt
+ * that committed it) and retried until done; a queue paused from the page keeps
+ * new jobs pending in the worker process while other queues run, and they run
+ * there when it is resumed; done jobs are deleted by a filter. A non-admin gets 404 for the page and its script; a redacted field
  * never reaches the page. Screenshots of each view go to test-artifacts/.
  */
 import { after, before, describe, it } from 'node:test';
@@ -19,6 +20,7 @@ import { chromium, type Browser, type Page } from 'playwright-core';
 import { PersistentTransactionalScheduler, TransactionManager, type JobHandle, type Worker } from '../../lib/index.js';
 import { aftercommit, jobsDashboard } from '../../lib/koa/index.js';
 import { recordingLogger, until } from '../support/helpers.js';
+import { startWorker, type WorkerProcess } from '../support/workers.js';
 import { request, serve, type Served } from '../support/http.js';
 
 const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
@@ -28,7 +30,8 @@ describe('the jobs dashboard in a browser', { skip }, () => {
   let dir: string;
   let knex: Knex;
   let scheduler: PersistentTransactionalScheduler;
-  let worker: Worker;
+  let worker: Worker; // in this process: the default queue
+  let reportsWorker: WorkerProcess; // a separate process: the reports and other queues
   let server: Served;
   let browser: Browser;
   let page: Page;
@@ -54,7 +57,18 @@ describe('the jobs dashboard in a browser', { skip }, () => {
       return n;
     });
     await scheduler.migrate();
-    worker = scheduler.worker({ queues: ['default', 'reports'], concurrency: 2, minPollInterval: 20, maxPollInterval: 100 }).start();
+    worker = scheduler.worker({ queues: ['default'], concurrency: 2, minPollInterval: 20, maxPollInterval: 100 }).start();
+    reportsWorker = startWorker(
+      {
+        AC_FIXTURE_CLIENT: 'better-sqlite3',
+        AC_FIXTURE_CONNECTION: join(dir, 'jobs.sqlite'),
+        AC_FIXTURE_PREFIX: 'aftercommit_',
+        AC_FIXTURE_EFFECTS: 'none', // its report job writes no rows
+        AC_FIXTURE_LEASE: '30000',
+        AC_FIXTURE_POLL: JSON.stringify({ minPollInterval: 20, maxPollInterval: 100 }),
+      },
+      ['--queues', 'reports,other', '--concurrency', '2'],
+    );
     const app = new Koa();
     app.use(jobsDashboard({ scheduler, authorize: (ctx) => ctx.cookies.get('role') === 'admin', redact: ['password'] }));
     app.use(
@@ -79,6 +93,8 @@ describe('the jobs dashboard in a browser', { skip }, () => {
   after(async () => {
     await browser?.close();
     await worker?.stop();
+    reportsWorker?.child.kill('SIGTERM');
+    await reportsWorker?.exited;
     await server?.close();
     await knex?.destroy();
     rmSync(dir, { recursive: true, force: true });
@@ -89,10 +105,14 @@ describe('the jobs dashboard in a browser', { skip }, () => {
     for (let n = 0; n < 2; n++) assert.equal((await schedule('flaky', n)).status, 200);
     await until(async () => (await scheduler.admin.find({ state: 'failed' })).jobs.length === 2 && (await scheduler.admin.find({ state: 'done' })).jobs.length === 3, 15_000, 'the first runs');
     await page.goto(`${server.url}/admin/jobs`);
-    const reports = page.locator('#queues tr[data-queue="reports"] td');
-    await until(async () => (await reports.nth(5).textContent()) === '3', 10_000, 'the reports queue’s done count');
     assert.equal(await page.locator('#queues tr[data-queue="default"] td').nth(6).textContent(), '2', 'failed here');
-    assert.match((await rowsOf('#workers').first().textContent()) ?? '', /default, reports/);
+    assert.equal(await page.locator('#queues tr[data-queue="reports"] td').nth(5).textContent(), '0', 'the reports ran in the other process');
+    // Both processes' finished jobs, as their heartbeats (every 5 s) wrote them to the registry.
+    await until(async () => (await page.textContent('#finished-total')) === '3 done, 2 failed', 15_000, 'the last hour’s chart');
+    assert.equal(await page.locator('#finished rect').count() > 0, true, 'bars drawn');
+    const workers = ((await rowsOf('#workers').allTextContents()) ?? []).join('\n');
+    assert.match(workers, new RegExp(`:${reportsWorker.pid}:\\w+reports, other`), 'the worker process, serving reports');
+    assert.match(workers, new RegExp(`:${process.pid}:\\w+default`), 'this process’s worker');
     await shot('overview');
   });
 
@@ -106,9 +126,18 @@ describe('the jobs dashboard in a browser', { skip }, () => {
     assert.match((await page.textContent('#detail-outcome')) ?? '', /^RangeError: flaky \d fails its first run$/);
     assert.match((await page.textContent('#detail-fields dd[data-field=request]')) ?? '', /^POST \/schedule\/flaky\/(\d) \(req-flaky-\1\)$/);
     assert.equal(await page.textContent('#detail-fields dd[data-field=owner]'), 'alice');
+    assert.equal(await page.textContent('#detail-fields dd[data-field="committed by"]'), 'attempt 1');
     await shot('detail');
+    await page.click('#same-request');
+    await until(async () => (await rowsOf('#jobs').count()) === 1, 10_000, 'the jobs of its request');
+    assert.match(await page.inputValue('#filter input[name=requestId]'), /^req-flaky-\d$/);
+    await page.fill('#filter input[name=requestId]', '');
     await page.click('#retry');
     await until(async () => (await page.textContent('#detail-fields dd[data-field=state]')) === 'done', 15_000, 'the retried job done');
+    const runs = await page.locator('#detail-runs tbody tr').allTextContents();
+    assert.equal(runs.length, 2, 'its failed run and the retried one');
+    assert.match(runs[0]!, new RegExp(`^1.*:${process.pid}:.*failed \\(RangeError\\)$`));
+    assert.match(runs[1]!, /done$/);
   });
 
   it('a paused queue keeps new jobs pending while others run, and runs them when resumed', async () => {
@@ -116,14 +145,20 @@ describe('the jobs dashboard in a browser', { skip }, () => {
     await until(async () => (await page.textContent('#queues tr[data-queue="reports"] td')) === 'reports (paused)', 10_000, 'the pause shown');
     await schedule('report', 10, 'reports');
     await schedule('report', 11, 'reports');
-    const marker = await schedule('report', 12, 'default'); // after them: the claim that takes it passes over them
-    await until(async () => (await scheduler.getResult((marker.body as { id: string }).id, { consume: false })).state === 'done', 15_000, 'the other queue’s job');
+    // After them, in the worker process's other queue: the claim that takes it passed over them.
+    const marker = (await schedule('report', 12, 'other')).body as { id: string };
+    await until(async () => (await scheduler.getResult(marker.id, { consume: false })).state === 'done', 15_000, 'the other queue’s job');
+    assert.equal(((await scheduler.admin.get(marker.id))?.result as { pid?: number }).pid, reportsWorker.pid);
     await page.selectOption('#filter select[name=state]', 'pending');
     await page.click('#filter button[type=submit]');
     await until(async () => (await rowsOf('#jobs').count()) === 2, 10_000, 'the paused queue’s jobs pending');
     await shot('paused');
+    assert.equal((await scheduler.admin.find({ queue: 'reports', state: 'pending' })).jobs.length, 2, 'still pending after the worker process’s claim');
     await page.click('#queues tr[data-queue="reports"] button');
     await until(async () => (await scheduler.admin.find({ queue: 'reports', state: 'done' })).jobs.length === 5, 15_000, 'the resumed jobs');
+    for (const job of (await scheduler.admin.find({ queue: 'reports' })).jobs) {
+      assert.equal(((await scheduler.admin.get(job.id))?.result as { pid?: number }).pid, reportsWorker.pid, 'run by the worker process');
+    }
   });
 
   it('deletes done jobs by a filter, and never shows a redacted field', async () => {

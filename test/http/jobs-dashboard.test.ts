@@ -78,6 +78,7 @@ eachDialect('jobs dashboard API', (database) => {
         const job = failedBefore[0];
         const routes: [string, string][] = [
           ['GET', '/overview'],
+          ['GET', '/requests'],
           ['GET', '/jobs?state=failed'],
           ['GET', `/jobs/${job!.id}`],
           ['POST', `/jobs/${job!.id}/retry`],
@@ -111,6 +112,10 @@ eachDialect('jobs dashboard API', (database) => {
         const everything = JSON.stringify([failed.body, (await api('/jobs?limit=500', { headers: ADMIN })).body, detail.body]);
         assert.doesNotMatch(everything, /pw-\d/);
         assert.equal((await api('/jobs?state=lost', { headers: ADMIN })).status, 400);
+        assert.equal((await api('/jobs?requestId=nul%00byte', { headers: ADMIN })).status, 400, 'a request id that is none: 400, never a database error');
+        const requests = await api('/requests', { headers: ADMIN });
+        assert.equal(requests.status, 200);
+        assert.deepEqual(requests.body, { routes: [] }, 'no request of this manager was guarded (request-metrics.test.ts counts some)');
       });
 
       it('refuses an action without the admin header (what another site sends), then retries with it and the job is done', async () => {

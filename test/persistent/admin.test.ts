@@ -108,11 +108,24 @@ eachDialect('scheduler.admin', (database) => {
     const batch = await suite.tm.run(async () => scheduler.serial(scheduler.job('send', { to: 'x@example.com', password: 'pw-x' })));
     assert.equal(await scheduler.admin.removeAll({ state: 'waiting' }), 0, 'a batch is removed whole, by scheduler.remove(id), not by a filter');
     await until(async () => (await scheduler.admin.get(batch))?.state === 'done', 15_000, 'the batch');
+    assert.deepEqual((await scheduler.admin.get(batch))?.steps?.map((step) => [step.name, step.state]), [['send', 'done']], 'a batch shows its steps');
+    assert.equal((await scheduler.admin.get(delayed))?.steps, undefined, 'a job has none');
     await scheduler.remove(batch);
     assert.equal(await scheduler.admin.removeAll({ name: 'send', state: 'done' }), 7, 'not the batch’s finished step');
     // The removed batch's finished step stays until its expiry, as remove(batchId) leaves finished steps.
     assert.equal((await scheduler.admin.find({ name: 'send' })).jobs.length, 1);
     assert.equal((await scheduler.admin.find({ queue: 'reports' })).jobs.length, 6, 'the others stay');
+  });
+
+  it('lists the recurring jobs this process declared, with the last instant fired for and the next', async () => {
+    scheduler.recurring('admin-new-year', { cron: '0 0 1 1 *' }, 'send', { to: 'all@example.com', password: 'pw-all' });
+    await until(async () => (await scheduler.admin.recurring())[0]?.lastInstant !== null, 15_000, 'its first tick');
+    const [status] = await scheduler.admin.recurring();
+    assert.equal(status?.key, 'admin-new-year');
+    assert.equal(status?.job, 'send');
+    assert.equal(status?.cron, '0 0 1 1 *');
+    assert.equal(status?.timezone, 'UTC');
+    assert.equal(status?.nextInstant, Date.UTC(new Date(Date.now()).getUTCFullYear() + 1, 0, 1));
   });
 
   it('refuses a filter or a page it cannot use, saying what to give', async () => {
@@ -121,5 +134,8 @@ eachDialect('scheduler.admin', (database) => {
     await assert.rejects(scheduler.admin.find({}, { limit: 501 }), /limit must be an integer from 1 to 500, got 501/);
     await assert.rejects(scheduler.admin.find({}, { after: "1'; drop table x" }), /after must be the `next` of an earlier page/);
     await assert.rejects(scheduler.admin.removeAll({ queue: 'no spaces' }), /admin.removeAll\(filter\): queue must be a queue name/);
+    for (const requestId of ['nul\u0000byte', 'x'.repeat(129), '', 'a b']) {
+      await assert.rejects(scheduler.admin.find({ requestId }), /requestId must be a request id \(1-128 letters, digits and \._:@\/\+=-\)/);
+    }
   });
 });

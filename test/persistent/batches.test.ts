@@ -7,7 +7,6 @@
  */
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import type { Knex } from 'knex';
 import { PersistentTransactionalScheduler, type JobHandle, type ParentOutcome, type Worker } from '../../lib/index.js';
 import { eachDialect } from '../support/databases.js';
 import { deferred, finished, until } from '../support/helpers.js';

@@ -3,7 +3,7 @@
  * job names, calls outside a transaction, and arguments that cannot be stored
  * faithfully. The request can catch the error and go on; nothing is lost.
  */
-import { before, describe, it } from 'node:test';
+import { before, it } from 'node:test';
 import assert from 'node:assert/strict';
 import type { Knex } from 'knex';
 import {

@@ -5,7 +5,7 @@
  * the claim (a stall, a take-over, a removal) changes nothing; in particular the
  * result commits, with the job's writes, only while the claim is still ours.
  */
-import type { JobProgress, Transaction } from '../../interfaces.js';
+import type { JobProgress, JobRunRecord, Transaction } from '../../interfaces.js';
 import {
   CommitOutcomeUnknownError,
   JobCancelledError,
@@ -23,6 +23,7 @@ import type { JobOutcome } from '../base.js';
 import type { LocalRun } from './local-runs.js';
 import { decideRun, failAfterRequeueError, type EndedRun, type RunDecision, type RunEnd } from './outcome-rule.js';
 import type { JobRow } from './rows.js';
+import { withRuns } from './run-log.js';
 import type { WorkerHost } from './worker-host.js';
 
 type Failure = Extract<JobOutcome, { state: 'failed' }>;
@@ -34,6 +35,11 @@ export class ClaimedJob {
   /** The attempt of the job's transaction whose own COMMIT failed (its outcome may be unknown). */
   private commitFailedIn: number | undefined;
   private readonly local: LocalRun;
+  private claimedAt = 0;
+  /** Whether the job ran here (a job taken over may fail for good before it runs). */
+  private ran = false;
+  /** The run that went before, when its worker died or stalled: logged with this one's end. */
+  private expiredRun: JobRunRecord | undefined;
 
   constructor(
     private readonly host: WorkerHost,
@@ -48,8 +54,10 @@ export class ClaimedJob {
 
   /** Runs the job and records how it ended; never rejects for the job's own failure. */
   async run(claimedAt: number): Promise<void> {
+    this.claimedAt = claimedAt;
     try {
       if (this.row.state === 'running' && !(await this.recover(claimedAt))) return;
+      this.ran = true;
       await this.runOnce();
     } finally {
       this.host.localRuns.end(this.row.id, this.local);
@@ -65,6 +73,8 @@ export class ClaimedJob {
   private async recover(claimedAt: number): Promise<boolean> {
     const { row } = this;
     const expiredMs = claimedAt - (row.lockedUntil ?? claimedAt);
+    const worker = row.lockedBy ?? 'unknown';
+    this.expiredRun = { run: row.runs, worker, claimedAt: row.startedAt ?? claimedAt, endedAt: claimedAt, outcome: 'lease expired' };
     this.host.logger.warn(
       { id: row.id, job: row.name, previousWorker: row.lockedBy, expiredMs, run: row.runs + 1 },
       `worker ${this.worker}: recovered job ${row.name} (${row.id}) from ${row.lockedBy}, whose lease ran out ${expiredMs} ms ago`,
@@ -106,6 +116,7 @@ export class ClaimedJob {
         run: row.runs + 1,
         progress: (progress) => this.progress(progress),
         end,
+        traceparent: this.traceparent(),
         commitResult: (tx, result) => this.commitResult(tx, result),
       });
     } catch (cause) {
@@ -116,11 +127,21 @@ export class ClaimedJob {
     if (outcome.state === 'failed') await this.settle(outcome);
   }
 
+  /** The scheduling attempt's trace context, for the run's span; stored data that does not read back is ignored, never fails the run. */
+  private traceparent(): string | undefined {
+    try {
+      return this.host.decodeTraceparent(this.row.meta);
+    } catch {
+      return undefined;
+    }
+  }
+
   /** Writes the result in the job's transaction: it commits, with the job's writes, only while the claim is ours. */
   private async commitResult(tx: Transaction, result: string): Promise<void> {
     const { manager, store, outcomes } = this.host;
     const at = manager.clock.now();
-    if ((await store.complete(tx.db, this.row.id, this.token, result, at, outcomes.expiryOf(this.row, at))) === 0) throw new LeaseLostError(this.row.id);
+    const ending = { result, now: at, expiresAt: outcomes.expiryOf(this.row, 'done', at), runLog: this.runLog('done', at) };
+    if ((await store.complete(tx.db, this.row.id, this.token, ending)) === 0) throw new LeaseLostError(this.row.id);
     await outcomes.recorded(tx.db, this.row, { state: 'done', result });
     this.completing = true;
     tx.afterCommit((ok) => {
@@ -201,14 +222,14 @@ export class ClaimedJob {
       case 'recover':
         return;
       case 'hand-back':
-        await manager.run((tx) => store.requeue(tx.db, row.id, token, now, { runs: row.runs }), bookkeeping('hand back a job'));
+        await manager.run((tx) => store.requeue(tx.db, row.id, token, now, { runs: row.runs, runLog: this.runLog('handed back', now) }), bookkeeping('hand back a job'));
         return;
       case 'requeue': {
         let requeued: number;
         try {
           const delay = Math.round(retryDelay(decision.backoffStep, JSON.parse(row.backoff) as DelayPolicy, manager.random));
           if (!(delay >= 0 && delay <= INT_MAX)) throw new RangeError(`its stored backoff ${row.backoff} gives a delay of ${delay} ms`);
-          const changes = { failures: decision.failures, error: outcome.error };
+          const changes = { failures: decision.failures, error: outcome.error, runLog: this.runLog('retried', now, outcome.error.name) };
           requeued = await manager.run((tx) => store.requeue(tx.db, row.id, token, now + delay, changes), bookkeeping('requeue a job'));
         } catch (err) {
           if (manager.isUnavailable(err) || manager.isTransient(err)) throw err; // the lease brings it back
@@ -227,13 +248,21 @@ export class ClaimedJob {
       case 'fail': {
         const failed = await manager.run(async (tx) => {
           this.host.localRuns.endAtCommit(tx, row.id, this.local);
-          const changed = await store.fail(tx.db, row.id, token, outcome.error, now, outcomes.expiryOf(row, now), decision.failures);
+          const ending = { error: outcome.error, failures: decision.failures, now, expiresAt: outcomes.expiryOf(row, 'failed', now), runLog: this.runLog('failed', now, outcome.error.name) };
+          const changed = await store.fail(tx.db, row.id, token, ending);
           if (changed) await outcomes.recorded(tx.db, row, { state: 'failed', error: outcome.error });
           return changed;
         }, bookkeeping('record a failed job'));
         if (failed) this.host.reportFailure(row, { ...outcome, attempt: row.failures + 1, run: ended.runs });
       }
     }
+  }
+
+  /** The row's run log with this run's end (and the expired run before it) added. */
+  private runLog(outcome: JobRunRecord['outcome'], now: number, error?: string): string {
+    const thisRun: JobRunRecord = { run: this.row.runs + 1, worker: this.worker, claimedAt: this.claimedAt, endedAt: now, outcome, ...(error === undefined ? {} : { error }) };
+    const runs = [this.expiredRun, this.ran ? thisRun : undefined].filter((run): run is JobRunRecord => run !== undefined);
+    return withRuns(this.row.runLog, ...runs);
   }
 
   /** Reports that the claim is no longer this worker's (found by the heartbeat or by the fencing). */

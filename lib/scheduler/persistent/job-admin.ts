@@ -6,13 +6,16 @@
  * code only: no owner rule applies here (the polling route has its own).
  */
 import type { Knex } from 'knex';
-import type { JobAdminFilter, JobDetail, JobPage, JobState, JobSummary, QueueState, StoredError, TransactionMeta, WorkerInfo } from '../../interfaces.js';
+import type { FinishedPerMinute, RecurringStatus, JobAdminFilter, JobDetail, JobPage, JobState, JobSummary, QueueState, StoredError, TransactionMeta, WorkerInfo } from '../../interfaces.js';
 import type { TransactionManager } from '../../transactions/manager.js';
+import type { JobLineage } from '../codec.js';
 import { QUEUE } from './job-options.js';
+import { REQUEST_ID } from '../../support/validate.js';
 import { num, numOrNull, progressOf } from './rows.js';
 import type { TableNames } from './schema.js';
 import { changeQueue, queueStates } from './queue-control.js';
-import { registeredWorkers } from './worker-registry.js';
+import { finishedPerMinute, registeredWorkers } from './worker-registry.js';
+import { runsOf } from './run-log.js';
 
 /** What the admin needs of its scheduler. @internal */
 export interface AdminHost {
@@ -20,19 +23,25 @@ export interface AdminHost {
   tables: TableNames;
   decodeArguments(text: string): unknown[];
   decodeValue(text: string): unknown;
+  decodeLineage(text: string): JobLineage | undefined;
+  /** The recurring jobs this process declared, with their last and next instants. */
+  recurring(): Promise<RecurringStatus[]>;
   /** Wakes this process's workers: jobs became due. */
   wake(): void;
 }
 
 const STATES: readonly JobState[] = ['waiting', 'pending', 'running', 'done', 'failed'];
-const SUMMARY = ['id', 'name', 'queue', 'state', 'owner', 'meta', 'created_at', 'run_at', 'started_at', 'finished_at', 'runs', 'failures', 'progress_fraction', 'progress_message'];
+const SUMMARY = ['id', 'name', 'queue', 'state', 'owner', 'meta', 'created_at', 'committed_at', 'run_at', 'started_at', 'finished_at', 'runs', 'failures', 'progress_fraction', 'progress_message'];
 const CURSOR = /^(\d{1,16}):([0-9a-z]{1,32})$/; // ids are 32 hex; any short token is a safe bound
 
 function checkFilter(filter: JobAdminFilter, what: string): void {
   if (typeof filter !== 'object' || filter === null) throw new TypeError(`${what}: the filter must be an object, got ${String(filter)}`);
-  const { state, queue, name, owner, since, until } = filter;
+  const { state, queue, name, owner, requestId, since, until } = filter;
   if (state !== undefined && !STATES.includes(state)) throw new TypeError(`${what}: state must be one of ${STATES.join(', ')}, got ${JSON.stringify(state)}`);
   if (queue !== undefined && (typeof queue !== 'string' || !QUEUE.test(queue))) throw new TypeError(`${what}: queue must be a queue name, got ${JSON.stringify(queue)}`);
+  if (requestId !== undefined && (typeof requestId !== 'string' || !REQUEST_ID.test(requestId))) {
+    throw new TypeError(`${what}: requestId must be a request id (1-128 letters, digits and ._:@/+=-), got ${JSON.stringify(requestId)}`);
+  }
   for (const [key, value] of Object.entries({ name, owner })) {
     if (value !== undefined && (typeof value !== 'string' || value.length > 191)) throw new TypeError(`${what}: ${key} must be a string of at most 191 characters`);
   }
@@ -66,11 +75,12 @@ export class JobAdmin {
   private filtered(db: Knex | Knex.Transaction, filter: JobAdminFilter, what: string) {
     checkFilter(filter, what);
     const query = this.jobs(db);
-    const { state, queue, name, owner, since, until } = filter;
+    const { state, queue, name, owner, requestId, since, until } = filter;
     if (state !== undefined) query.where({ state });
     if (queue !== undefined) query.where({ queue });
     if (name !== undefined) query.where({ name });
     if (owner !== undefined) query.where({ owner });
+    if (requestId !== undefined) query.where({ request_id: requestId });
     if (since !== undefined) query.where('created_at', '>=', since);
     if (until !== undefined) query.where('created_at', '<', until);
     return query;
@@ -88,6 +98,7 @@ export class JobAdmin {
       note: typeof meta.note === 'string' ? meta.note : null,
       requestId: typeof requestId === 'string' ? requestId : null,
       createdAt: num(row.created_at),
+      committedAt: numOrNull(row.committed_at),
       runAt: num(row.run_at),
       startedAt: numOrNull(row.started_at),
       finishedAt: numOrNull(row.finished_at),
@@ -128,6 +139,8 @@ export class JobAdmin {
       args = ['[arguments that no longer decode]'];
     }
     const summary = this.summary(row);
+    const steps = row.kind === 'job' || row.kind === undefined ? undefined : await this.stepsOf(summary.id);
+    const lineage = this.host.decodeLineage(String(row.meta));
     return {
       ...summary,
       ...(redact.has('note') && summary.note !== null ? { note: '[redacted]' } : {}),
@@ -139,9 +152,23 @@ export class JobAdmin {
       lockedUntil: numOrNull(row.locked_until),
       parentId: (row.parent_id as string | null) ?? null,
       kind: ((row.kind as JobDetail['kind'] | undefined) ?? 'job'),
+      committedAttempt: lineage?.attempt ?? null,
+      traceparent: lineage?.traceparent ?? null,
+      runLog: runsOf((row.run_log as string | null) ?? null),
+      ...(steps ? { steps } : {}),
       ...(row.state === 'done' && row.result != null ? { result: redacted(this.host.decodeValue(String(row.result)), redact) } : {}),
       ...(row.state === 'failed' && row.error != null ? { error: JSON.parse(String(row.error)) as StoredError } : {}),
     };
+  }
+
+  private async stepsOf(batchId: string): Promise<JobSummary[]> {
+    const rows = (await this.jobs().where({ parent_id: batchId }).orderBy('step_index').select(SUMMARY)) as Record<string, unknown>[];
+    return rows.map((step) => this.summary(step));
+  }
+
+  /** The recurring jobs this process declared (as every process declares them), with the last instant fired for and the next. */
+  recurring(): Promise<RecurringStatus[]> {
+    return this.host.recurring();
   }
 
   /** Runs failed jobs again (from their first try, due now); returns how many. */
@@ -198,6 +225,14 @@ export class JobAdmin {
   /** The queues that were ever paused or resumed, with their state. */
   queueStates(): Promise<QueueState[]> {
     return queueStates(this.host.manager.knex, this.host.tables);
+  }
+
+  /**
+   * Jobs finished (done, failed for good) per minute in the last hour, by the
+   * workers in the registry: each process's counts as of its last heartbeat.
+   */
+  finishedLastHour(): Promise<FinishedPerMinute> {
+    return finishedPerMinute(this.host.manager.knex, this.host.tables, this.host.manager.clock.now());
   }
 
   /** The workers in the registry (every process's), with their last heartbeat. */

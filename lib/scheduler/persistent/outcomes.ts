@@ -14,6 +14,7 @@ import { storedError } from '../stored-error.js';
 import type { StoredCallback } from './job-options.js';
 import type { JobRow, NewJob } from './rows.js';
 import type { JobStore } from './store.js';
+import { expiryOf, type Retention } from './retention.js';
 
 type Db = Knex | Knex.Transaction;
 
@@ -24,6 +25,8 @@ export type RecordedOutcome = { state: 'done'; result: string } | { state: 'fail
 export interface Origin {
   meta: string;
   owner: string | null;
+  /** The scheduling request's id (meta.extension.requestId), for the admin's lookup by request. */
+  requestId: string | null;
 }
 
 /** Makes the row of a new job `name` with stored `args`, as the scheduler resolves `options`. */
@@ -35,13 +38,14 @@ export class Outcomes {
     private readonly codec: ValueCodec,
     private readonly clock: Clock,
     private readonly ttl: number,
+    private readonly retention: Retention,
     private readonly makeRow: RowMaker,
     private readonly logger: Logger,
   ) {}
 
-  /** When a finished job's row expires: a step's, only with its batch. */
-  expiryOf(row: Pick<JobRow, 'parentId'>, now: number): number | null {
-    return row.parentId === null ? now + this.ttl : null;
+  /** When the row of a job that finished in `state` expires: a step's, only with its batch. */
+  expiryOf(row: Pick<JobRow, 'parentId'>, state: 'done' | 'failed', now: number): number | null {
+    return row.parentId === null ? expiryOf(this.retention, state, now, this.ttl) : null;
   }
 
   /** Writes what follows `row`'s outcome, in the transaction `db` that records it. */
@@ -67,7 +71,7 @@ export class Outcomes {
       this.logger.warn({ err, id: row.id, callback: callback.name }, `the value of ${row.id} cannot be passed to its callback ${callback.name}; it gets { id, state } only`);
       args = this.codec.encodeArguments(callback.name, [...own, parent]);
     }
-    await this.store.insert(db, [this.makeRow(callback.name, args, {}, { meta: row.meta, owner: row.owner })]);
+    await this.store.insert(db, [this.makeRow(callback.name, args, {}, { meta: row.meta, owner: row.owner, requestId: row.requestId })]);
   }
 
   /** Counts a step of batch `batchId` as ended, and moves the batch on. */
@@ -128,7 +132,9 @@ export class Outcomes {
       result = this.codec.encodeResult(batch.name, outcomes.map(({ state }) => ({ state })));
       error = storedError(err);
     }
-    const expiresAt = this.expiryOf(batch, now);
+    // A batch's row is `done` even when a step failed (its value holds the steps' outcomes), and a batch is
+    // never retried: it expires, and its steps with it, as a done row does.
+    const expiresAt = this.expiryOf(batch, 'done', now);
     await this.store.finishBatch(db, batch.id, result, error, now, expiresAt);
     if (expiresAt !== null) await this.expireTree(db, batch.id, expiresAt, false); // the steps of a batch expire with it, at every level
     await this.recorded(db, batch, error === null ? { state: 'done', result } : { state: 'failed', error });

@@ -35,13 +35,15 @@ import { QueueQuotas, checkQueueOptions } from './quotas.js';
 import { RecurringJobs } from './recurring.js';
 import type { NewJob } from './rows.js';
 import { Outcomes, type Origin } from './outcomes.js';
+import { checkRetention, type Retention } from './retention.js';
 import { NewRows } from './new-rows.js';
 import { TransactionInserts } from './transaction-inserts.js';
 import { StoredBatchSpec, checkSteps } from '../specs.js';
 import { JobStore } from './store.js';
 import { Worker } from './worker.js';
 import type { WorkerHost } from './worker-host.js';
-import { integerIn } from '../../support/validate.js';
+import { REQUEST_ID, integerIn } from '../../support/validate.js';
+import { traceparentOf } from '../../support/tracing.js';
 
 /** meta.user as stored for the visibility check (a column of 191 characters). */
 function ownerOf(meta: TransactionMeta): string | null {
@@ -57,6 +59,8 @@ export class PersistentTransactionalScheduler extends SchedulerBase implements S
   private readonly newRows: NewRows;
   /** What follows a recorded outcome: callbacks and batches. */
   private readonly outcomes: Outcomes;
+  /** How long finished rows stay. */
+  private readonly retention: Retention;
   /** Jobs running in this process: remove() and, with SQLite, getResult() reach them at once. */
   private readonly localRuns = new LocalRuns();
   /** Jobs scheduled by each open transaction, inserted just before it commits. */
@@ -71,23 +75,27 @@ export class PersistentTransactionalScheduler extends SchedulerBase implements S
 
   constructor(manager: TransactionManager, options: PersistentSchedulerOptions = {}) {
     super(manager, options);
-    this.store = new JobStore(tableNames(options.tablePrefix ?? 'aftercommit_'), manager.dialect);
+    this.store = new JobStore(tableNames(options.tablePrefix ?? 'aftercommit_'), manager.dialect, manager.clock);
     this.admin = new JobAdmin({
       manager,
       tables: this.store.tables,
       decodeArguments: (text) => this.codec.decodeArguments(text),
       decodeValue: (text) => this.codec.decodeValue(text),
+      decodeLineage: (text) => this.codec.decodeLineage(text),
+      recurring: () => this.recurringJobs.status(),
       wake: () => this.wake(),
     });
     this.inserts = new TransactionInserts(this.store, manager.dialect, () => this.wake());
     this.newRows = new NewRows(manager.clock, integerIn(options.lease ?? 30_000, 'lease (ms)', 100));
     const maxRuns = integerIn(options.maxRuns ?? 5, 'maxRuns', 1);
+    this.retention = checkRetention(options.retention);
     const quotas = new QueueQuotas(checkQueueOptions(options.queues), this.store, manager.knex, manager.dialect, this.logger);
     this.outcomes = new Outcomes(
       this.store,
       this.codec,
       manager.clock,
       this.ttl,
+      this.retention,
       (name, args, jobOptions, origin) => this.newRows.job(name, args, jobOptions, origin),
       this.logger,
     );
@@ -99,7 +107,7 @@ export class PersistentTransactionalScheduler extends SchedulerBase implements S
         this.definedJob(name); // define() the job first
         return this.codec.encodeArguments(name, args);
       },
-      row: (name, args, runAt) => this.newRows.job(name, args, { runAt }, { meta: this.codec.encodeMeta(name, {}), owner: null }),
+      row: (name, args, runAt) => this.newRows.job(name, args, { runAt }, { meta: this.codec.encodeMeta(name, {}), owner: null, requestId: null }),
       wake: () => this.wake(),
     });
     this.host = {
@@ -116,6 +124,8 @@ export class PersistentTransactionalScheduler extends SchedulerBase implements S
       recurring: this.recurringJobs,
       job: (name) => this.definedJob(name),
       decodeMeta: (meta) => this.codec.decodeValue(meta) as TransactionMeta,
+      decodeTraceparent: (meta) => this.codec.decodeLineage(meta)?.traceparent,
+      finishedHour: () => this.runMetrics.finishedHour(),
       runJob: (run) => this.runJob(run),
       reportFailure: (run, outcome) => this.reportFailure(run, outcome),
       register: (worker) => {
@@ -223,7 +233,7 @@ export class PersistentTransactionalScheduler extends SchedulerBase implements S
     // Only now, for whoever may see it, the result or error itself.
     const outcome = await this.store.outcome(db, id);
     if (!outcome) return { state: 'unknown' }; // fetched and deleted by another transaction, or expired, meanwhile
-    if (tx && options.consume !== false) tx.afterCommit((ok) => ok && this.consume(id));
+    if (tx && options.consume !== false && this.retention[outcome.state] !== null) tx.afterCommit((ok) => ok && this.consume(id, outcome.state));
     return outcome.state === 'done'
       ? { state: 'done', value: this.codec.decodeValue(outcome.result!) }
       : { state: 'failed', error: JSON.parse(outcome.error!) as StoredError };
@@ -284,7 +294,13 @@ export class PersistentTransactionalScheduler extends SchedulerBase implements S
 
   /** Who schedules in `tx`: its metadata and owner, as stored with the job. */
   private originOf(tx: Transaction, name: string): Origin {
-    return { meta: this.codec.encodeMeta(name, tx.meta), owner: ownerOf(tx.meta) };
+    const requestId = tx.meta.extension?.requestId;
+    return {
+      meta: this.codec.encodeMeta(name, tx.meta, { attempt: tx.attempt, traceparent: traceparentOf(tx) }),
+      owner: ownerOf(tx.meta),
+      // Ids the HTTP adapters take or make fit; an app's own other one is still in meta, only not looked up by.
+      requestId: typeof requestId === 'string' && REQUEST_ID.test(requestId) ? requestId : null,
+    };
   }
 
   /** Schedules a batch: a row for it (waiting until its steps end) and one per step, due in turn. */
@@ -302,10 +318,10 @@ export class PersistentTransactionalScheduler extends SchedulerBase implements S
   }
 
   /** Deletes a fetched result after the fetching transaction committed, retrying a few times; else it expires. */
-  private async consume(id: string): Promise<void> {
+  private async consume(id: string, state: 'done' | 'failed'): Promise<void> {
     for (let attempt = 1; ; attempt++) {
       try {
-        await this.store.consume(this.manager.knex, id);
+        await this.store.consume(this.manager.knex, id, state, this.retention);
         return;
       } catch (err) {
         if (attempt === 3) {

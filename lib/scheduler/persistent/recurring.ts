@@ -8,7 +8,7 @@
  * processes and hosts. See docs/recurring.md.
  */
 import { Cron } from 'croner';
-import type { Logger, RecurringOptions, Transaction } from '../../interfaces.js';
+import type { Logger, RecurringOptions, RecurringStatus, Transaction } from '../../interfaces.js';
 import type { TransactionManager } from '../../transactions/manager.js';
 import { INT_MAX, integerIn } from '../../support/validate.js';
 import type { NewJob } from './rows.js';
@@ -174,6 +174,18 @@ export class RecurringJobs implements RecurringTicker {
     }
     this.declared.set(key, declaration);
     this.deps.wake(); // workers already running tick it at once
+  }
+
+  /** This process's declarations, each with the last instant fired for (by any process) and the next one. */
+  async status(): Promise<RecurringStatus[]> {
+    const { manager, store } = this.deps;
+    const keys = [...this.declared.keys()];
+    const rows = keys.length === 0 ? [] : ((await manager.knex(store.tables.recurring).whereIn('key', keys).select('key', 'last_instant')) as { key: string; last_instant: number | string }[]);
+    const last = new Map(rows.map((row) => [row.key, Number(row.last_instant)]));
+    return [...this.declared.values()].map((d) => {
+      const lastInstant = last.get(d.key) ?? null;
+      return { key: d.key, job: d.name, cron: d.schedule.pattern, timezone: d.schedule.timezone, lastInstant, nextInstant: d.schedule.next(Math.max(lastInstant ?? 0, manager.clock.now())) };
+    });
   }
 
   untilDue(): number {

@@ -15,6 +15,11 @@ export interface JobRow {
   args: string;
   meta: string;
   owner: string | null;
+  requestId: string | null;
+  /** Its runs so far, as JSON (run-log.ts). */
+  runLog: string | null;
+  /** The last claim's time. */
+  startedAt: number | null;
   runs: number;
   failures: number;
   maxAttempts: number;
@@ -54,6 +59,7 @@ export interface NewJob {
   args: string;
   meta: string;
   owner: string | null;
+  requestId: string | null;
   maxAttempts: number;
   backoff: string;
   timeoutMs: number | null;
@@ -135,6 +141,9 @@ export function fromRow(r: Record<string, unknown>): JobRow {
     args: r.args as string,
     meta: r.meta as string,
     owner: (r.owner as string | null) ?? null,
+    requestId: (r.request_id as string | null) ?? null,
+    runLog: (r.run_log as string | null) ?? null,
+    startedAt: numOrNull(r.started_at),
     runs: num(r.runs),
     failures: num(r.failures),
     maxAttempts: num(r.max_attempts),

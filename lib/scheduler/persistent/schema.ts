@@ -14,7 +14,7 @@ export interface TableNames {
   recurring: string;
   /** Queues an operator paused: workers claim none of their jobs. */
   queues: string;
-  /** The workers running now, with their heartbeats. */
+  /** The workers running now, with their heartbeats and finished jobs of the last hour. */
   workers: string;
 }
 
@@ -189,9 +189,35 @@ const steps: Step[] = [
       await db(schema).where({ version: 4 }).delete();
     },
   },
+  {
+    // The admin's lookup by request id, each job's runs, and each worker's finished jobs per minute (the overview's chart).
+    version: 5,
+    async up(db, { jobs, workers }) {
+      // Each column and the index checked on its own: MySQL commits each ALTER, so a step cut short is
+      // taken up where it stopped. The request id and committed_at are written once, at the insert, like
+      // created_at, and run_log with the statement that ends a run: no statement of their own.
+      await addColumn(db, jobs, 'request_id', (t) => t.string('request_id', 128).nullable());
+      await addColumn(db, jobs, 'committed_at', (t) => t.bigInteger('committed_at').nullable());
+      await addColumn(db, jobs, 'run_log', (t) => t.text('run_log').nullable()); // JSON, see run-log.ts
+      if (!(await dialectOf(db).hasIndex(db, jobs, `${jobs}_request`))) await db.schema.alterTable(jobs, (t) => t.index(['request_id'], `${jobs}_request`));
+      await addColumn(db, workers, 'finished', (t) => t.text('finished').nullable()); // JSON, see finished-history.ts
+    },
+    async down(db, { jobs, workers, schema }) {
+      if (await dialectOf(db).hasIndex(db, jobs, `${jobs}_request`)) await db.schema.alterTable(jobs, (t) => t.dropIndex(['request_id'], `${jobs}_request`));
+      for (const [table, column] of [[workers, 'finished'], [jobs, 'request_id'], [jobs, 'committed_at'], [jobs, 'run_log']] as const) {
+        if (await db.schema.hasColumn(table, column)) await db.schema.alterTable(table, (t) => t.dropColumn(column));
+      }
+      await db(schema).where({ version: 5 }).delete();
+    },
+  },
 ];
 
 const SCHEMA_VERSION = steps[steps.length - 1]!.version;
+
+/** Adds `column` to `table` unless it is there already (a step cut short on MySQL). */
+async function addColumn(db: Knex | Knex.Transaction, table: string, column: string, define: (t: Knex.AlterTableBuilder) => void): Promise<void> {
+  if (!(await db.schema.hasColumn(table, column))) await db.schema.alterTable(table, define);
+}
 
 /** Applies the steps `db` has not recorded yet (up to `upTo`); returns their versions. */
 async function applyPending(db: Knex | Knex.Transaction, tables: TableNames, upTo = SCHEMA_VERSION): Promise<number[]> {

@@ -7,8 +7,9 @@
  */
 import type { Knex } from 'knex';
 import type { Dialect } from '../../dialects/index.js';
-import type { JobProgress, JobState, StoredError } from '../../interfaces.js';
+import type { Clock, JobProgress, JobState, StoredError } from '../../interfaces.js';
 import { fromRow, numOrNull, progressOf, statementsOf, type JobRow, type JobStatus, type NewJob } from './rows.js';
+import type { Retention } from './retention.js';
 import type { TableNames } from './schema.js';
 
 type Db = Knex | Knex.Transaction;
@@ -16,10 +17,20 @@ type Db = Knex | Knex.Transaction;
 /** Who asks about a job: trusted code that sees every job (undefined), an anonymous caller who sees jobs without an owner (null), or a user who also sees their own. */
 export type Viewer = string | null | undefined;
 
+/** What ends a job's run for good, beside its result or error. */
+interface RunEnding {
+  now: number;
+  /** When the finished row expires; null: kept until acted on. */
+  expiresAt: number | null;
+  /** Its runs, this one added (run-log.ts). */
+  runLog: string;
+}
+
 export class JobStore {
   constructor(
     readonly tables: TableNames,
     private readonly dialect: Dialect,
+    private readonly clock: Clock,
   ) {}
 
   /** The jobs table, for the statements of this store and of the counts (job-counts.ts). */
@@ -29,6 +40,7 @@ export class JobStore {
 
   /** Writes new jobs (in the scheduling transaction), in as few INSERTs as the database's limits allow. */
   async insert(db: Db, jobs: readonly NewJob[]): Promise<void> {
+    const committedAt = this.clock.now(); // the scheduling transaction writes its rows just before its COMMIT (a dedupe-keyed one at once)
     const rows = jobs.map((j) => ({
       id: j.id,
       name: j.name,
@@ -39,6 +51,7 @@ export class JobStore {
       args: j.args,
       meta: j.meta,
       owner: j.owner,
+      request_id: j.requestId,
       runs: 0,
       failures: 0,
       max_attempts: j.maxAttempts,
@@ -48,6 +61,7 @@ export class JobStore {
       dedupe_key: j.dedupeKey,
       anonymous_dedupe_key: j.owner === null ? j.dedupeKey : null,
       created_at: j.createdAt,
+      committed_at: committedAt,
       seq: j.seq,
       kind: j.kind ?? 'job',
       parent_id: j.parentId ?? null,
@@ -164,14 +178,15 @@ export class JobStore {
   }
 
   /** Records the result, in the job's own transaction; 0 when the lease is lost (the job must roll back). */
-  complete(db: Db, id: string, token: string, result: string, now: number, expiresAt: number | null): Promise<number> {
+  complete(db: Db, id: string, token: string, end: RunEnding & { result: string }): Promise<number> {
     return this.jobs(db)
       .where({ id, lease: token, state: 'running' })
       .update({
         state: 'done',
-        result,
-        finished_at: now,
-        expires_at: expiresAt,
+        result: end.result,
+        finished_at: end.now,
+        expires_at: end.expiresAt,
+        run_log: end.runLog,
         progress_fraction: 1,
         lease: null,
         locked_by: null,
@@ -180,15 +195,16 @@ export class JobStore {
   }
 
   /** Records a failure for good; fenced like complete. */
-  fail(db: Db, id: string, token: string, error: StoredError, now: number, expiresAt: number | null, failures: number): Promise<number> {
+  fail(db: Db, id: string, token: string, end: RunEnding & { error: StoredError; failures: number }): Promise<number> {
     return this.jobs(db)
       .where({ id, lease: token, state: 'running' })
       .update({
         state: 'failed',
-        error: JSON.stringify(error),
-        failures,
-        finished_at: now,
-        expires_at: expiresAt,
+        error: JSON.stringify(end.error),
+        failures: end.failures,
+        finished_at: end.now,
+        expires_at: end.expiresAt,
+        run_log: end.runLog,
         lease: null,
         locked_by: null,
         locked_until: null,
@@ -196,12 +212,13 @@ export class JobStore {
   }
 
   /** Puts a job back in the queue to run at `runAt` (a retry after a failure, or a job handed back at shutdown). */
-  requeue(db: Db, id: string, token: string, runAt: number, changes: { failures?: number; runs?: number; error?: StoredError }): Promise<number> {
+  requeue(db: Db, id: string, token: string, runAt: number, changes: { failures?: number; runs?: number; error?: StoredError; runLog: string }): Promise<number> {
     return this.jobs(db)
       .where({ id, lease: token, state: 'running' })
       .update({
         state: 'pending',
         run_at: runAt,
+        run_log: changes.runLog,
         lease: null,
         locked_by: null,
         locked_until: null,
@@ -286,10 +303,16 @@ export class JobStore {
     return ids.length === 0 ? Promise.resolve(0) : this.jobs(db).whereIn('id', ids).delete();
   }
 
-  /** Deletes a finished result (after the transaction that fetched it committed). */
-  consume(db: Db, id: string): Promise<number> {
+  /**
+   * Deletes a fetched result (after the transaction that fetched it committed),
+   * or, when its state has a retention, makes the row expire when that ends.
+   */
+  async consume(db: Db, id: string, state: 'done' | 'failed', retention: Retention): Promise<void> {
     // A step's outcome belongs to its batch's value: it goes when the batch's rows expire.
-    return this.jobs(db).where({ id }).whereNull('parent_id').whereIn('state', ['done', 'failed']).delete();
+    const fetched = () => this.jobs(db).where({ id, state }).whereNull('parent_id');
+    const keep = retention[state];
+    if (keep === 0) await fetched().delete();
+    else if (keep !== null) await fetched().update({ expires_at: db.raw('?? + ?', ['finished_at', keep]) });
   }
 
   /** Deletes up to `limit` finished rows past their expiry; returns how many. */

@@ -2,6 +2,7 @@
 import type { JobFunction, Logger, SchedulerEvents, StoredError, TransactionMeta } from '../../interfaces.js';
 import type { TransactionManager } from '../../transactions/manager.js';
 import type { JobOutcome, JobRun } from '../base.js';
+import type { SourcedHour } from '../finished-history.js';
 import type { LocalRuns } from './local-runs.js';
 import type { Outcomes } from './outcomes.js';
 import type { RecurringTicker } from './recurring.js';
@@ -26,6 +27,10 @@ export interface WorkerHost {
   recurring: RecurringTicker;
   job(name: string): JobFunction;
   decodeMeta(meta: string): TransactionMeta;
+  /** The scheduling attempt's W3C trace context stored beside the meta, if any (checked). */
+  decodeTraceparent(meta: string): string | undefined;
+  /** This process's jobs finished per minute in the last hour, for the registry. */
+  finishedHour(): SourcedHour;
   runJob(run: JobRun): Promise<JobOutcome>;
   reportFailure(job: { id: string; name: string; queue: string }, failure: { error: StoredError; cause: unknown; attempt: number; run: number }): void;
   register(worker: { wake(): void }): () => void;

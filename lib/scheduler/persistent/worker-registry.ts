@@ -6,7 +6,8 @@
  * later removes it.
  */
 import type { Knex } from 'knex';
-import type { WorkerInfo } from '../../interfaces.js';
+import type { FinishedPerMinute, WorkerInfo } from '../../interfaces.js';
+import { sumHours } from '../finished-history.js';
 import type { TableNames } from './schema.js';
 
 type Db = Knex | Knex.Transaction;
@@ -20,6 +21,8 @@ export interface RegisteredWorker {
   pid: number;
   queues: readonly string[];
   concurrency: number;
+  /** Its process's jobs finished per minute in the last hour, as JSON (finished-history.ts). */
+  finished: string;
 }
 
 /** How long (ms) the row of a worker that died stays listed. */
@@ -33,7 +36,7 @@ export async function register(db: Db, tables: TableNames, worker: RegisteredWor
 
 /** Renews the heartbeat; a row that is gone (deleted, or never written because the database was away) is written again. */
 export async function heartbeat(db: Db, tables: TableNames, worker: RegisteredWorker, now: number): Promise<void> {
-  const renewed = await db(tables.workers).where({ id: worker.id }).update({ heartbeat_at: now });
+  const renewed = await db(tables.workers).where({ id: worker.id }).update({ heartbeat_at: now, finished: worker.finished });
   if (renewed === 0) await register(db, tables, worker, now);
 }
 
@@ -57,4 +60,31 @@ export async function registeredWorkers(db: Db, tables: TableNames, now: number)
       alive: now - heartbeatAt <= 3 * HEARTBEAT_MS,
     };
   });
+}
+
+/**
+ * Jobs finished per minute in the last hour, summed over the schedulers in the
+ * registry: all workers of a scheduler write its counts, and the latest of them
+ * counts once. A scheduler whose workers stopped took its counts with it; one
+ * whose process died counts until its row is removed.
+ */
+export async function finishedPerMinute(db: Db, tables: TableNames, now: number): Promise<FinishedPerMinute> {
+  const rows = (await db(tables.workers).select('heartbeat_at', 'finished')) as Record<string, unknown>[];
+  const latest = new Map<string, { at: number; hour: unknown }>();
+  for (const row of rows) {
+    const hour = parsed(row.finished);
+    const source = (hour as { source?: unknown } | undefined)?.source;
+    if (typeof source !== 'string') continue;
+    const at = Number(row.heartbeat_at);
+    if (at >= (latest.get(source)?.at ?? -Infinity)) latest.set(source, { at, hour });
+  }
+  return sumHours([...latest.values()].map(({ hour }) => hour), now);
+}
+
+function parsed(text: unknown): unknown {
+  try {
+    return typeof text === 'string' ? JSON.parse(text) : undefined;
+  } catch {
+    return undefined;
+  }
 }

@@ -10,6 +10,7 @@ import { hostname } from 'node:os';
 import { randomBytes } from 'node:crypto';
 import type { WorkerOptions, WorkerStopOptions } from '../../interfaces.js';
 import { within } from '../../support/deadline.js';
+import { traceClaim } from '../../support/tracing.js';
 import { integerIn } from '../../support/validate.js';
 import { ClaimedJob } from './claimed-job.js';
 import type { JobRow } from './rows.js';
@@ -152,7 +153,8 @@ export class Worker {
   }
 
   private registered(): RegisteredWorker {
-    return { id: this.id, host: hostname().slice(0, 100), pid: process.pid, queues: this.queues, concurrency: this.concurrency };
+    const finished = JSON.stringify(this.host.finishedHour());
+    return { id: this.id, host: hostname().slice(0, 100), pid: process.pid, queues: this.queues, concurrency: this.concurrency, finished };
   }
 
   /** Renews this worker's heartbeat in the registry, every HEARTBEAT_MS. */
@@ -195,30 +197,32 @@ export class Worker {
     const checkLeases = now >= this.nextLeaseCheck;
     // Limited queues are claimed in turns across all processes (their lock held until this transaction ended); others as they are.
     const turn = quotas.turn(this.queues);
-    const rows = await turn.around(() =>
-      manager.run(
-        async (tx) => {
-          await turn.lock(tx.db); // first, before any row lock
-          const claimed: JobRow[] = [];
-          if (checkLeases) {
-            // Not our own: a job running here has a live worker even if its heartbeat is late.
-            const expired = await store.expiredLeases(tx.db, now, limit);
-            claimed.push(...expired.filter((row) => !this.host.localRuns.has(row.id)));
-          }
-          const paused = await pausedAmong(tx.db, store.tables, this.queues); // read by every claim: a pause holds from the next one
-          for (const queue of this.queues) {
-            if (claimed.length >= limit) break;
-            if (!paused.has(queue)) claimed.push(...(await quotas.due(tx.db, queue, now, limit - claimed.length)));
-          }
-          if (claimed.length > 0) await store.claim(tx.db, claimed, { token, worker: this.id, now });
-          return claimed;
-        },
-        // The worker's own bookkeeping (claims here, and what ClaimedJob records) touches job rows only, never the app's: it takes
-        // no part in escalation, so a crowd of retried requests does not hold up claims.
-        // READ COMMITTED: under MySQL's REPEATABLE READ, the claim's locking reads also take
-        // gap locks (even on delete-marked index entries of finished jobs), so concurrent
-        // claimers block and deadlock each other when they insert into those gaps.
-        { name: `claim jobs (worker ${this.id})`, isolationLevel: 'read committed', escalate: false },
+    const rows = await traceClaim(this.id, this.queues, () =>
+      turn.around(() =>
+        manager.run(
+          async (tx) => {
+            await turn.lock(tx.db); // first, before any row lock
+            const claimed: JobRow[] = [];
+            if (checkLeases) {
+              // Not our own: a job running here has a live worker even if its heartbeat is late.
+              const expired = await store.expiredLeases(tx.db, now, limit);
+              claimed.push(...expired.filter((row) => !this.host.localRuns.has(row.id)));
+            }
+            const paused = await pausedAmong(tx.db, store.tables, this.queues); // read by every claim: a pause holds from the next one
+            for (const queue of this.queues) {
+              if (claimed.length >= limit) break;
+              if (!paused.has(queue)) claimed.push(...(await quotas.due(tx.db, queue, now, limit - claimed.length)));
+            }
+            if (claimed.length > 0) await store.claim(tx.db, claimed, { token, worker: this.id, now });
+            return claimed;
+          },
+          // The worker's own bookkeeping (claims here, and what ClaimedJob records) touches job rows only, never the app's: it takes
+          // no part in escalation, so a crowd of retried requests does not hold up claims.
+          // READ COMMITTED: under MySQL's REPEATABLE READ, the claim's locking reads also take
+          // gap locks (even on delete-marked index entries of finished jobs), so concurrent
+          // claimers block and deadlock each other when they insert into those gaps.
+          { name: `claim jobs (worker ${this.id})`, isolationLevel: 'read committed', escalate: false },
+        ),
       ),
     );
     if (checkLeases) this.nextLeaseCheck = now + this.maxPoll;
