@@ -20,7 +20,8 @@
 import type { JobAdminFilter, Logger } from '../interfaces.js';
 import type { PersistentTransactionalScheduler } from '../scheduler/persistent/persistent-scheduler.js';
 import type { DashboardAction, DashboardOptions } from './interfaces.js';
-import { PAGE_CSS, PAGE_JS, PAGE_POLICY, pageHtml } from './dashboard-page.js';
+import { PAGE_CSS, PAGE_POLICY, pageHtml } from './dashboard-page.js';
+import { PAGE_JS } from './dashboard-script.js';
 import { requestFiguresOf } from './request-metrics.js';
 
 /** The header an action must carry: a cross-site form cannot send it, a cross-site script cannot without CORS. */

@@ -204,7 +204,7 @@ export interface JobSummary {
   requestId: string | null;
   /** When `schedule()` was called (ms since the epoch). */
   createdAt: number;
-  /** When the scheduling transaction wrote the row, just before its COMMIT; null for rows written before 0.2. */
+  /** When the transaction that committed the row wrote it: just before its COMMIT (at `schedule()` for a job with a `dedupeKey`; a callback's, in its parent's run); null for rows written before 0.2. */
   committedAt: number | null;
   runAt: number;
   /** The last claim's time, null before the first. */
@@ -264,7 +264,7 @@ export interface JobDetail extends JobSummary {
   /** The batch this job is a step of. */
   parentId: string | null;
   kind: 'job' | 'serial' | 'parallel';
-  /** The attempt of the scheduling transaction that committed the job (1 unless its request was retried); null for rows written before 0.2. */
+  /** The attempt of the scheduling transaction that committed the job (1 unless its request was retried; steps and callbacks carry their origin's); null for recurring runs and rows written before 0.2. */
   committedAttempt: number | null;
   /** The scheduling request's W3C trace context, stored when `@opentelemetry/api` was active; null otherwise. */
   traceparent: string | null;

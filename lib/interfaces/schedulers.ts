@@ -17,7 +17,8 @@ import type { TransactionMeta } from './transactions.js';
  *   arguments, and runs in a transaction of its own.
  * - **result**: what a finished job left: its return value (`done`) or its error
  *   (`failed`); fetched with `getResult(id)` and deleted when the fetching
- *   transaction commits, or after `ttl` when nobody fetches it.
+ *   transaction commits, or after `ttl` when nobody fetches it (the persistent
+ *   scheduler keeps failed ones until acted on, and more by its `retention`).
  * - **entity context**: table and primary key of rows handed to a job, re-loaded in
  *   the job's own transaction.
  */
@@ -260,7 +261,7 @@ export type EntityKeyType = 'integer' | 'string';
 export interface SchedulerOptions {
   /** How many jobs run at once in this process; more wait in a queue. Default 4. */
   concurrency?: number;
-  /** How long (ms) a finished result is kept when nobody fetches it. Default 3,600,000 (one hour). */
+  /** How long (ms) a finished result is kept when nobody fetches it (the persistent scheduler's `retention` keeps rows longer). Default 3,600,000 (one hour). */
   ttl?: number;
   /**
    * The tables jobs may load entities from, each with its primary key column(s)

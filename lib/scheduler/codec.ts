@@ -10,7 +10,7 @@
 import type { ArgumentCodec, TransactionMeta } from '../interfaces.js';
 import { UnstorableValueError } from '../errors.js';
 import { dateCodec, refCodec } from './value-codecs.js';
-import { isTraceparent } from '../support/tracing.js';
+import type { JobLineage } from './lineage.js';
 
 /** Marks a tagged value: `{ "$ac": codec name, "v": encoded }`. */
 const TAG = '$ac';
@@ -75,18 +75,6 @@ interface Subject {
   /** Where the limit comes from, e.g. `maxArgumentBytes`. */
   limitName: string;
   advice: string;
-}
-
-/**
- * Where a job came from, stored beside its metadata: the attempt of the
- * scheduling transaction that committed it (a job scheduled by an attempt that
- * rolled back was never stored), and the scheduling request's trace context.
- */
-export interface JobLineage {
-  /** The scheduling transaction's attempt that committed: 1 unless the request was retried. */
-  attempt: number;
-  /** The W3C `traceparent` current when the job was scheduled (with OpenTelemetry present). */
-  traceparent?: string;
 }
 
 export interface ValueCodecOptions {
@@ -164,14 +152,6 @@ export class ValueCodec {
   /** Decodes what encodeResult or encodeMeta stored. */
   decodeValue(text: string): unknown {
     return this.decodeStored(text)[0];
-  }
-
-  /** The lineage encodeMeta stored beside the metadata; undefined for rows written without one. */
-  decodeLineage(text: string): JobLineage | undefined {
-    const lineage = this.decodeStored(text)[1] as Partial<JobLineage> | undefined;
-    if (typeof lineage?.attempt !== 'number') return undefined;
-    // Stored data is not trusted: what is not a traceparent is dropped.
-    return isTraceparent(lineage.traceparent) ? (lineage as JobLineage) : { attempt: lineage.attempt };
   }
 
   private encode(values: readonly unknown[], subject: Subject): string {

@@ -103,7 +103,7 @@ describe('the jobs dashboard in a browser', { skip }, () => {
   it('the overview counts the jobs the requests made', async () => {
     for (let n = 0; n < 3; n++) assert.equal((await schedule('report', n, 'reports')).status, 200);
     for (let n = 0; n < 2; n++) assert.equal((await schedule('flaky', n)).status, 200);
-    await until(async () => (await scheduler.admin.find({ state: 'failed' })).jobs.length === 2 && (await scheduler.admin.find({ state: 'done' })).jobs.length === 3, 15_000, 'the first runs');
+    await until(async () => (await scheduler.admin.find({ state: 'failed' })).jobs.length === 2 && (await scheduler.admin.find({ state: 'done' })).jobs.length === 3, 40_000, 'the first runs (the worker process starts through tsx)');
     await page.goto(`${server.url}/admin/jobs`);
     assert.equal(await page.locator('#queues tr[data-queue="default"] td').nth(6).textContent(), '2', 'failed here');
     assert.equal(await page.locator('#queues tr[data-queue="reports"] td').nth(5).textContent(), '0', 'the reports ran in the other process');

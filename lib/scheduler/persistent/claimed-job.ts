@@ -19,6 +19,7 @@ import {
 import { retryDelay, type DelayPolicy } from '../../transactions/backoff.js';
 import { INT_MAX } from '../../support/validate.js';
 import { storedError } from '../stored-error.js';
+import { lineageOf } from '../lineage.js';
 import type { JobOutcome } from '../base.js';
 import type { LocalRun } from './local-runs.js';
 import { decideRun, failAfterRequeueError, type EndedRun, type RunDecision, type RunEnd } from './outcome-rule.js';
@@ -116,7 +117,7 @@ export class ClaimedJob {
         run: row.runs + 1,
         progress: (progress) => this.progress(progress),
         end,
-        traceparent: this.traceparent(),
+        traceparent: lineageOf(row.meta)?.traceparent, // the scheduling attempt's, for the run's span
         commitResult: (tx, result) => this.commitResult(tx, result),
       });
     } catch (cause) {
@@ -125,15 +126,6 @@ export class ClaimedJob {
       stopBeating.abort();
     }
     if (outcome.state === 'failed') await this.settle(outcome);
-  }
-
-  /** The scheduling attempt's trace context, for the run's span; stored data that does not read back is ignored, never fails the run. */
-  private traceparent(): string | undefined {
-    try {
-      return this.host.decodeTraceparent(this.row.meta);
-    } catch {
-      return undefined;
-    }
   }
 
   /** Writes the result in the job's transaction: it commits, with the job's writes, only while the claim is ours. */

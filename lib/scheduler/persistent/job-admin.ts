@@ -8,7 +8,7 @@
 import type { Knex } from 'knex';
 import type { FinishedPerMinute, RecurringStatus, JobAdminFilter, JobDetail, JobPage, JobState, JobSummary, QueueState, StoredError, TransactionMeta, WorkerInfo } from '../../interfaces.js';
 import type { TransactionManager } from '../../transactions/manager.js';
-import type { JobLineage } from '../codec.js';
+import { lineageOf } from '../lineage.js';
 import { QUEUE } from './job-options.js';
 import { REQUEST_ID } from '../../support/validate.js';
 import { num, numOrNull, progressOf } from './rows.js';
@@ -23,7 +23,6 @@ export interface AdminHost {
   tables: TableNames;
   decodeArguments(text: string): unknown[];
   decodeValue(text: string): unknown;
-  decodeLineage(text: string): JobLineage | undefined;
   /** The recurring jobs this process declared, with their last and next instants. */
   recurring(): Promise<RecurringStatus[]>;
   /** Wakes this process's workers: jobs became due. */
@@ -140,7 +139,7 @@ export class JobAdmin {
     }
     const summary = this.summary(row);
     const steps = row.kind === 'job' || row.kind === undefined ? undefined : await this.stepsOf(summary.id);
-    const lineage = this.host.decodeLineage(String(row.meta));
+    const lineage = lineageOf(String(row.meta));
     return {
       ...summary,
       ...(redact.has('note') && summary.note !== null ? { note: '[redacted]' } : {}),

@@ -7,7 +7,7 @@ import type { Clock, JobOptions } from '../../interfaces.js';
 import { newScheduleId } from '../ids.js';
 import { StoredBatchSpec } from '../specs.js';
 import { resolveJobOptions } from './job-options.js';
-import type { Origin } from './outcomes.js';
+import type { Origin } from './origin.js';
 import type { NewJob } from './rows.js';
 
 export class NewRows {

@@ -14,6 +14,7 @@ import { storedError } from '../stored-error.js';
 import type { StoredCallback } from './job-options.js';
 import type { JobRow, NewJob } from './rows.js';
 import type { JobStore } from './store.js';
+import type { Origin } from './origin.js';
 import { expiryOf, type Retention } from './retention.js';
 
 type Db = Knex | Knex.Transaction;
@@ -21,13 +22,6 @@ type Db = Knex | Knex.Transaction;
 /** A recorded outcome: the stored result, or the stored error. */
 export type RecordedOutcome = { state: 'done'; result: string } | { state: 'failed'; error: StoredError };
 
-/** Who scheduled a job: its stored metadata and owner, which its steps and callbacks inherit. */
-export interface Origin {
-  meta: string;
-  owner: string | null;
-  /** The scheduling request's id (meta.extension.requestId), for the admin's lookup by request. */
-  requestId: string | null;
-}
 
 /** Makes the row of a new job `name` with stored `args`, as the scheduler resolves `options`. */
 export type RowMaker = (name: string, args: string, options: JobOptions, origin: Origin) => NewJob;

@@ -34,7 +34,8 @@ import { LocalRuns } from './local-runs.js';
 import { QueueQuotas, checkQueueOptions } from './quotas.js';
 import { RecurringJobs } from './recurring.js';
 import type { NewJob } from './rows.js';
-import { Outcomes, type Origin } from './outcomes.js';
+import { Outcomes } from './outcomes.js';
+import { originOf } from './origin.js';
 import { checkRetention, type Retention } from './retention.js';
 import { NewRows } from './new-rows.js';
 import { TransactionInserts } from './transaction-inserts.js';
@@ -42,16 +43,7 @@ import { StoredBatchSpec, checkSteps } from '../specs.js';
 import { JobStore } from './store.js';
 import { Worker } from './worker.js';
 import type { WorkerHost } from './worker-host.js';
-import { REQUEST_ID, integerIn } from '../../support/validate.js';
-import { traceparentOf } from '../../support/tracing.js';
-
-/** meta.user as stored for the visibility check (a column of 191 characters). */
-function ownerOf(meta: TransactionMeta): string | null {
-  if (meta.user === undefined || meta.user === null) return null;
-  const owner = String(meta.user);
-  if (owner.length > 191) throw new TypeError(`cannot schedule: tx.meta.user is ${owner.length} characters long, more than the 191 the jobs table keeps`);
-  return owner;
-}
+import { integerIn } from '../../support/validate.js';
 
 export class PersistentTransactionalScheduler extends SchedulerBase implements Scheduler {
   private readonly store: JobStore;
@@ -81,7 +73,6 @@ export class PersistentTransactionalScheduler extends SchedulerBase implements S
       tables: this.store.tables,
       decodeArguments: (text) => this.codec.decodeArguments(text),
       decodeValue: (text) => this.codec.decodeValue(text),
-      decodeLineage: (text) => this.codec.decodeLineage(text),
       recurring: () => this.recurringJobs.status(),
       wake: () => this.wake(),
     });
@@ -124,7 +115,6 @@ export class PersistentTransactionalScheduler extends SchedulerBase implements S
       recurring: this.recurringJobs,
       job: (name) => this.definedJob(name),
       decodeMeta: (meta) => this.codec.decodeValue(meta) as TransactionMeta,
-      decodeTraceparent: (meta) => this.codec.decodeLineage(meta)?.traceparent,
       finishedHour: () => this.runMetrics.finishedHour(),
       runJob: (run) => this.runJob(run),
       reportFailure: (run, outcome) => this.reportFailure(run, outcome),
@@ -289,18 +279,7 @@ export class PersistentTransactionalScheduler extends SchedulerBase implements S
       throw new TypeError('PersistentTransactionalScheduler runs jobs by name: define(name, fn) the function and schedule its name');
     }
     this.definedJob(name); // unknown names fail here, in the request
-    return this.newRows.job(name, this.codec.encodeArguments(name, args), options, this.originOf(tx, name));
-  }
-
-  /** Who schedules in `tx`: its metadata and owner, as stored with the job. */
-  private originOf(tx: Transaction, name: string): Origin {
-    const requestId = tx.meta.extension?.requestId;
-    return {
-      meta: this.codec.encodeMeta(name, tx.meta, { attempt: tx.attempt, traceparent: traceparentOf(tx) }),
-      owner: ownerOf(tx.meta),
-      // Ids the HTTP adapters take or make fit; an app's own other one is still in meta, only not looked up by.
-      requestId: typeof requestId === 'string' && REQUEST_ID.test(requestId) ? requestId : null,
-    };
+    return this.newRows.job(name, this.codec.encodeArguments(name, args), options, originOf(this.codec, tx, name));
   }
 
   /** Schedules a batch: a row for it (waiting until its steps end) and one per step, due in turn. */
@@ -308,7 +287,7 @@ export class PersistentTransactionalScheduler extends SchedulerBase implements S
     checkBatchOptions(kind, options);
     const tx = this.schedulingTransaction();
     const batch = new StoredBatchSpec(kind, checkSteps(this, steps, `${kind}(...steps)`));
-    const rows = this.newRows.batch(batch, options, this.originOf(tx, kind), true);
+    const rows = this.newRows.batch(batch, options, originOf(this.codec, tx, kind), true);
     this.inserts.add(tx, rows);
     return rows[0]!.id;
   }

@@ -27,8 +27,6 @@ export interface WorkerHost {
   recurring: RecurringTicker;
   job(name: string): JobFunction;
   decodeMeta(meta: string): TransactionMeta;
-  /** The scheduling attempt's W3C trace context stored beside the meta, if any (checked). */
-  decodeTraceparent(meta: string): string | undefined;
   /** This process's jobs finished per minute in the last hour, for the registry. */
   finishedHour(): SourcedHour;
   runJob(run: JobRun): Promise<JobOutcome>;
