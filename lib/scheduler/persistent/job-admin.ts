@@ -71,6 +71,18 @@ export class JobAdmin {
     return db(this.host.tables.jobs);
   }
 
+  /**
+   * Runs an action's statement in a transaction of its own, retried on a
+   * deadlock with the workers' claims (a bulk UPDATE or DELETE on MySQL locks
+   * index ranges they insert into). Outside the caller's transaction: an action
+   * holds even if the caller's work rolls back. READ COMMITTED, as the claims:
+   * no gap locks.
+   */
+  private act<T>(name: string, statement: (db: Knex.Transaction) => Promise<T>): Promise<T> {
+    const { manager } = this.host;
+    return manager.outside(() => manager.run((tx) => statement(tx.db), { name, isolationLevel: 'read committed', escalate: false }));
+  }
+
   private filtered(db: Knex | Knex.Transaction, filter: JobAdminFilter, what: string) {
     checkFilter(filter, what);
     const query = this.jobs(db);
@@ -181,18 +193,22 @@ export class JobAdmin {
   }
 
   private async retryWhere(filter: JobAdminFilter, what: string, id?: string): Promise<number> {
-    const now = this.host.manager.clock.now();
-    const query = this.filtered(this.host.manager.knex, filter, what).where({ state: 'failed' }).whereNull('parent_id');
-    if (id !== undefined) query.where({ id });
-    const changed = await query.update({ state: 'pending', run_at: now, runs: 0, failures: 0, error: null, finished_at: null, expires_at: null, lease: null, locked_by: null, locked_until: null });
+    const changed = await this.act(what, (db) => {
+      const now = this.host.manager.clock.now();
+      const query = this.filtered(db, filter, what).where({ state: 'failed' }).whereNull('parent_id');
+      if (id !== undefined) query.where({ id });
+      return query.update({ state: 'pending', run_at: now, runs: 0, failures: 0, error: null, finished_at: null, expires_at: null, lease: null, locked_by: null, locked_until: null });
+    });
     if (changed > 0) this.host.wake();
     return changed;
   }
 
   /** Makes a pending job that waits for its `runAt` due now; returns 1, or 0 when it is not such a job. */
   async runNow(id: string): Promise<number> {
-    const now = this.host.manager.clock.now();
-    const changed = await this.jobs().where({ id, state: 'pending' }).andWhere('run_at', '>', now).update({ run_at: now });
+    const changed = await this.act('admin.runNow(id)', (db) => {
+      const now = this.host.manager.clock.now();
+      return this.jobs(db).where({ id, state: 'pending' }).andWhere('run_at', '>', now).update({ run_at: now });
+    });
     if (changed > 0) this.host.wake();
     return changed;
   }
@@ -204,7 +220,7 @@ export class JobAdmin {
    * returns how many.
    */
   async removeAll(filter: JobAdminFilter = {}): Promise<number> {
-    return this.filtered(this.host.manager.knex, filter, 'admin.removeAll(filter)').whereNot({ state: 'running' }).whereNull('parent_id').where({ kind: 'job' }).delete();
+    return this.act('admin.removeAll(filter)', (db) => this.filtered(db, filter, 'admin.removeAll(filter)').whereNot({ state: 'running' }).whereNull('parent_id').where({ kind: 'job' }).delete());
   }
 
   /**
