@@ -54,7 +54,10 @@ export function pageHtml(prefix: string, readOnly: boolean): string {
 <label>name <input name="name" size="12"></label>
 <label>owner <input name="owner" size="10"></label>
 <label>request id <input name="requestId" size="14"></label>
+<label>created from <input name="since" type="datetime-local"></label>
+<label>until <input name="until" type="datetime-local"></label>
 <button type="submit">Show</button>
+<label>job id <input id="lookup" form="none" size="34" placeholder="32 hex digits"></label><button type="button" id="open">Open</button>
 <span class="actions"><button type="button" id="retry-all">Retry all matching</button><button type="button" id="delete-all">Delete all matching</button></span>
 </form>
 <table id="jobs"><thead><tr><th>id</th><th>name</th><th>queue</th><th>state</th><th>owner</th><th>request</th><th>created</th></tr></thead><tbody></tbody></table>

@@ -226,8 +226,20 @@ export const PAGE_JS = `'use strict';
   $('#filter').addEventListener('submit', (event) => {
     event.preventDefault();
     filter = new URLSearchParams();
-    for (const [key, value] of new FormData(event.target)) if (value) filter.set(key, value);
+    for (const [key, value] of new FormData(event.target)) {
+      if (!value) continue;
+      // The API takes creation times as ms since the epoch; the inputs give local date and time.
+      filter.set(key, key === 'since' || key === 'until' ? String(new Date(value).getTime()) : value);
+    }
     jobs();
+  });
+  $('#open').addEventListener('click', () => {
+    const id = $('#lookup').value.trim().toLowerCase();
+    if (!/^[0-9a-f]{32}$/.test(id)) {
+      $('#message').textContent = 'a job id is 32 hex digits';
+      return;
+    }
+    detail(id).catch(() => { $('#message').textContent = 'no job ' + id; });
   });
   $('#retry-all').addEventListener('click', () => act('POST', '/jobs/retry?' + filter, 'retry all matching'));
   $('#delete-all').addEventListener('click', () => act('POST', '/jobs/delete?' + filter, 'delete all matching'));

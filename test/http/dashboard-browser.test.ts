@@ -140,6 +140,25 @@ describe('the jobs dashboard in a browser', { skip }, () => {
     assert.match(runs[1]!, /done$/);
   });
 
+  it('opens a job by its id, and filters by creation time', async () => {
+    const [job] = (await scheduler.admin.find({ name: 'report' }, { limit: 1 })).jobs;
+    await page.fill('#lookup', job!.id);
+    await page.click('#open');
+    await until(async () => (await page.textContent('#detail-id')) === job!.id, 10_000, 'the job opened by id');
+    await page.fill('#lookup', 'not-an-id');
+    await page.click('#open');
+    assert.equal(await page.textContent('#message'), 'a job id is 32 hex digits');
+    await page.selectOption('#filter select[name=state]', '');
+    await page.fill('#filter input[name=since]', '2999-01-01T00:00');
+    await page.click('#filter button[type=submit]');
+    await until(async () => (await rowsOf('#jobs').count()) === 0, 10_000, 'no job created after 2999');
+    await page.fill('#filter input[name=since]', '');
+    await page.fill('#filter input[name=until]', '2999-01-01T00:00');
+    await page.click('#filter button[type=submit]');
+    await until(async () => (await rowsOf('#jobs').count()) === 5, 10_000, 'every job created before 2999');
+    await page.fill('#filter input[name=until]', '');
+  });
+
   it('a paused queue keeps new jobs pending while others run, and runs them when resumed', async () => {
     await page.click('#queues tr[data-queue="reports"] button');
     await until(async () => (await page.textContent('#queues tr[data-queue="reports"] td')) === 'reports (paused)', 10_000, 'the pause shown');
