@@ -103,11 +103,12 @@ export function aftercommit(options: AftercommitOptions, ...handlers: Aftercommi
       passedOn = true;
       next(err);
     };
+    const watched = requests.watch(req, res);
     const runOptions: InternalRunOptions = {
       name: line,
       metadata: meta,
       retries: options.retries,
-      [RUN_STOPPER]: requests.watch(req, req, res),
+      [RUN_STOPPER]: watched?.stopper,
       onRetry: (event) => {
         lastError = event.error;
         noteRetry(guarded, event);
@@ -154,7 +155,7 @@ export function aftercommit(options: AftercommitOptions, ...handlers: Aftercommi
     manager.run(attempt, runOptions).then(
       (outcome) => {
         committed = true;
-        requests.forget(req);
+        requests.forget(watched);
         requestEnded(settings, guarded, req, false);
         try {
           held.release();
@@ -174,7 +175,7 @@ export function aftercommit(options: AftercommitOptions, ...handlers: Aftercommi
       },
       (err: unknown) => {
         current = undefined;
-        requests.forget(req);
+        requests.forget(watched);
         held.drop();
         restoreResponse(res, snapshot);
         const failure = requestFailure(settings, err, line, requestId, attemptsMade.length);

@@ -14,15 +14,19 @@ export function clientGone(req: IncomingMessage, res: ServerResponse): boolean {
   return !res.writableFinished && (res.destroyed || req.socket?.destroyed === true);
 }
 
-interface Watched {
-  stopper: RunStopper;
-  deadline: number;
-  req: IncomingMessage;
-  res: ServerResponse;
+/** A request being watched: its stopper ends its run. */
+export interface WatchedRequest {
+  readonly stopper: RunStopper;
+  readonly deadline: number;
+  readonly req: IncomingMessage;
+  readonly res: ServerResponse;
+  /** Its place in the list of requests in flight. */
+  at: number;
 }
 
 export class RequestWatch {
-  private readonly inFlight = new Map<object, Watched>();
+  /** In no order: a request leaves by taking the last one's place, so neither joining nor leaving hashes anything. */
+  private readonly inFlight: WatchedRequest[] = [];
   private timer: NodeJS.Timeout | undefined;
   private readonly tick: number;
 
@@ -33,28 +37,34 @@ export class RequestWatch {
     this.tick = timeout > 0 ? Math.min(250, Math.max(10, Math.floor(timeout / 4))) : 250;
   }
 
-  /** A stopper for the request (keyed by `key`), watched until `forget(key)`; undefined when nothing is watched. */
-  watch(key: object, req: IncomingMessage, res: ServerResponse): RunStopper | undefined {
+  /** Watches a request until `forget(watched)`; undefined when nothing is watched. */
+  watch(req: IncomingMessage, res: ServerResponse): WatchedRequest | undefined {
     if (this.timeout === 0 && !this.watchClient) return undefined;
-    const stopper = new RunStopper();
-    this.inFlight.set(key, { stopper, deadline: this.timeout > 0 ? Date.now() + this.timeout : Infinity, req, res });
+    const watched: WatchedRequest = { stopper: new RunStopper(), deadline: this.timeout > 0 ? Date.now() + this.timeout : Infinity, req, res, at: this.inFlight.length };
+    this.inFlight.push(watched);
     this.timer ??= setInterval(() => this.check(), this.tick).unref();
-    return stopper;
+    return watched;
   }
 
-  forget(key: object): void {
-    this.inFlight.delete(key);
+  /** Stops watching a request; a second call for it changes nothing. */
+  forget(watched: WatchedRequest | undefined): void {
+    if (watched === undefined || this.inFlight[watched.at] !== watched) return;
+    const last = this.inFlight.pop()!;
+    if (last !== watched) {
+      this.inFlight[watched.at] = last;
+      last.at = watched.at;
+    }
   }
 
   private check(): void {
     // Stopped on a tick, not when the last request leaves: one request at a time would restart it each time.
-    if (this.inFlight.size === 0) {
+    if (this.inFlight.length === 0) {
       clearInterval(this.timer);
       this.timer = undefined;
       return;
     }
     const now = Date.now();
-    for (const { stopper, deadline, req, res } of this.inFlight.values()) {
+    for (const { stopper, deadline, req, res } of [...this.inFlight]) { // a copy: stopping may end a request at once
       if (now >= deadline) stopper.stop(new RequestTimeoutError(this.timeout));
       else if (this.watchClient && clientGone(req, res)) stopper.stop(new ClientGoneError());
     }

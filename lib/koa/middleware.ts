@@ -58,11 +58,12 @@ export function aftercommit(options: AftercommitOptions, ...middleware: Middlewa
     const guarded = guard(ON_THE_REQUEST, ctx, settings);
     let lastError: unknown;
     let attempts = 0;
+    const watched = requests.watch(ctx.req, ctx.res);
     const runOptions: InternalRunOptions = {
       name: line,
       metadata: meta,
       retries: options.retries,
-      [RUN_STOPPER]: requests.watch(ctx, ctx.req, ctx.res),
+      [RUN_STOPPER]: watched?.stopper,
       onRetry: (event) => {
         lastError = event.error;
         noteRetry(guarded, event);
@@ -94,7 +95,7 @@ export function aftercommit(options: AftercommitOptions, ...middleware: Middlewa
       requestEnded(settings, guarded, ctx, true, failure);
       throw failure;
     } finally {
-      requests.forget(ctx);
+      requests.forget(watched);
     }
     requestEnded(settings, guarded, ctx, false);
     await next();
