@@ -10,7 +10,8 @@ export default defineConfig({
   sourcemap: true,
   clean: true,
   target: 'node20',
-  // The CJS build gets `import.meta.url` too (lib/support/tracing.ts finds the optional OpenTelemetry API from it).
+  // lib/support/tracing.ts finds the optional OpenTelemetry API from __filename in the CJS build and from
+  // import.meta.url in the ESM build; the shim only keeps `import.meta` (a syntax error in CommonJS) out of the CJS build.
   shims: true,
   outDir: 'dist',
 });

@@ -20,7 +20,7 @@ import { IncomingMessage } from 'node:http';
 import type { Transaction } from '../interfaces.js';
 import type { AftercommitHandler, AftercommitOptions, AftercommitRequestHandler } from './interfaces.js';
 import { ClientGoneError, RetryNotSafeError } from '../http/errors.js';
-import { besideTheRequest, defineGetters, guard, guardSettings, requestEnded, requestFailure, type RequestGuard } from '../http/guard.js';
+import { besideTheRequest, defineGetters, guard, guardSettings, requestEnded, requestFailure } from '../http/guard.js';
 import { noteRetry } from '../http/request-metrics.js';
 import { metadataOf, ownerFromOption, ownerFromUser, requestIdFrom, withRequestId } from '../http/request-metadata.js';
 import { clientGone } from '../http/request-watch.js';
@@ -34,28 +34,13 @@ import type { InternalRunOptions } from '../transactions/manager.js';
 /** Where each request's guard is kept: the getters on Express's shared request prototype read it from here. */
 const GUARDS = besideTheRequest();
 
-/** The template of the route that matched (read, never written: each `req` has a shape of its own). */
-function routeTemplate(req: Request): string | undefined {
-  const path = (req.route as { path?: unknown } | undefined)?.path;
-  return path === undefined ? undefined : req.baseUrl + (typeof path === 'string' ? path : String(path));
-}
-
 /**
- * Notes the route of a handler that takes `req.db`: by the time a failed
- * request ends, the routers have put `req.baseUrl` back (a router mounted at
- * `/accounts` no longer shows in it).
+ * The path of the route that matched, as its router declares it
+ * (`req.route.path`). Not prefixed with `req.baseUrl`: that is the URL the
+ * router's mount matched (`/users/alice/posts`), not its pattern, and Express
+ * keeps no pattern of a mount.
  */
-function sawDb(request: object, guarded: RequestGuard): void {
-  const route = (request as Request).route as unknown;
-  if (route !== undefined && route !== guarded.templateOf) {
-    guarded.templateOf = route;
-    guarded.template = routeTemplate(request as Request);
-  }
-}
-
-/** The request's route template: as it stands when it was answered; as a handler that took `req.db` saw it when it failed. */
-const matchedRoute = (req: Request, guarded: RequestGuard, failed: boolean): unknown =>
-  failed && guarded.template !== undefined ? guarded.template : routeTemplate(req);
+const matchedRoute = (req: Request): unknown => (req.route as { path?: unknown } | undefined)?.path;
 
 /**
  * Guards `handlers` with one transaction per request. Inline handlers see
@@ -84,7 +69,7 @@ export function aftercommit(options: AftercommitOptions, ...handlers: Aftercommi
       : metadataOf(settings.user ? ownerFromOption(settings.user(req)) : ownerFromUser((req as { user?: unknown }).user, 'req.user'), line, requestId);
     const start = requestStart(req);
     const snapshot = snapshotResponse(res);
-    defineGetters(expressPrototype(req, IncomingMessage.prototype) ?? req, 'req', GUARDS, sawDb);
+    defineGetters(expressPrototype(req, IncomingMessage.prototype) ?? req, 'req', GUARDS);
     const guarded = guard(GUARDS, req, settings);
     /** The attempt whose handlers may go on: the running one, the committed one (its stream), none once the request failed. */
     let current: Transaction | undefined;

@@ -31,7 +31,7 @@ export interface GuardSettings<R> {
   readonly persistentContext: (positional?: readonly unknown[], named?: Readonly<Record<string, unknown>>) => ReturnType<Scheduler['context']>;
   /** The request counters of the manager's requests, and the route template a request is counted under. */
   readonly metrics: RequestMetrics;
-  readonly route: (request: R, guarded: RequestGuard, failed: boolean) => unknown;
+  readonly route: (request: R) => unknown;
 }
 
 /**
@@ -89,13 +89,8 @@ export interface RequestGuard extends RetryTally {
   readonly scheduler: Scheduler | undefined;
   readonly manager: TransactionManager;
   readonly persistentContext: GuardSettings<unknown>['persistentContext'];
-  /**
-   * The route template the adapter saw while the handlers ran, and what it
-   * was read from (Express: a failed request ends after its routers have
-   * put `req.baseUrl` back).
-   */
-  template: string | undefined;
-  templateOf: unknown;
+  /** True for an aftercommit() nested in another of the same request: the outer one counts the request. */
+  readonly nested: boolean;
 }
 
 /** Where a framework keeps each request's guard. */
@@ -123,6 +118,7 @@ export function besideTheRequest(): GuardPlace {
 /** Starts guarding `request` (the innermost aftercommit() wins, as with nested transactions). */
 export function guard(place: GuardPlace, request: object, settings: GuardSettings<never>): RequestGuard {
   const entry: RequestGuard = {
+    nested: place.get(request) !== undefined,
     transaction: undefined,
     scheduler: settings.scheduler,
     manager: settings.manager,
@@ -130,8 +126,6 @@ export function guard(place: GuardPlace, request: object, settings: GuardSetting
     retries: 0,
     escalations: 0,
     conflicts: undefined,
-    template: undefined,
-    templateOf: undefined,
   };
   place.set(request, entry);
   return entry;
@@ -145,9 +139,8 @@ const withGetters = new WeakSet<object>();
  * prototype of the framework's request objects (defined once, not per request),
  * reading the request's guard from `place`. On a request that never entered
  * aftercommit they are undefined, as the frameworks' types declare them.
- * `sawDb` is called when a handler takes `db` (a route's handler, mostly).
  */
-export function defineGetters(proto: object, name: 'ctx' | 'req', place: GuardPlace, sawDb?: (request: object, guard: RequestGuard) => void): void {
+export function defineGetters(proto: object, name: 'ctx' | 'req', place: GuardPlace): void {
   if (withGetters.has(proto)) return;
   withGetters.add(proto);
   Object.defineProperties(proto, {
@@ -167,7 +160,6 @@ export function defineGetters(proto: object, name: 'ctx' | 'req', place: GuardPl
         const inContext = guard.manager.attemptInContext();
         if (inContext && inContext !== transaction) throw new TransactionEndedError(`${name}.db in an attempt of the request that was given up`);
         if (!transaction.isOpen) throw new TransactionEndedError(`${name}.db after the request’s commit`);
-        sawDb?.(this, guard);
         return transaction.db;
       },
     },
@@ -220,9 +212,10 @@ export function requestFailure(
  * counted as unmatched.
  */
 export function requestEnded<R>(settings: GuardSettings<R>, guarded: RequestGuard, request: R, failed: boolean, failure?: unknown): void {
+  if (guarded.nested) return;
   let route: string;
   try {
-    route = routeLabel(settings.route(request, guarded, failed));
+    route = routeLabel(settings.route(request));
   } catch (err) {
     settings.manager.logger.error({ err }, 'aftercommit(options): the route option threw; the request is counted as (unmatched)');
     route = UNMATCHED;

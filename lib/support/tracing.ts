@@ -25,11 +25,23 @@ const TRACER_NAME = 'aftercommit';
  */
 export function loadOptional<T>(name: string): T | undefined {
   try {
-    return createRequire(import.meta.url)(name) as T;
+    // The CommonJS build has __filename (tsup's import.meta.url shim cuts a path at a '#').
+    const here = typeof __filename === 'string' ? __filename : import.meta.url;
+    return createRequire(here)(name) as T;
   } catch (err) {
     if ((err as { code?: unknown }).code === 'MODULE_NOT_FOUND') return undefined;
-    throw err; // installed but broken: say so rather than trace nothing
+    // Installed but broken, or a bundler that left no location to resolve from: tracing is off, and the app still loads.
+    process.emitWarning(`aftercommit: ${name} could not be loaded (${(err as Error).message}); no spans are made`, { code: 'AFTERCOMMIT_OPTIONAL_MODULE' });
+    return undefined;
   }
+}
+
+/**
+ * Runs `fn` outside any span: for the loops of a worker, which may be started
+ * inside a request's span and would otherwise make that trace their parent.
+ */
+export function detached<T>(fn: () => T): T {
+  return api ? api.context.with(api.ROOT_CONTEXT, fn) : fn();
 }
 
 const api = loadOptional<Api>('@opentelemetry/api');
@@ -74,6 +86,9 @@ export class AttemptSpan {
     private readonly context: Context,
   ) {}
 
+  /** When its COMMIT ended (performance.now()): the span ends there, not after the after-commit hooks. */
+  private committedAt: number | undefined;
+
   /** Starts the span of an attempt as a child of the active span (an HTTP server span, a job run); undefined while nothing traces. */
   static start(name: string, attempt: number, escalated: boolean): AttemptSpan | undefined {
     const traced = tracing();
@@ -106,6 +121,7 @@ export class AttemptSpan {
     );
     return (error) => {
       if (error !== undefined) recordFailure(this.api, span, storedError(error));
+      else this.committedAt = performance.now();
       span.end();
     };
   }
@@ -115,16 +131,16 @@ export class AttemptSpan {
     this.span.setAttribute('aftercommit.transaction.outcome', outcome);
     if (error !== undefined) {
       const stored = storedError(error);
-      if (outcome === 'retry') this.span.setAttribute('aftercommit.transaction.conflict', conflictKind(error, stored));
+      if (outcome === 'retry') this.span.setAttribute('aftercommit.transaction.conflict', conflictCode(error, stored));
       // A retried attempt is an exception the run handled, not an error of it.
       recordFailure(this.api, this.span, stored, outcome !== 'retry');
     }
-    this.span.end();
+    this.span.end(this.committedAt);
   }
 }
 
 /** A low-cardinality name for a conflict: the database's code (ER_LOCK_DEADLOCK, 40001, SQLITE_BUSY), or the error's own. */
-function conflictKind(error: unknown, stored: StoredError): string {
+function conflictCode(error: unknown, stored: StoredError): string {
   const code = (error as { code?: unknown } | null)?.code;
   return stored.code ?? (typeof code === 'string' ? code : stored.name);
 }

@@ -215,9 +215,8 @@ export class TransactionManager {
     for (let attempt = 1; ; attempt++) {
       const turn = gate ? (escalated ? 'escalated' : 'shared') : undefined;
       const meta = mergeMeta(this.options.metadata?.(), options.metadata, name);
-      const tx = new TransactionAttempt(this.environment, attempt, meta, isolationLevel, turn, startedBy);
       const span = AttemptSpan.start(name, attempt, turn === 'escalated');
-      tx.span = span;
+      const tx = new TransactionAttempt(this.environment, attempt, meta, isolationLevel, turn, startedBy, span);
       try {
         // With a stopper, the function and its before-commit hooks can be ended from outside.
         const value = stopper ? await unlessStopped(stopper, tx, this.enter(tx, fn)) : await this.enter(tx, fn);

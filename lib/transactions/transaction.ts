@@ -47,8 +47,6 @@ export class TransactionAttempt extends DatabaseTransactions implements Transact
   private readonly afterCommitHooks = new HookList();
   private readonly afterAbortHooks = new HookList();
   rollbackOnly = false;
-  /** This attempt's span, while OpenTelemetry traces (set by the manager). */
-  span: AttemptSpan | undefined;
 
   constructor(
     env: AttemptEnvironment,
@@ -59,6 +57,8 @@ export class TransactionAttempt extends DatabaseTransactions implements Transact
     turn: GateTurn | undefined,
     /** The attempt this one was started from with `tm.outside()`, if any. */
     startedBy: TransactionAttempt | undefined,
+    /** This attempt's span, while OpenTelemetry traces. */
+    readonly span: AttemptSpan | undefined,
   ) {
     super(env, isolation, turn, startedBy);
   }

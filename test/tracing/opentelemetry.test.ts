@@ -86,11 +86,15 @@ describe('with an OpenTelemetry SDK registered', () => {
     (database) => {
       const suite = persistentSuite(database, 'otel', (scheduler) => {
         scheduler.define('deliver', async (job: JobHandle, label: string) => `delivered ${label}`);
+        scheduler.define('refuse', async () => {
+          throw new RangeError('refused on purpose');
+        });
       });
       let accounts: string;
       let server: Served;
       let expressServer: Served;
       let worker: Worker;
+      let startupTrace: string;
       let meeting = barrier(2);
 
       before(async () => {
@@ -157,6 +161,7 @@ describe('with an OpenTelemetry SDK registered', () => {
 
         // Started inside a span: the worker's claims are roots all the same.
         worker = http.startActiveSpan('startup', (span) => {
+          startupTrace = span.spanContext().traceId;
           try {
             return suite.scheduler.worker({ minPollInterval: 20, maxPollInterval: 100 }).start();
           } finally {
@@ -229,6 +234,15 @@ describe('with an OpenTelemetry SDK registered', () => {
         // The admin shows the stored trace context.
         const detail = await suite.scheduler.admin.get(id);
         assert.equal(detail!.traceparent, `00-${traceOf(attempt)}-${idOf(attempt)}-01`);
+      });
+
+      it('a worker started inside a span keeps none of its work in that trace: a failed job’s bookkeeping is a root', async () => {
+        const id = await suite.tm.run(async () => suite.scheduler.schedule('refuse'));
+        await until(async () => (await suite.scheduler.getResult(id)).state === 'failed', 15_000, 'the job to fail');
+        await until(() => named('aftercommit.transaction').some((s) => s.attributes['aftercommit.transaction.name'] === 'record a failed job'), 5000, 'its bookkeeping span');
+        const bookkeeping = named('aftercommit.transaction').find((s) => s.attributes['aftercommit.transaction.name'] === 'record a failed job')!;
+        assert.equal(bookkeeping.parentSpanContext, undefined, 'a root, not a child of the span the worker was started in');
+        assert.deepEqual(exporter.getFinishedSpans().filter((s) => traceOf(s) === startupTrace), [], 'nothing in the startup’s trace');
       });
 
       it('an Express request: its attempt under the server span; the job links to the attempt', async () => {
