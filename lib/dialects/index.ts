@@ -10,7 +10,7 @@ import { postgres } from './postgres.js';
 import { sqlite } from './sqlite.js';
 
 // The dialect types live with the other public types; re-exported for the modules that ask this seam for them.
-export type { Dialect, EscalationLock, EscalationLockMode, InsertLimits, LockWaitCancel, QueueLock, SendStatement } from '../interfaces.js';
+export type { CommitNotifications, Dialect, EscalationLock, EscalationLockMode, InsertLimits, LockWaitCancel, QueueLock, SendStatement } from '../interfaces.js';
 
 const byKnexDialect: Record<string, Dialect> = {
   mysql,

@@ -119,6 +119,7 @@ export const mysql: Dialect = {
   escalationLock,
   queueLock,
   lockWaitCancel: undefined, // InnoDB finds a deadlock the moment it forms
+  commitNotifications: undefined, // no NOTIFY: the persistent scheduler sends its wake-ups as datagrams
   // destroy(), not end(): end() waits behind the statement in progress.
   abortTransaction: (connection) => {
     (connection as { destroy(): void }).destroy();

@@ -1,4 +1,4 @@
-import type { Dialect, EscalationLock, InsertLimits, LockWaitCancel, QueueLock } from '../interfaces.js';
+import type { CommitNotifications, Dialect, EscalationLock, InsertLimits, LockWaitCancel, QueueLock } from '../interfaces.js';
 import { errorField } from '../support/error-field.js';
 
 const ROLLED_BACK_SQLSTATES = new Set(['40001' /* serialization_failure */, '40P01' /* deadlock_detected */]);
@@ -96,6 +96,32 @@ const lockWaitCancel: LockWaitCancel = {
   unref: (connection) => (connection as { connection?: { stream?: { unref?(): void } } }).connection?.stream?.unref?.(),
 };
 
+/** A node-postgres client, as far as notifications go. */
+interface NotifyingClient {
+  on(event: 'notification', listener: (message: { channel: string; payload?: string }) => void): void;
+  on(event: 'error' | 'end', listener: (err?: unknown) => void): void;
+}
+
+const commitNotifications: CommitNotifications = {
+  notifySql: 'SELECT pg_notify(?, ?)',
+  listenSql(channel) {
+    if (!/^[A-Za-z0-9_]+$/.test(channel)) throw new TypeError(`a notification channel is letters, digits and _ only, got ${JSON.stringify(channel)}`);
+    return `LISTEN "${channel}"`; // quoted: pg_notify() names the channel exactly, case and all
+  },
+  subscribe(connection, deliver, ended) {
+    const client = connection as NotifyingClient;
+    let over = false;
+    const end = (err?: unknown) => {
+      if (over) return;
+      over = true;
+      ended(err);
+    };
+    client.on('notification', (message) => deliver(message.channel, message.payload ?? ''));
+    client.on('error', end);
+    client.on('end', end);
+  },
+};
+
 export const postgres: Dialect = {
   name: 'postgresql',
   begin: (isolation) => [isolation ? `BEGIN ISOLATION LEVEL ${isolation.toUpperCase()}` : 'BEGIN'],
@@ -135,6 +161,7 @@ export const postgres: Dialect = {
   escalationLock,
   queueLock,
   lockWaitCancel,
+  commitNotifications,
   abortTransaction: (connection) => {
     // Closing the socket: end() would wait for the query in progress.
     (connection as { connection: { stream: { destroy(): void } } }).connection.stream.destroy();

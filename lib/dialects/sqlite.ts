@@ -39,6 +39,7 @@ export const sqlite: Dialect = {
   escalationLock: undefined, // BEGIN IMMEDIATE already admits one writer at a time
   queueLock: undefined, // likewise: a claim counts and claims alone
   lockWaitCancel: undefined,
+  commitNotifications: undefined, // one process uses a database file: its workers are woken in-process
   // Synchronous: nothing runs on the connection while JavaScript runs this, so it rolls back in place.
   abortTransaction: (connection) => {
     const db = connection as { inTransaction: boolean; exec(sql: string): unknown };

@@ -80,6 +80,25 @@ export interface LockWaitCancel {
 }
 
 /**
+ * The database's own messages between sessions (PostgreSQL's LISTEN/NOTIFY): a
+ * transaction's notification is delivered when, and only if, it commits. The
+ * persistent scheduler sends one per committed queue, so that workers of other
+ * processes claim at once instead of at their next poll.
+ */
+export interface CommitNotifications {
+  /** A statement, run inside the transaction, whose bindings are the channel and the payload. */
+  readonly notifySql: string;
+  /** The statement that makes a session receive the notifications of `channel` (letters, digits and _ only). */
+  listenSql(channel: string): string;
+  /**
+   * Hands each notification that arrives on `connection` (a connection of its
+   * own, outside the pool) to `deliver`, and calls `ended` once, when the
+   * connection broke or closed.
+   */
+  subscribe(connection: unknown, deliver: (channel: string, payload: string) => void, ended: (err?: unknown) => void): void;
+}
+
+/**
  * How much one multi-row INSERT may carry. A larger batch is split into several
  * statements (in the same transaction), each within all three bounds.
  */
@@ -146,6 +165,13 @@ export interface Dialect {
   readonly queueLock: QueueLock | undefined;
   /** How to cancel lock waits under contention; none where deadlocks are found at once (InnoDB) or cannot happen (SQLite). */
   readonly lockWaitCancel: LockWaitCancel | undefined;
+  /**
+   * How a commit tells other processes' workers about new jobs: the database's
+   * notifications where it has them (PostgreSQL); none where the persistent
+   * scheduler sends datagrams instead (MySQL), or where one process uses the
+   * database (SQLite, a single writer).
+   */
+  readonly commitNotifications: CommitNotifications | undefined;
   /**
    * Ends the transaction open on `connection` from outside, whatever is running
    * on it (a statement waiting for a lock, a handler that never returns): a

@@ -87,6 +87,30 @@ export interface PersistentSchedulerOptions extends SchedulerOptions {
    * is retried or removed.
    */
   retention?: JobRetention;
+  /**
+   * How workers of other processes hear of the jobs this process's transactions
+   * commit, so that they claim them at once instead of at their next poll (see
+   * docs/workers.md, "Wake-up and the load of an idle worker"). PostgreSQL
+   * carries wake-ups itself (LISTEN/NOTIFY) and reads nothing here but `false`.
+   * On MySQL/MariaDB, a process with workers receives them as datagrams on
+   * `address` and `port`, which its workers announce in the worker registry.
+   * `false`: this process neither sends nor receives them; polling finds every
+   * job anyway. Default `{ address: '127.0.0.1', port: 0 }` (any free port).
+   */
+  wakeUp?: WakeUpOptions | false;
+}
+
+/**
+ * Where a MySQL/MariaDB process with workers receives wake-ups (UDP). The
+ * default reaches the processes of one host; across hosts, give an address of
+ * this host that the others reach (its private IP), and a fixed port to open
+ * in a firewall.
+ */
+export interface WakeUpOptions {
+  /** The IPv4 or IPv6 address to bind and announce; not 0.0.0.0 or ::, which other processes cannot send to. Default 127.0.0.1. */
+  address?: string;
+  /** The UDP port; 0 (the default): any free one. */
+  port?: number;
 }
 
 /** How long finished jobs' rows stay (`PersistentSchedulerOptions.retention`); claims never read them, so kept rows do not slow them. */

@@ -39,6 +39,7 @@ import { originOf } from './origin.js';
 import { checkRetention, type Retention } from './retention.js';
 import { NewRows } from './new-rows.js';
 import { TransactionInserts } from './transaction-inserts.js';
+import { wakeUpChannel, type WakeUpChannel } from './wake-up.js';
 import { StoredBatchSpec, checkSteps } from '../specs.js';
 import { JobStore } from './store.js';
 import { Worker } from './worker.js';
@@ -57,7 +58,9 @@ export class PersistentTransactionalScheduler extends SchedulerBase implements S
   private readonly localRuns = new LocalRuns();
   /** Jobs scheduled by each open transaction, inserted just before it commits. */
   private readonly inserts: TransactionInserts;
-  private readonly localWorkers = new Set<{ wake(): void }>();
+  private readonly localWorkers = new Set<{ wake(): void; readonly queues: readonly string[] }>();
+  /** How commits here wake the workers of other processes, and theirs wake this one's. */
+  private readonly wakeUp: WakeUpChannel;
   /** What an operator does: find, look at, retry, run now and remove jobs; pause queues; list workers (trusted code; no owner rule). */
   readonly admin: JobAdmin;
   /** What this scheduler's workers use of it. */
@@ -76,7 +79,12 @@ export class PersistentTransactionalScheduler extends SchedulerBase implements S
       recurring: () => this.recurringJobs.status(),
       wake: () => this.wake(),
     });
-    this.inserts = new TransactionInserts(this.store, manager.dialect, () => this.wake());
+    this.wakeUp = wakeUpChannel(
+      { knex: manager.knex, tables: this.store.tables, clock: manager.clock, logger: this.logger, wake: (queue) => this.wake(queue) },
+      { notifications: manager.dialect.commitNotifications, singleWriter: manager.dialect.singleWriter },
+      options.wakeUp,
+    );
+    this.inserts = new TransactionInserts(this.store, manager.dialect, () => this.wake(), this.wakeUp);
     this.newRows = new NewRows(manager.clock, integerIn(options.lease ?? 30_000, 'lease (ms)', 100));
     const maxRuns = integerIn(options.maxRuns ?? 5, 'maxRuns', 1);
     this.retention = checkRetention(options.retention);
@@ -120,11 +128,14 @@ export class PersistentTransactionalScheduler extends SchedulerBase implements S
       reportFailure: (run, outcome) => this.reportFailure(run, outcome),
       register: (worker) => {
         this.localWorkers.add(worker);
-        return () => {
+        return async () => {
           this.localWorkers.delete(worker);
-          if (this.localWorkers.size === 0) quotas.close(); // the connection MySQL's queue locks are taken on, if open
+          if (this.localWorkers.size > 0) return;
+          quotas.close(); // the connection MySQL's queue locks are taken on, if open
+          await this.wakeUp.close();
         };
       },
+      wakeAddress: () => this.wakeUp.open(),
     };
   }
 
@@ -292,8 +303,9 @@ export class PersistentTransactionalScheduler extends SchedulerBase implements S
     return rows[0]!.id;
   }
 
-  private wake(): void {
-    for (const worker of this.localWorkers) worker.wake();
+  /** Wakes this process's workers that serve `queue`, or all of them. */
+  private wake(queue?: string): void {
+    for (const worker of this.localWorkers) if (queue === undefined || worker.queues.includes(queue)) worker.wake();
   }
 
   /** Deletes a fetched result after the fetching transaction committed, retrying a few times; else it expires. */

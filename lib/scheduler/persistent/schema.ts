@@ -190,7 +190,8 @@ const steps: Step[] = [
     },
   },
   {
-    // The admin's lookup by request id, each job's runs, and each worker's finished jobs per minute (the overview's chart).
+    // The admin's lookup by request id, each job's runs, each worker's finished jobs per minute (the overview's chart)
+    // and the address its process receives wake-ups on.
     version: 5,
     async up(db, { jobs, workers }) {
       // Each column and the index checked on its own: MySQL commits each ALTER, so a step cut short is
@@ -201,10 +202,12 @@ const steps: Step[] = [
       await addColumn(db, jobs, 'run_log', (t) => t.text('run_log').nullable()); // JSON, see run-log.ts
       if (!(await dialectOf(db).hasIndex(db, jobs, `${jobs}_request`))) await db.schema.alterTable(jobs, (t) => t.index(['request_id'], `${jobs}_request`));
       await addColumn(db, workers, 'finished', (t) => t.text('finished').nullable()); // JSON, see finished-history.ts
+      // host:port a MySQL process's workers receive wake-ups on (wake-up.ts); null: none (PostgreSQL's come by NOTIFY).
+      await addColumn(db, workers, 'wake_address', (t) => t.string('wake_address', 64).nullable());
     },
     async down(db, { jobs, workers, schema }) {
       if (await dialectOf(db).hasIndex(db, jobs, `${jobs}_request`)) await db.schema.alterTable(jobs, (t) => t.dropIndex(['request_id'], `${jobs}_request`));
-      for (const [table, column] of [[workers, 'finished'], [jobs, 'request_id'], [jobs, 'committed_at'], [jobs, 'run_log']] as const) {
+      for (const [table, column] of [[workers, 'finished'], [workers, 'wake_address'], [jobs, 'request_id'], [jobs, 'committed_at'], [jobs, 'run_log']] as const) {
         if (await db.schema.hasColumn(table, column)) await db.schema.alterTable(table, (t) => t.dropColumn(column));
       }
       await db(schema).where({ version: 5 }).delete();

@@ -7,6 +7,7 @@ import type { Dialect, Transaction } from '../../interfaces.js';
 import { ConflictError } from '../../errors.js';
 import type { NewJob } from './rows.js';
 import type { JobStore } from './store.js';
+import type { WakeUpChannel } from './wake-up.js';
 
 export class TransactionInserts {
   private readonly unflushed = new WeakMap<Transaction, NewJob[]>();
@@ -16,6 +17,8 @@ export class TransactionInserts {
     private readonly dialect: Dialect,
     /** Tells this process's workers that jobs were committed. */
     private readonly wake: () => void,
+    /** Tells the workers of other processes that serve the committed jobs' queues. */
+    private readonly wakeUp: WakeUpChannel,
   ) {}
 
   /** Adds rows that `tx` writes before it commits. */
@@ -28,8 +31,9 @@ export class TransactionInserts {
       tx.beforeCommit(async () => {
         this.unflushed.delete(tx); // later schedules of this transaction (after tx.commit()) start a new batch
         await this.store.insert(tx.db, batch);
+        await this.wakeUp.beforeCommit(tx.db, dueQueues(batch));
       });
-      tx.afterCommit((ok) => ok && this.wake());
+      tx.afterCommit((ok) => ok && this.committed(dueQueues(batch)));
       tx.afterAbort(() => this.unflushed.delete(tx)); // after tx.abort(), later schedules start a new batch too
     }
     pending.push(...rows);
@@ -56,7 +60,10 @@ export class TransactionInserts {
   async insertDeduped(tx: Transaction, row: NewJob): Promise<string> {
     const key = row.dedupeKey!;
     try {
-      await tx.db.transaction(async (savepoint) => this.store.insert(savepoint, [row]));
+      await tx.db.transaction(async (savepoint) => {
+        await this.store.insert(savepoint, [row]);
+        await this.wakeUp.beforeCommit(savepoint, [row.queue]);
+      });
     } catch (err) {
       if (!this.dialect.isUniqueViolation(err)) throw err;
       const existing = await this.store.pendingWithKey(tx.db, row.owner, key);
@@ -64,7 +71,17 @@ export class TransactionInserts {
       // The holder started (and gave up its key) between the two statements: run the whole transaction again.
       throw new ConflictError(`the job holding dedupe key ${JSON.stringify(key)} started meanwhile`, { cause: err });
     }
-    tx.afterCommit((ok) => ok && this.wake());
+    tx.afterCommit((ok) => ok && this.committed([row.queue]));
     return row.id;
   }
+
+  private committed(queues: readonly string[]): void {
+    this.wake();
+    this.wakeUp.afterCommit(queues);
+  }
+}
+
+/** The queues of the rows a worker may claim now (not those waiting for their batch's turn), once each. */
+function dueQueues(rows: readonly NewJob[]): string[] {
+  return [...new Set(rows.filter((row) => row.state !== 'waiting').map((row) => row.queue))];
 }

@@ -23,6 +23,8 @@ export interface RegisteredWorker {
   concurrency: number;
   /** Its process's jobs finished per minute in the last hour, as JSON (finished-history.ts). */
   finished: string;
+  /** `host:port` its process receives wake-up datagrams on (wake-up.ts); null: none. */
+  wakeAddress: string | null;
 }
 
 /** How long (ms) the row of a worker that died stays listed. */
@@ -30,7 +32,8 @@ const FORGET_AFTER_MS = 3_600_000;
 
 export async function register(db: Db, tables: TableNames, worker: RegisteredWorker, now: number): Promise<void> {
   await db(tables.workers).where('heartbeat_at', '<', now - FORGET_AFTER_MS).delete();
-  const row = { ...worker, queues: JSON.stringify(worker.queues), started_at: now, heartbeat_at: now };
+  const { wakeAddress, ...columns } = worker;
+  const row = { ...columns, queues: JSON.stringify(worker.queues), wake_address: wakeAddress, started_at: now, heartbeat_at: now };
   await db(tables.workers).insert(row).onConflict('id').merge();
 }
 

@@ -10,7 +10,7 @@ import { hostname } from 'node:os';
 import { randomBytes } from 'node:crypto';
 import type { WorkerOptions, WorkerStopOptions } from '../../interfaces.js';
 import { within } from '../../support/deadline.js';
-import { traceClaim } from '../../support/tracing.js';
+import { detached, traceClaim } from '../../support/tracing.js';
 import { integerIn } from '../../support/validate.js';
 import { ClaimedJob } from './claimed-job.js';
 import type { JobRow } from './rows.js';
@@ -26,7 +26,8 @@ export class Worker {
   /** How this worker names itself in the jobs it claims (`locked_by`). */
   readonly id: string;
   private readonly concurrency: number;
-  private readonly queues: readonly string[];
+  /** Queues it takes jobs from, in order of preference. */
+  readonly queues: readonly string[];
   private readonly minPoll: number;
   private readonly maxPoll: number;
   private readonly active = new Map<string, { done: Promise<void>; job: ClaimedJob }>();
@@ -35,7 +36,9 @@ export class Worker {
   private stopping: Promise<void> | undefined;
   private woken = false;
   private nudge: () => void = noop;
-  private unregister: () => void = noop;
+  private unregister: () => Promise<void> = async () => undefined;
+  /** Where its process receives wake-ups from other processes, announced in the registry; null: none. */
+  private wakeAddress: string | null = null;
   private nextLeaseCheck = 0;
   private nextSweep = 0;
   private nextHeartbeat = 0;
@@ -67,12 +70,12 @@ export class Worker {
     if (this.state !== 'idle') throw new Error(`worker ${this.id} was already started`);
     this.state = 'running';
     this.unregister = this.host.register(this);
-    // Outside the caller's transaction: started from a request, claims and jobs must not join it.
-    this.loopDone = this.host.manager.outside(() => this.loop());
+    // Outside any transaction and any span of the caller's (a worker started in a request): each claim and run starts its own.
+    this.loopDone = this.host.manager.outside(() => detached(() => this.loop()));
     return this;
   }
 
-  /** Claims at once instead of at the next poll (a transaction in this process committed new jobs). */
+  /** Claims at once instead of at the next poll (a transaction committed new jobs, in this process or, by a wake-up, another). */
   wake(): void {
     this.woken = true;
     this.nudge();
@@ -92,7 +95,7 @@ export class Worker {
     this.state = 'stopping';
     this.nudge();
     await this.loopDone;
-    this.unregister();
+    await this.unregister();
     if (!(await this.settled(timeout))) {
       for (const { job } of this.active.values()) job.handBack();
       // Jobs that ignore their signal are ended from outside after the grace; handing them back takes a moment more.
@@ -111,6 +114,7 @@ export class Worker {
 
   private async loop(): Promise<void> {
     let interval = this.minPoll;
+    this.wakeAddress = await this.host.wakeAddress(); // before it is announced: no wake-up is sent to a port not yet bound
     await this.registry(() => register(this.host.manager.knex, this.host.store.tables, this.registered(), this.host.manager.clock.now()));
     this.nextHeartbeat = this.host.manager.clock.now() + HEARTBEAT_MS;
     while (this.state === 'running') {
@@ -154,7 +158,7 @@ export class Worker {
 
   private registered(): RegisteredWorker {
     const finished = JSON.stringify(this.host.finishedHour());
-    return { id: this.id, host: hostname().slice(0, 100), pid: process.pid, queues: this.queues, concurrency: this.concurrency, finished };
+    return { id: this.id, host: hostname().slice(0, 100), pid: process.pid, queues: this.queues, concurrency: this.concurrency, finished, wakeAddress: this.wakeAddress };
   }
 
   /** Renews this worker's heartbeat in the registry, every HEARTBEAT_MS. */
