@@ -165,6 +165,14 @@ export interface WorkerOptions {
    * locks), its slot freed and its lease no longer renewed. Default 5,000.
    */
   grace?: number;
+  /**
+   * Ms within which short jobs share one transaction and one COMMIT (each in a
+   * savepoint of its own, see "Groups of short jobs" in the README); 0 gives
+   * every job a transaction of its own. Default 20.
+   */
+  groupWindow?: number;
+  /** Most jobs a group runs (in one slot, one after the other); 1 turns groups off. Default 8. */
+  groupSize?: number;
 }
 
 /** Options of `worker.stop()`. */

@@ -205,30 +205,14 @@ export abstract class SchedulerBase extends EventEmitter<SchedulerEvents> {
   }
 
   private async runJobInTransaction(run: JobRun): Promise<JobOutcome> {
-    const started = this.manager.clock.now();
-    const counts = { attempt: run.attempt, run: run.run };
-    const { id, name, queue } = run;
-    this.emitSafely('started', { id, name, queue, run: run.run, ...(run.dueAt === undefined ? {} : { delayMs: started - run.dueAt }) });
+    const started = this.jobStarted(run);
     let transactionAttempt = 0;
     let value: string;
     try {
       value = await this.manager.run(
         async (tx) => {
           transactionAttempt = tx.attempt;
-          const handle: JobHandle = {
-            id: run.id,
-            name: run.name,
-            ...counts,
-            maxAttempts: run.maxAttempts,
-            transactionAttempt,
-            meta: run.meta,
-            db: tx.db,
-            signal: run.signal,
-            progress: async (fraction, message) => run.progress(checkProgress(fraction, message)),
-          };
-          const result = await run.fn(handle, ...this.codec.decodeArguments(run.args));
-          run.signal.throwIfAborted();
-          const stored = this.codec.encodeResult(run.name, result);
+          const stored = await this.callJob(run, tx);
           await run.commitResult?.(tx, stored);
           return stored;
         },
@@ -237,15 +221,63 @@ export abstract class SchedulerBase extends EventEmitter<SchedulerEvents> {
           metadata: { ...run.meta, note: `job ${run.name}` },
           signal: run.end,
           onRetry: (event) =>
-            this.emitSafely('retried', { id, name, queue, ...counts, transactionAttempt: event.attempt, error: event.error }),
+            this.emitSafely('retried', { id: run.id, name: run.name, queue: run.queue, attempt: run.attempt, run: run.run, transactionAttempt: event.attempt, error: event.error }),
         },
       );
     } catch (cause) {
       return { state: 'failed', error: storedError(cause), cause, transactionAttempt };
     }
-    const durationMs = this.manager.clock.now() - started;
-    this.emitSafely('succeeded', { id, name, queue, ...counts, transactionAttempt, durationMs });
+    this.jobSucceeded(run, transactionAttempt, this.manager.clock.now() - started);
     return { state: 'done', value, transactionAttempt };
+  }
+
+  /**
+   * Runs a job of a group inside the group's open transaction `tx` (see job-group.ts): its stored
+   * result, or how it failed. `succeeded` is emitted by the group once its COMMIT landed. @internal
+   */
+  protected runJobInGroup(run: JobRun, tx: Transaction): Promise<JobOutcome & { durationMs: number }> {
+    return traceJobRun(run, async () => {
+      const started = this.jobStarted(run);
+      try {
+        const value = await this.callJob(run, tx);
+        return { state: 'done', value, transactionAttempt: tx.attempt, durationMs: this.manager.clock.now() - started };
+      } catch (cause) {
+        return { state: 'failed', error: storedError(cause), cause, transactionAttempt: tx.attempt, durationMs: this.manager.clock.now() - started };
+      }
+    });
+  }
+
+  /** Emits `started`; returns when. */
+  private jobStarted(run: JobRun): number {
+    const started = this.manager.clock.now();
+    const { id, name, queue } = run;
+    this.emitSafely('started', { id, name, queue, run: run.run, ...(run.dueAt === undefined ? {} : { delayMs: started - run.dueAt }) });
+    return started;
+  }
+
+  /** Emits `succeeded` for a run whose result committed. @internal */
+  protected jobSucceeded(run: Pick<JobRun, 'id' | 'name' | 'queue' | 'attempt' | 'run'>, transactionAttempt: number, durationMs: number): void {
+    const { id, name, queue, attempt } = run;
+    this.emitSafely('succeeded', { id, name, queue, attempt, run: run.run, transactionAttempt, durationMs });
+  }
+
+  /** Calls the job's function in `tx` and returns its result, stored. */
+  private async callJob(run: JobRun, tx: Transaction): Promise<string> {
+    const handle: JobHandle = {
+      id: run.id,
+      name: run.name,
+      attempt: run.attempt,
+      run: run.run,
+      maxAttempts: run.maxAttempts,
+      transactionAttempt: tx.attempt,
+      meta: run.meta,
+      db: tx.db,
+      signal: run.signal,
+      progress: async (fraction, message) => run.progress(checkProgress(fraction, message)),
+    };
+    const result = await run.fn(handle, ...this.codec.decodeArguments(run.args));
+    run.signal.throwIfAborted();
+    return this.codec.encodeResult(run.name, result);
   }
 
   /** Emits a scheduler event; a listener that throws is logged and never fails a job or a worker. @internal */

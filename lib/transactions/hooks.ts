@@ -17,6 +17,10 @@ export class HookList {
     this.hooks = undefined;
   }
 
+  get size(): number {
+    return this.hooks?.length ?? 0;
+  }
+
   get isEmpty(): boolean {
     return this.hooks === undefined;
   }

@@ -18,7 +18,7 @@
 import type { Knex } from 'knex';
 import type { AfterCommitHook, Hook, IsolationLevel, Transaction, TransactionMeta } from '../interfaces.js';
 import { TransactionDoomedError, TransactionEndedError } from '../errors.js';
-import type { StatementGate } from './knex-internals.js';
+import { sendPastGate, type StatementGate } from './knex-internals.js';
 import type { GateTurn } from './contention-gate.js';
 import { DatabaseTransactions, type DatabaseTransactionEnvironment } from './database-transaction.js';
 import { HookList } from './hooks.js';
@@ -42,6 +42,10 @@ export class TransactionAttempt extends DatabaseTransactions implements Transact
   private boundDb: Knex.Transaction | undefined;
   private state: State = 'open';
   private savepoints = 0;
+  /** A savepoint to send before the next statement, if one comes (see markSavepoint()). */
+  private deferredSavepoint: string | undefined;
+  /** Why checkpoints are refused in this attempt (a group of jobs shares it), and whether one was tried. */
+  private checkpointBan: { reason: string; tried: boolean } | undefined;
   private controller: AbortController | undefined;
   private readonly beforeCommitHooks = new HookList();
   private readonly afterCommitHooks = new HookList();
@@ -146,8 +150,51 @@ export class TransactionAttempt extends DatabaseTransactions implements Transact
         // The builder took its connection before a checkpoint closed that database transaction.
         throw new TransactionEndedError('a statement of an earlier database transaction of this attempt');
       }
-      return execute();
+      if (this.deferredSavepoint === undefined) return execute();
+      const name = this.deferredSavepoint;
+      this.deferredSavepoint = undefined;
+      return sendPastGate(this.db, connection, `SAVEPOINT ${name}`).then(execute);
     });
+  }
+
+  /**
+   * Marks a point to roll back to with {@link rollBackToMark}. Its SAVEPOINT is
+   * sent just before the next statement, so work that sends none (a no-op job
+   * of a group) costs no round trip. @internal
+   */
+  markSavepoint(): string {
+    this.deferredSavepoint = `aftercommit_sp${++this.savepoints}`;
+    return this.deferredSavepoint;
+  }
+
+  /** Rolls back what was sent since `mark`; nothing to do when nothing was. @internal */
+  async rollBackToMark(mark: string): Promise<void> {
+    if (this.deferredSavepoint === mark) {
+      this.deferredSavepoint = undefined;
+      return;
+    }
+    await this.db.raw(`ROLLBACK TO SAVEPOINT ${mark}`);
+  }
+
+  /** Makes tx.commit() and tx.abort() throw `reason` from now on: work of several owners shares this attempt. @internal */
+  refuseCheckpoints(reason: string): void {
+    this.checkpointBan = { reason, tried: false };
+  }
+
+  /** Whether a checkpoint was refused (and what tried it may have gone on as if it had been made). @internal */
+  get checkpointRefused(): boolean {
+    return this.checkpointBan?.tried === true;
+  }
+
+  /** Hooks registered so far, of every kind: a change tells that some work left something for the end. @internal */
+  get hookCount(): number {
+    return this.beforeCommitHooks.size + this.afterCommitHooks.size + this.afterAbortHooks.size;
+  }
+
+  private assertCheckpointAllowed(what: string): void {
+    if (!this.checkpointBan) return;
+    this.checkpointBan.tried = true;
+    throw new Error(`${what} is refused here: ${this.checkpointBan.reason}`);
   }
 
   async savepoint<T>(fn: (db: Knex.Transaction) => Promise<T> | T): Promise<T> {
@@ -196,6 +243,7 @@ export class TransactionAttempt extends DatabaseTransactions implements Transact
   /** The commit checkpoint: commits the work so far and goes on in a fresh database transaction. */
   async commit(): Promise<void> {
     this.assertUsable('tx.commit()');
+    this.assertCheckpointAllowed('tx.commit()');
     if (this.rollbackOnly) throw new Error('tx.commit() after setRollbackOnly(): the work so far must not be committed; use tx.abort()');
     await this.prepare();
     await this.commitDatabaseTransaction();
@@ -206,6 +254,7 @@ export class TransactionAttempt extends DatabaseTransactions implements Transact
   /** The abort checkpoint: rolls back the work so far and goes on in a fresh database transaction. */
   async abort(): Promise<void> {
     this.assertOpen('tx.abort()');
+    this.assertCheckpointAllowed('tx.abort()');
     await this.rollBackDatabaseTransaction();
     this.doomedBy = undefined;
     await this.runAfterAbortHooks();

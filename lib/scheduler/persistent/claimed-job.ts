@@ -20,7 +20,7 @@ import { retryDelay, type DelayPolicy } from '../../transactions/backoff.js';
 import { INT_MAX } from '../../support/validate.js';
 import { storedError } from '../stored-error.js';
 import { lineageOf } from '../lineage.js';
-import type { JobOutcome } from '../base.js';
+import type { JobOutcome, JobRun } from '../base.js';
 import type { LocalRun } from './local-runs.js';
 import { decideRun, failAfterRequeueError, type EndedRun, type RunDecision, type RunEnd } from './outcome-rule.js';
 import type { JobRow } from './rows.js';
@@ -44,13 +44,21 @@ export class ClaimedJob {
 
   constructor(
     private readonly host: WorkerHost,
-    private readonly worker: string,
-    private readonly row: JobRow,
+    readonly worker: string,
+    readonly row: JobRow,
     private readonly token: string,
     /** Ms a job whose signal was aborted has before it is ended from outside. */
     private readonly grace: number,
   ) {
     this.local = host.localRuns.begin(row.id, row.owner);
+  }
+
+  /** How long its run took, when it ran here alone and succeeded (what tells a short job, job-group.ts). */
+  succeededInMs: number | undefined;
+
+  /** Told to end (removed, handed back) before it ran to its end. */
+  get ended(): boolean {
+    return this.local.controller.signal.aborted;
   }
 
   /** Runs the job and records how it ended; never rejects for the job's own failure. */
@@ -89,43 +97,90 @@ export class ClaimedJob {
   }
 
   private async runOnce(): Promise<void> {
-    const { manager } = this.host;
-    const { row, local } = this;
+    const { signal } = this.local.controller;
+    if (signal.aborted) {
+      // Removed or handed back while it waited for its turn in a group: settled without running.
+      const cause: unknown = signal.reason;
+      return this.settle({ state: 'failed', error: storedError(cause), cause, transactionAttempt: 0 });
+    }
+    const started = this.host.manager.clock.now();
     const stopBeating = new AbortController();
     void this.heartbeat(stopBeating.signal);
-    const end = this.endAfterGrace(local.controller.signal, stopBeating.signal);
-    if (row.timeoutMs !== null) {
-      const timeout = row.timeoutMs;
-      manager.clock.sleep(timeout, stopBeating.signal).then(
-        () => local.controller.abort(new JobTimeoutError(row.name, timeout)),
-        () => undefined, // the run ended first
-      );
-    }
     let outcome: JobOutcome;
     try {
-      outcome = await this.host.runJob({
-        id: row.id,
-        name: row.name,
-        queue: row.queue,
-        dueAt: row.runAt,
-        fn: this.host.job(row.name),
-        args: row.args,
-        meta: this.host.decodeMeta(row.meta),
-        signal: local.controller.signal,
-        attempt: row.failures + 1,
-        maxAttempts: row.maxAttempts,
-        run: row.runs + 1,
-        progress: (progress) => this.progress(progress),
-        end,
-        traceparent: lineageOf(row.meta)?.traceparent, // the scheduling attempt's, for the run's span
-        commitResult: (tx, result) => this.commitResult(tx, result),
-      });
+      outcome = await this.host.runJob(this.jobRun(stopBeating.signal, (tx, result) => this.commitResult(tx, result)));
     } catch (cause) {
       outcome = { state: 'failed', error: storedError(cause), cause, transactionAttempt: 0 }; // e.g. an unknown job name here
     } finally {
       stopBeating.abort();
     }
     if (outcome.state === 'failed') await this.settle(outcome);
+    else this.succeededInMs = this.host.manager.clock.now() - started;
+  }
+
+  /**
+   * Runs the job in `tx`, the open transaction of its group (job-group.ts), which writes the result.
+   * Its timeout and grace hold as in a run of its own: past the grace, `groupEnd` ends the group's transaction.
+   */
+  async runInGroup(tx: Transaction, claimedAt: number, groupEnd: AbortController): Promise<JobOutcome & { durationMs: number }> {
+    this.claimedAt = claimedAt;
+    this.ran = true;
+    const ended = new AbortController();
+    try {
+      const run = this.jobRun(ended.signal);
+      run.end?.addEventListener('abort', () => groupEnd.abort(run.end?.reason), { once: true });
+      return await this.host.runJobInGroup(run, tx);
+    } catch (cause) {
+      return { state: 'failed', error: storedError(cause), cause, transactionAttempt: tx.attempt, durationMs: 0 }; // e.g. an unknown job name here
+    } finally {
+      ended.abort();
+    }
+  }
+
+  /** The group that ran this job committed: its result with it (`ok`), or, failed, what its run did not write. */
+  async groupCommitted(outcome: JobOutcome & { durationMs: number }): Promise<void> {
+    try {
+      const { id, name, queue, failures, runs } = this.row;
+      if (outcome.state === 'done') this.host.jobSucceeded({ id, name, queue, attempt: failures + 1, run: runs + 1 }, outcome.transactionAttempt, outcome.durationMs);
+      else await this.settle(outcome);
+    } finally {
+      this.host.localRuns.end(this.row.id, this.local);
+    }
+  }
+
+  /** Forgets a job of a group that is no longer this claim's (taken over, removed, or done by a COMMIT whose answer was lost). */
+  forget(): void {
+    this.host.localRuns.end(this.row.id, this.local);
+  }
+
+  /** The run handed to the scheduler; `runEnded` stops its timeout and grace once it is over. */
+  private jobRun(runEnded: AbortSignal, commitResult?: JobRun['commitResult']): JobRun {
+    const { manager } = this.host;
+    const { row, local } = this;
+    if (row.timeoutMs !== null && !runEnded.aborted) {
+      const timeout = row.timeoutMs;
+      manager.clock.sleep(timeout, runEnded).then(
+        () => local.controller.abort(new JobTimeoutError(row.name, timeout)),
+        () => undefined, // the run ended first
+      );
+    }
+    return {
+      id: row.id,
+      name: row.name,
+      queue: row.queue,
+      dueAt: row.runAt,
+      fn: this.host.job(row.name),
+      args: row.args,
+      meta: this.host.decodeMeta(row.meta),
+      signal: local.controller.signal,
+      attempt: row.failures + 1,
+      maxAttempts: row.maxAttempts,
+      run: row.runs + 1,
+      progress: (progress) => this.progress(progress),
+      end: this.endAfterGrace(local.controller.signal, runEnded),
+      traceparent: lineageOf(row.meta)?.traceparent, // the scheduling attempt's, for the run's span
+      ...(commitResult === undefined ? {} : { commitResult }),
+    };
   }
 
   /** Writes the result in the job's transaction: it commits, with the job's writes, only while the claim is ours. */
@@ -251,7 +306,7 @@ export class ClaimedJob {
   }
 
   /** The row's run log with this run's end (and the expired run before it) added. */
-  private runLog(outcome: JobRunRecord['outcome'], now: number, error?: string): string {
+  runLog(outcome: JobRunRecord['outcome'], now: number, error?: string): string {
     const thisRun: JobRunRecord = { run: this.row.runs + 1, worker: this.worker, claimedAt: this.claimedAt, endedAt: now, outcome, ...(error === undefined ? {} : { error }) };
     const runs = [this.expiredRun, this.ran ? thisRun : undefined].filter((run): run is JobRunRecord => run !== undefined);
     return withRuns(this.row.runLog, ...runs);

@@ -39,6 +39,7 @@ import { originOf } from './origin.js';
 import { checkRetention, type Retention } from './retention.js';
 import { NewRows } from './new-rows.js';
 import { TransactionInserts } from './transaction-inserts.js';
+import { JobDurations } from './job-group.js';
 import { wakeUpChannel, type WakeUpChannel } from './wake-up.js';
 import { StoredBatchSpec, checkSteps } from '../specs.js';
 import { JobStore } from './store.js';
@@ -119,12 +120,16 @@ export class PersistentTransactionalScheduler extends SchedulerBase implements S
       maxRuns,
       concurrency: integerIn(options.concurrency ?? 4, 'concurrency', 1),
       localRuns: this.localRuns,
+      jobDurations: new JobDurations(),
       outcomes: this.outcomes,
       recurring: this.recurringJobs,
       job: (name) => this.definedJob(name),
       decodeMeta: (meta) => this.codec.decodeValue(meta) as TransactionMeta,
       finishedHour: () => this.runMetrics.finishedHour(),
       runJob: (run) => this.runJob(run),
+      runJobInGroup: (run, tx) => this.runJobInGroup(run, tx),
+      jobSucceeded: (run, transactionAttempt, durationMs) => this.jobSucceeded(run, transactionAttempt, durationMs),
+      scheduledIn: (tx) => this.inserts.count(tx),
       reportFailure: (run, outcome) => this.reportFailure(run, outcome),
       register: (worker) => {
         this.localWorkers.add(worker);

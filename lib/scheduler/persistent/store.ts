@@ -194,6 +194,39 @@ export class JobStore {
       });
   }
 
+  /**
+   * Records the results of jobs claimed under `token` that ran in one transaction (a group, see job-group.ts), in one
+   * statement; the number of rows changed is less than `endings` when one of them is no longer this claim's.
+   */
+  completeAll(db: Db, token: string, endings: readonly { id: string; result: string; runLog: string }[], end: Omit<RunEnding, 'runLog'>): Promise<number> {
+    const byId = (column: 'result' | 'runLog') => db.raw(`CASE ?? ${endings.map(() => 'WHEN ? THEN ?').join(' ')} END`, ['id', ...endings.flatMap((e) => [e.id, e[column]])]);
+    return this.jobs(db)
+      .whereIn('id', endings.map((e) => e.id))
+      .where({ lease: token, state: 'running' })
+      .update({
+        state: 'done',
+        result: byId('result'),
+        finished_at: end.now,
+        expires_at: end.expiresAt,
+        run_log: byId('runLog'),
+        progress_fraction: 1,
+        lease: null,
+        locked_by: null,
+        locked_until: null,
+      });
+  }
+
+  /** Of jobs `ids`, those still claimed under `token` (a group that did not commit: which of its jobs are still ours to run). */
+  async stillClaimed(db: Db, ids: readonly string[], token: string): Promise<Set<string>> {
+    const rows = (await this.jobs(db).whereIn('id', ids).where({ lease: token, state: 'running' }).select('id')) as { id: string }[];
+    return new Set(rows.map((row) => row.id));
+  }
+
+  /** Extends the leases of jobs `ids` claimed under `token` (a group's, all at once). */
+  renewAll(db: Db, ids: readonly string[], token: string, until: number): Promise<number> {
+    return this.jobs(db).whereIn('id', ids).where({ lease: token, state: 'running' }).update({ locked_until: until });
+  }
+
   /** Records a failure for good; fenced like complete. */
   fail(db: Db, id: string, token: string, end: RunEnding & { error: StoredError; failures: number }): Promise<number> {
     return this.jobs(db)

@@ -39,6 +39,11 @@ export class TransactionInserts {
     pending.push(...rows);
   }
 
+  /** How many rows `tx` will write before it commits. */
+  count(tx: Transaction): number {
+    return this.unflushed.get(tx)?.length ?? 0;
+  }
+
   /** The row `id` that `tx` will write, if it has not yet. */
   find(tx: Transaction | undefined, id: string): NewJob | undefined {
     return tx && this.unflushed.get(tx)?.find((row) => row.id === id);

@@ -13,6 +13,7 @@ import { within } from '../../support/deadline.js';
 import { detached, traceClaim } from '../../support/tracing.js';
 import { integerIn } from '../../support/validate.js';
 import { ClaimedJob } from './claimed-job.js';
+import { JobGroup, planSlots } from './job-group.js';
 import type { JobRow } from './rows.js';
 import type { WorkerHost } from './worker-host.js';
 import { pausedAmong } from './queue-control.js';
@@ -31,6 +32,12 @@ export class Worker {
   private readonly minPoll: number;
   private readonly maxPoll: number;
   private readonly active = new Map<string, { done: Promise<void>; job: ClaimedJob }>();
+  /** Slots running a job or a group of jobs. */
+  private busy = 0;
+  /** Ms within which short jobs share a transaction; 0: each job has its own. */
+  private readonly groupWindow: number;
+  /** Most jobs one group runs. */
+  private readonly groupSize: number;
   private state: 'idle' | 'running' | 'stopping' | 'stopped' = 'idle';
   private loopDone: Promise<void> = Promise.resolve();
   private stopping: Promise<void> | undefined;
@@ -58,6 +65,8 @@ export class Worker {
     this.minPoll = integerIn(options.minPollInterval ?? 50, 'minPollInterval (ms)', 1);
     this.maxPoll = integerIn(options.maxPollInterval ?? Math.max(2000, this.minPoll), 'maxPollInterval (ms)', this.minPoll);
     this.grace = integerIn(options.grace ?? 5000, 'grace (ms)', 0);
+    this.groupWindow = integerIn(options.groupWindow ?? 20, 'groupWindow (ms)', 0);
+    this.groupSize = integerIn(options.groupSize ?? 8, 'groupSize', 1);
   }
 
   /** Jobs this worker is running now. */
@@ -120,7 +129,7 @@ export class Worker {
     while (this.state === 'running') {
       await this.heartbeat();
       await this.host.recurring.tick(); // the recurring jobs due by now: inserted before this claim looks
-      const free = this.concurrency - this.active.size;
+      const free = this.concurrency - this.busy;
       let claimed = 0;
       if (free > 0) {
         try {
@@ -193,32 +202,37 @@ export class Worker {
     }
   }
 
-  /** Claims up to `limit` jobs (expired leases first, then due jobs of each queue) and starts them. */
-  private async claim(limit: number): Promise<number> {
+  /** Claims jobs for `free` slots (expired leases first, then due jobs of each queue, short ones grouped) and starts them. */
+  private async claim(free: number): Promise<number> {
     const { manager, store, quotas } = this.host;
     const now = manager.clock.now();
     const token = randomBytes(16).toString('hex');
     const checkLeases = now >= this.nextLeaseCheck;
+    // Read enough rows to fill groups once some jobs are known to be short; the claim takes only those that fit.
+    const limit = this.groupSize > 1 && this.host.jobDurations.anyShort(this.groupWindow) ? free * this.groupSize : free;
     // Limited queues are claimed in turns across all processes (their lock held until this transaction ended); others as they are.
     const turn = quotas.turn(this.queues);
-    const rows = await traceClaim(this.id, this.queues, () =>
+    const slots = await traceClaim(this.id, this.queues, () =>
       turn.around(() =>
         manager.run(
           async (tx) => {
             await turn.lock(tx.db); // first, before any row lock
-            const claimed: JobRow[] = [];
+            const found: JobRow[] = [];
             if (checkLeases) {
               // Not our own: a job running here has a live worker even if its heartbeat is late.
-              const expired = await store.expiredLeases(tx.db, now, limit);
-              claimed.push(...expired.filter((row) => !this.host.localRuns.has(row.id)));
+              const expired = await store.expiredLeases(tx.db, now, free);
+              found.push(...expired.filter((row) => !this.host.localRuns.has(row.id)));
             }
             const paused = await pausedAmong(tx.db, store.tables, this.queues); // read by every claim: a pause holds from the next one
             for (const queue of this.queues) {
-              if (claimed.length >= limit) break;
-              if (!paused.has(queue)) claimed.push(...(await quotas.due(tx.db, queue, now, limit - claimed.length)));
+              if (found.length >= limit) break;
+              if (!paused.has(queue)) found.push(...(await quotas.due(tx.db, queue, now, limit - found.length)));
             }
+            // Rows left out stay pending: their locks go with this transaction.
+            const planned = planSlots(found, free, { size: this.groupSize, window: this.groupWindow }, this.host.jobDurations);
+            const claimed = planned.flat();
             if (claimed.length > 0) await store.claim(tx.db, claimed, { token, worker: this.id, now });
-            return claimed;
+            return planned;
           },
           // The worker's own bookkeeping (claims here, and what ClaimedJob records) touches job rows only, never the app's: it takes
           // no part in escalation, so a crowd of retried requests does not hold up claims.
@@ -230,19 +244,24 @@ export class Worker {
       ),
     );
     if (checkLeases) this.nextLeaseCheck = now + this.maxPoll;
-    for (const row of rows) this.begin(row, token, now);
-    return rows.length;
+    for (const slot of slots) this.begin(slot, token, now);
+    return slots.length;
   }
 
-  private begin(row: JobRow, token: string, now: number): void {
-    const job = new ClaimedJob(this.host, this.id, row, token, this.grace);
-    const done = job
-      .run(now)
-      .catch((err: unknown) => this.host.logger.error({ err, id: row.id }, `worker ${this.id}: job ${row.name} (${row.id}) could not be settled`))
+  /** Starts a slot: one job in its own transaction, or a group of short jobs. */
+  private begin(rows: readonly JobRow[], token: string, now: number): void {
+    const jobs = rows.map((row) => new ClaimedJob(this.host, this.id, row, token, this.grace));
+    const running = jobs.length === 1 ? jobs[0]!.run(now) : new JobGroup(this.host, this.id, jobs, token, this.groupWindow).run(now);
+    this.busy++;
+    const done = running
+      .catch((err: unknown) => this.host.logger.error({ err, ids: rows.map((row) => row.id) }, `worker ${this.id}: job(s) ${rows.map((row) => `${row.name} (${row.id})`).join(', ')} could not be settled`))
       .finally(() => {
-        this.active.delete(row.id);
+        const [single] = jobs;
+        if (jobs.length === 1 && single!.succeededInMs !== undefined) this.host.jobDurations.record(single!.row.name, single!.succeededInMs);
+        for (const job of jobs) this.active.delete(job.row.id);
+        this.busy--;
         this.wake(); // a slot is free: claim at once, even if the loop is busy right now
       });
-    this.active.set(row.id, { done, job });
+    for (const job of jobs) this.active.set(job.row.id, { done, job });
   }
 }

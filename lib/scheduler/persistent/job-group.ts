@@ -1,0 +1,219 @@
+/**
+ * Groups of short jobs. A worker that claimed several jobs known to be short
+ * runs them one after the other in ONE transaction with one COMMIT, instead of
+ * one transaction each:
+ * - each job runs in a savepoint, sent only before its first statement, so a
+ *   job that throws rolls back to it alone and a job that sends nothing costs
+ *   no round trip;
+ * - the results are written by one UPDATE just before the COMMIT, fenced on the
+ *   claim's lease token like a job's own result: a group with a job that is no
+ *   longer its claim's (taken over after a stall, removed) cannot commit;
+ * - a transaction stops taking jobs once it has run for the window: jobs later
+ *   in the group go into the next one, so no job waits long for its COMMIT;
+ * - whatever a savepoint cannot undo alone (a conflict, a lost lease, a failed
+ *   COMMIT, a job that threw after it scheduled jobs or registered hooks, a
+ *   checkpoint) rolls the whole transaction back: the jobs it ran then run
+ *   again one by one, each in a transaction of its own, if still ours.
+ * A job is short once its last runs in this process each took at most half the
+ * window; a job that broke a group, or that never ran here, runs alone.
+ */
+import type { TransactionAttempt } from '../../transactions/transaction.js';
+import type { JobOutcome } from '../base.js';
+import type { ClaimedJob } from './claimed-job.js';
+import type { JobRow } from './rows.js';
+import type { WorkerHost } from './worker-host.js';
+
+type Ran = { job: ClaimedJob; outcome?: JobOutcome & { durationMs: number } };
+
+/** Runs of a job this process must have seen, each short, before the job is grouped. */
+const RUNS_SEEN = 3;
+/** Job names remembered; later names are not grouped (names come from stored rows). */
+const NAMES_KEPT = 1000;
+
+/** What this process learned of how long each job takes, for all its workers. */
+export class JobDurations {
+  private readonly recent = new Map<string, number[]>();
+  private readonly refused = new Set<string>();
+
+  /** True when at least one job is short for `window`. */
+  anyShort(window: number): boolean {
+    return window > 0 && [...this.recent.keys()].some((name) => this.isShort(name, window));
+  }
+
+  record(name: string, ms: number): void {
+    const runs = this.recent.get(name) ?? [];
+    if (runs.length === 0 && this.recent.size >= NAMES_KEPT) return;
+    runs.push(ms);
+    if (runs.length > RUNS_SEEN) runs.shift();
+    this.recent.set(name, runs);
+  }
+
+  /** Never groups `name` again in this process: one of its runs could not share a transaction. */
+  refuse(name: string): void {
+    this.refused.add(name);
+  }
+
+  /** Whether each of the last runs of `name` took at most half of `window`. */
+  isShort(name: string, window: number): boolean {
+    const runs = this.recent.get(name);
+    return window > 0 && !this.refused.has(name) && runs !== undefined && runs.length === RUNS_SEEN && runs.every((ms) => ms * 2 <= window);
+  }
+
+  /** Whether `row` may join a group: a short plain job claimed from the queue (not a batch, a step, a job with callbacks, or a recovered one). */
+  groupable(row: JobRow, window: number): boolean {
+    return row.state === 'pending' && row.kind === 'job' && row.parentId === null && row.callbacks === null && this.isShort(row.name, window);
+  }
+}
+
+/**
+ * What each of `free` slots runs of the claimed `rows` (in claim order): one job,
+ * or a group of up to `size` short ones. The first `free` rows each take a slot,
+ * as without groups; later short rows join the smallest group with room. Rows
+ * that fit nowhere are left out (the claim does not take them).
+ */
+export function planSlots(rows: readonly JobRow[], free: number, group: { size: number; window: number }, durations: JobDurations): JobRow[][] {
+  const slots: JobRow[][] = [];
+  const groups: JobRow[][] = [];
+  for (const row of rows) {
+    const short = group.size > 1 && durations.groupable(row, group.window);
+    if (slots.length < free) {
+      slots.push([row]);
+      if (short) groups.push(slots[slots.length - 1]!);
+    } else if (short) {
+      const smallest = groups.reduce<JobRow[] | undefined>((best, candidate) => (candidate.length < group.size && (!best || candidate.length < best.length) ? candidate : best), undefined);
+      smallest?.push(row);
+    }
+  }
+  return slots;
+}
+
+export class JobGroup {
+  /** Jobs not yet run (in a transaction that committed, or alone). */
+  private readonly left: ClaimedJob[];
+  /** Jobs whose lease the group renews: not yet committed, nor handed to a run of their own. */
+  private readonly leased = new Set<ClaimedJob>();
+
+  constructor(
+    private readonly host: WorkerHost,
+    private readonly worker: string,
+    jobs: readonly ClaimedJob[],
+    private readonly token: string,
+    private readonly window: number,
+  ) {
+    this.left = [...jobs];
+    for (const job of jobs) this.leased.add(job);
+  }
+
+  /** Runs every job of the group, in as few transactions as the window allows; never rejects for a job's failure. */
+  async run(claimedAt: number): Promise<void> {
+    const stopBeating = new AbortController();
+    void this.heartbeat(stopBeating.signal);
+    try {
+      while (this.left.length > 0) await this.nextTransaction(claimedAt);
+    } finally {
+      stopBeating.abort();
+    }
+  }
+
+  private async nextTransaction(claimedAt: number): Promise<void> {
+    const ran: Ran[] = [];
+    const alone: ClaimedJob[] = [];
+    const groupEnd = new AbortController();
+    try {
+      await this.host.manager.run((tx) => this.runSome(tx as TransactionAttempt, claimedAt, groupEnd, ran, alone), {
+        name: `job group (worker ${this.worker})`,
+        retries: 0, // a conflict re-runs its jobs one by one, with the retries of their own transactions
+        signal: groupEnd.signal,
+      });
+    } catch (err) {
+      this.host.logger.debug({ err, worker: this.worker, jobs: ran.length }, `worker ${this.worker}: a group of ${ran.length} job(s) rolled back; they run again one by one`);
+      alone.unshift(...ran.map((r) => r.job));
+      await this.oneByOne(alone, claimedAt);
+      return;
+    }
+    for (const { job, outcome } of ran) {
+      this.leased.delete(job);
+      if (outcome!.state === 'done') this.host.jobDurations.record(job.row.name, outcome!.durationMs);
+      await job.groupCommitted(outcome!);
+    }
+    await this.oneByOne(alone, claimedAt);
+  }
+
+  /** Runs jobs of the group in `tx` until the window has passed; returns with their results written. */
+  private async runSome(tx: TransactionAttempt, claimedAt: number, groupEnd: AbortController, ran: Ran[], alone: ClaimedJob[]): Promise<void> {
+    const { manager, store, outcomes } = this.host;
+    tx.refuseCheckpoints('jobs run in a group share one transaction; a job that calls tx.commit() or tx.abort() runs alone from now on');
+    const started = manager.clock.now();
+    while (this.left.length > 0 && (ran.length === 0 || manager.clock.now() - started < this.window)) {
+      const job = this.left.shift()!;
+      if (job.ended) {
+        alone.push(job); // removed or handed back before it started: settled without running
+        continue;
+      }
+      const entry: Ran = { job };
+      ran.push(entry);
+      const hooks = tx.hookCount;
+      const scheduled = this.host.scheduledIn(tx);
+      const mark = tx.markSavepoint();
+      const outcome = (entry.outcome = await job.runInGroup(tx, claimedAt, groupEnd));
+      if (tx.checkpointRefused || tx.rollbackOnly) {
+        this.host.jobDurations.refuse(job.row.name);
+        throw new Error(`job ${job.row.name} (${job.row.id}) cannot share a transaction`);
+      }
+      if (outcome.state === 'failed') {
+        if (manager.isTransient(outcome.cause) || manager.isUnavailable(outcome.cause) || tx.doomedBy !== undefined) throw outcome.cause;
+        if (tx.hookCount !== hooks || this.host.scheduledIn(tx) !== scheduled) {
+          this.host.jobDurations.refuse(job.row.name);
+          throw new Error(`job ${job.row.name} (${job.row.id}) failed after it scheduled jobs or registered hooks: it cannot be rolled back alone`);
+        }
+        await tx.rollBackToMark(mark);
+      }
+    }
+    const done = ran.filter((r) => r.outcome?.state === 'done');
+    if (done.length === 0) return;
+    const now = manager.clock.now();
+    const endings = done.map(({ job, outcome }) => ({ id: job.row.id, result: (outcome as { value: string }).value, runLog: job.runLog('done', now) }));
+    const changed = await store.completeAll(tx.db, this.token, endings, { now, expiresAt: outcomes.expiryOf(done[0]!.job.row, 'done', now) });
+    if (changed !== done.length) throw new Error(`${done.length - changed} job(s) of the group are no longer this claim's`);
+  }
+
+  /** Runs `jobs` one by one, each in a transaction of its own, if the claim is still ours. */
+  private async oneByOne(jobs: readonly ClaimedJob[], claimedAt: number): Promise<void> {
+    if (jobs.length === 0) return;
+    for (const job of jobs) this.leased.delete(job); // each renews its own lease from now on
+    let ours: Set<string>;
+    try {
+      ours = await this.host.store.stillClaimed(this.host.manager.knex, jobs.map((job) => job.row.id), this.token);
+    } catch (err) {
+      // Their leases run out and another run takes them over.
+      this.host.logger.warn({ err }, `could not check the claims of ${jobs.length} job(s) whose group rolled back; they run again once their lease runs out`);
+      for (const job of jobs) job.forget();
+      return;
+    }
+    for (const job of jobs) {
+      if (ours.has(job.row.id)) await job.run(claimedAt);
+      else job.forget(); // done by a COMMIT whose answer was lost, taken over, or removed
+    }
+  }
+
+  /** Renews the leases of the jobs not yet committed, all in one statement, every third of the shortest lease. */
+  private async heartbeat(stop: AbortSignal): Promise<void> {
+    const { manager, store, logger } = this.host;
+    const leaseMs = Math.min(...[...this.leased].map((job) => job.row.leaseMs));
+    const every = Math.max(50, Math.floor(leaseMs / 3));
+    while (this.leased.size > 0) {
+      try {
+        await manager.clock.sleep(every, stop);
+      } catch {
+        return; // the group ended
+      }
+      const ids = [...this.leased].map((job) => job.row.id);
+      if (ids.length === 0) return;
+      try {
+        await store.renewAll(manager.knex, ids, this.token, manager.clock.now() + leaseMs);
+      } catch (err) {
+        logger.warn({ err, jobs: ids.length }, `could not renew the leases of ${ids.length} job(s) of a group; it tries again`);
+      }
+    }
+  }
+}
