@@ -3,6 +3,7 @@
  * aftercommit's command line:
  *   npx aftercommit migrate [--jobs ./jobs.js]
  *   npx aftercommit worker  [--jobs ./jobs.js] [--concurrency N] [--queues a,b] [--stop-timeout ms] [--grace ms]
+ *                           [--group-window ms] [--group-size N]
  *
  * The jobs module exports (as `scheduler` or default) the app's
  * PersistentTransactionalScheduler, with its jobs defined.
@@ -16,6 +17,11 @@ import { INT_MAX, integerIn } from './support/validate.js';
 const usage = `usage:
   aftercommit migrate [--jobs ./jobs.js]
   aftercommit worker  [--jobs ./jobs.js] [--concurrency N] [--queues a,b] [--stop-timeout ms] [--grace ms]
+                      [--group-window ms] [--group-size N]
+
+Short jobs share one transaction, each in a savepoint, when they finish within
+--group-window ms (default 50; 0: every job has its own), at most --group-size
+(default 8) at a time.
 
 On SIGTERM or SIGINT the worker stops claiming and gives running jobs --stop-timeout ms
 (default 30000) to finish, then aborts their signal; a job still running --grace ms
@@ -45,13 +51,13 @@ async function loadScheduler(path: string): Promise<PersistentTransactionalSched
 }
 
 /** The option's value as an integer from 1 up to what a timer takes, or the usage and exit code 2. */
-function positiveInteger(value: string | undefined, option: string): number | undefined {
+function positiveInteger(value: string | undefined, option: string, min = 1): number | undefined {
   if (value === undefined) return undefined;
   try {
-    return integerIn(Number(value), `--${option}`, 1);
+    return integerIn(Number(value), `--${option}`, min);
   } catch {
     // Name the text as typed: `Number('ten')` would show as NaN.
-    fail(`--${option} must be a whole number from 1 to ${INT_MAX}, got ${value}`);
+    fail(`--${option} must be a whole number from ${min} to ${INT_MAX}, got ${value}`);
   }
 }
 
@@ -64,6 +70,8 @@ async function main(): Promise<void> {
       queues: { type: 'string' },
       'stop-timeout': { type: 'string' },
       grace: { type: 'string' },
+      'group-window': { type: 'string' },
+      'group-size': { type: 'string' },
       help: { type: 'boolean', short: 'h' },
     },
   });
@@ -90,6 +98,8 @@ async function main(): Promise<void> {
     grace,
     concurrency: positiveInteger(values.concurrency, 'concurrency'),
     queues: values.queues?.split(',').map((q) => q.trim()).filter(Boolean),
+    groupWindow: positiveInteger(values['group-window'], 'group-window', 0),
+    groupSize: positiveInteger(values['group-size'], 'group-size'),
   }).start();
   console.log(`aftercommit: worker ${worker.id} started (jobs: ${scheduler.definedJobs().join(', ') || 'none'})`);
 

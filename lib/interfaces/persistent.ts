@@ -168,7 +168,7 @@ export interface WorkerOptions {
   /**
    * Ms within which short jobs share one transaction and one COMMIT (each in a
    * savepoint of its own, see "Groups of short jobs" in the README); 0 gives
-   * every job a transaction of its own. Default 20.
+   * every job a transaction of its own. Default 50.
    */
   groupWindow?: number;
   /** Most jobs a group runs (in one slot, one after the other); 1 turns groups off. Default 8. */

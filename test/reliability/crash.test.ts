@@ -4,7 +4,9 @@
  *   job is run again by another worker once the lease runs out, its rows exist
  *   exactly once, and the recovery is logged with its timing;
  * - a worker paused (SIGSTOP) past its lease, then resumed (SIGCONT), after
- *   another worker took the job over: it cannot commit its result or its writes.
+ *   another worker took the job over: it cannot commit its result or its writes;
+ * - the same with a group of short jobs in flight (several jobs in one
+ *   transaction, some already run): the stalled group cannot commit any of them.
  */
 import { beforeEach, it } from 'node:test';
 import assert from 'node:assert/strict';
@@ -17,7 +19,7 @@ const LEASE = 1000;
 eachDialect(
   'a worker that dies or stalls',
   (database) => {
-    const suite = multiProcessSuite(database, { lease: LEASE, jobs: ['hold'] });
+    const suite = multiProcessSuite(database, { lease: LEASE, jobs: ['hold', 'quick'] });
     beforeEach(async () => {
       for (const w of suite.workers.splice(0)) {
         w.child.kill('SIGKILL');
@@ -77,6 +79,34 @@ eachDialect(
       const row = await suite.knex(`${suite.prefix}jobs`).where({ id }).first();
       assert.equal(row.state, 'done');
       assert.deepEqual(JSON.parse(row.result), [{ n: 2, pid: b.pid }]);
+    });
+
+    it('SIGSTOP with a group in flight, past the lease: the stalled group commits none of its jobs', async () => {
+      const a = suite.spawn({ hold: 3000, groupWindow: 2000 }); // a long window: the group forms however slow the machine
+      // Three short runs teach A that `quick` is short; then six at once make a group, the third holding in its first run.
+      const warm = await suite.tm.run(async () => [0, 1, 2].map((n) => suite.scheduler.schedule('quick', n)));
+      for (const id of warm) await finished(suite.scheduler, id, 30_000);
+      const ids = await suite.tm.run(async () => [0, 1, 2, 3, 4, 5].map((n) => suite.scheduler.schedule('quick', 10 + n, { say: true, hold: n === 2 })));
+      await until(() => a.lines.some((l) => l.msg === 'quick holds' && l.id === ids[2]), 30_000, 'worker A to hold in the third job');
+      const ranInA = a.lines.filter((l) => l.msg === 'quick runs' && ids.includes(l.id as string));
+      assert.deepEqual(ranInA.map((l) => l.n), [10, 11, 12], 'A ran the first three jobs');
+      assert.equal(new Set(ranInA.map((l) => l.tx)).size, 1, 'in one transaction: a group');
+      a.child.kill('SIGSTOP');
+      const b = spawn(0);
+      try {
+        for (const id of ids) assert.equal((await finished(suite.scheduler, id, 60_000)).state, 'done');
+      } finally {
+        a.child.kill('SIGCONT');
+      }
+      // A wakes up; its held job returns; its group finds the claims gone and commits nothing.
+      await until(() => a.lines.some((l) => l.msg === 'quick returns' && l.id === ids[2]), 30_000, 'worker A’s stalled job to return');
+      await new Promise((r) => setTimeout(r, 500));
+      for (const id of ids) {
+        assert.deepEqual((await effectsOf(id)).map((r) => r.pid), [b.pid], 'only B’s row: the stalled group’s rows were rolled back');
+        const row = await suite.knex(`${suite.prefix}jobs`).where({ id }).first();
+        assert.equal(JSON.parse(row.result)[0].pid, b.pid, 'the result B wrote');
+      }
+      assert.ok(!a.lines.some((l) => l.msg === 'quick runs' && l.run === 2), 'A ran none of them again: its claims were gone');
     });
   },
   ['mysql', 'postgres'],

@@ -91,7 +91,7 @@ export interface MultiProcessSuite {
   /** Worker processes started with `spawn`, alive or not; killed when the suite ends. */
   workers: WorkerProcess[];
   /** Starts a worker process (the real CLI with the fixture's jobs), taking `queues` if given. */
-  spawn(options?: { lease?: number; hold?: number; work?: number; concurrency?: number; queues?: string[] }): WorkerProcess;
+  spawn(options?: { lease?: number; hold?: number; work?: number; concurrency?: number; queues?: string[]; groupWindow?: number }): WorkerProcess;
 }
 
 /** The effects table of worker-jobs.ts: one row per run, with the run's start and end on the job's clock for those that note them. */
@@ -162,13 +162,17 @@ export function multiProcessSuite(
     await suite.knex.schema.dropTableIfExists(`${suite.prefix}queues`);
     await suite.knex.schema.dropTableIfExists(`${suite.prefix}workers`);
   });
-  suite.spawn = ({ lease = options.lease, hold = 0, work, concurrency = 1, queues } = {}) => {
+  suite.spawn = ({ lease = options.lease, hold = 0, work, concurrency = 1, queues, groupWindow } = {}) => {
     const { maxRuns, queues: limits, poll } = options;
     const env = {
       ...fixtureEnv(database, { prefix: suite.prefix, effects: suite.effects, lease, hold, maxRuns, counter: suite.counter, queues: limits, poll }),
       ...(work === undefined ? {} : { AC_FIXTURE_WORK: String(work) }),
     };
-    const args = ['--concurrency', String(concurrency), ...(queues === undefined ? [] : ['--queues', queues.join(',')])];
+    const args = [
+      ...['--concurrency', String(concurrency)],
+      ...(queues === undefined ? [] : ['--queues', queues.join(',')]),
+      ...(groupWindow === undefined ? [] : ['--group-window', String(groupWindow)]),
+    ];
     const worker = startWorker(env, args, options.fixture);
     suite.workers.push(worker);
     return worker;

@@ -65,7 +65,7 @@ export class Worker {
     this.minPoll = integerIn(options.minPollInterval ?? 50, 'minPollInterval (ms)', 1);
     this.maxPoll = integerIn(options.maxPollInterval ?? Math.max(2000, this.minPoll), 'maxPollInterval (ms)', this.minPoll);
     this.grace = integerIn(options.grace ?? 5000, 'grace (ms)', 0);
-    this.groupWindow = integerIn(options.groupWindow ?? 20, 'groupWindow (ms)', 0);
+    this.groupWindow = integerIn(options.groupWindow ?? 50, 'groupWindow (ms)', 0);
     this.groupSize = integerIn(options.groupSize ?? 8, 'groupSize', 1);
   }
 
