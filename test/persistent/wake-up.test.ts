@@ -127,6 +127,22 @@ eachDialect(
     });
 
     if (database.name === 'postgres') {
+      it('a commit whose queue only its own scheduler’s workers serve sends no NOTIFY; its worker is woken in-process', async () => {
+        const heard = await eavesdrop(database, knex, prefix, ['elsewhere']); // another process serves `elsewhere` only
+        const own = committer.worker({ ...LONG_POLL, queues: ['own'] }).start();
+        try {
+          await until(async () => (await knex(`${prefix}workers`).where({ id: own.id }).first()) !== undefined, 10_000, 'the own worker to register');
+          const ownJob = await tm.run(async () => committer.with({ queue: 'own' }).schedule('effect', 8));
+          await tm.run(async () => committer.with({ queue: 'elsewhere' }).schedule('effect', 9));
+          assert.deepEqual(await finished(committer, ownJob, 10_000), { state: 'done', value: 8 }, 'woken in-process, not by its poll');
+          await until(() => heard.queues.length > 0, 10_000, 'the wake-up of the queue served elsewhere');
+          assert.deepEqual(heard.queues, ['elsewhere'], 'no NOTIFY for the queue only its own workers serve');
+        } finally {
+          await own.stop({ timeout: 1000 });
+          await heard.close();
+        }
+      });
+
       it('a LISTEN connection that breaks is made again after a pause, and then wakes its workers: what was sent meanwhile was lost', async () => {
         const worker = await sleepingWorker();
         try {
@@ -245,32 +261,35 @@ async function wakeAddress(knex: Knex, prefix: string, workerId: string): Promis
  */
 async function eavesdrop(database: TestDatabase, knex: Knex, prefix: string, queues: string[]): Promise<{ queues: string[]; close(): Promise<void> }> {
   const heard: string[] = [];
+  // Registered as a live worker of another process that serves `queues`: committers wake only those.
+  const register = async (wakeAddress: string | null) => {
+    const now = new ManualClock().now(); // the committer's frozen time: a live heartbeat
+    const row = { id: 'eavesdropper', host: 'test', pid: process.pid, queues: JSON.stringify(queues), concurrency: 1, started_at: now, heartbeat_at: now };
+    await knex(`${prefix}workers`).insert({ ...row, wake_address: wakeAddress });
+    return () => knex(`${prefix}workers`).where({ id: row.id }).delete();
+  };
   if (database.name === 'postgres') {
     const client = new pg.Client(database.config.connection as string);
     await client.connect();
     client.on('notification', (message) => heard.push(message.payload ?? ''));
     await client.query(`LISTEN "${prefix}jobs"`);
-    return { queues: heard, close: () => client.end() };
+    const unregister = await register(null);
+    return {
+      queues: heard,
+      close: async () => {
+        await unregister();
+        await client.end();
+      },
+    };
   }
   const socket: Socket = createSocket('udp4');
   await new Promise<void>((resolve) => socket.bind(0, '127.0.0.1', resolve));
   socket.on('message', (message) => heard.push(message.toString('utf8').split('\n')[2] ?? ''));
-  const id = 'eavesdropper';
-  const now = new ManualClock().now(); // the committer's frozen time: a live heartbeat
-  await knex(`${prefix}workers`).insert({
-    id,
-    host: 'test',
-    pid: process.pid,
-    queues: JSON.stringify(queues),
-    concurrency: 1,
-    started_at: now,
-    heartbeat_at: now,
-    wake_address: `127.0.0.1:${socket.address().port}`,
-  });
+  const unregister = await register(`127.0.0.1:${socket.address().port}`);
   return {
     queues: heard,
     close: async () => {
-      await knex(`${prefix}workers`).where({ id }).delete();
+      await unregister();
       await new Promise<void>((resolve) => socket.close(() => resolve()));
     },
   };

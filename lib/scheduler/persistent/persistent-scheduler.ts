@@ -59,7 +59,7 @@ export class PersistentTransactionalScheduler extends SchedulerBase implements S
   private readonly localRuns = new LocalRuns();
   /** Jobs scheduled by each open transaction, inserted just before it commits. */
   private readonly inserts: TransactionInserts;
-  private readonly localWorkers = new Set<{ wake(): void; readonly queues: readonly string[] }>();
+  private readonly localWorkers = new Set<{ wake(): void; readonly id: string; readonly queues: readonly string[] }>();
   /** How commits here wake the workers of other processes, and theirs wake this one's. */
   private readonly wakeUp: WakeUpChannel;
   /** What an operator does: find, look at, retry, run now and remove jobs; pause queues; list workers (trusted code; no owner rule). */
@@ -81,7 +81,14 @@ export class PersistentTransactionalScheduler extends SchedulerBase implements S
       wake: () => this.wake(),
     });
     this.wakeUp = wakeUpChannel(
-      { knex: manager.knex, tables: this.store.tables, clock: manager.clock, logger: this.logger, wake: (queue) => this.wake(queue) },
+      {
+        knex: manager.knex,
+        tables: this.store.tables,
+        clock: manager.clock,
+        logger: this.logger,
+        wake: (queue) => this.wake(queue),
+        isLocalWorker: (id) => [...this.localWorkers].some((worker) => worker.id === id),
+      },
       { notifications: manager.dialect.commitNotifications, singleWriter: manager.dialect.singleWriter },
       options.wakeUp,
     );

@@ -17,7 +17,7 @@ import type { Clock, CommitNotifications, Logger, WakeUpOptions } from '../../in
 import { closeRawConnection, openRawConnection, queryOn } from '../../transactions/knex-internals.js';
 import { within } from '../../support/deadline.js';
 import { integerIn } from '../../support/validate.js';
-import { HEARTBEAT_MS } from './worker-registry.js';
+import { LiveWorkers } from './live-workers.js';
 import type { TableNames } from './schema.js';
 
 /** Wakes this process's workers that serve `queue`, or all of them (undefined: wake-ups may have been missed). */
@@ -41,6 +41,8 @@ export interface WakeUpHost {
   clock: Clock;
   logger: Logger;
   wake: WakeWorkers;
+  /** Whether worker `id` is one of this scheduler's, woken in-process after its commits. */
+  isLocalWorker(id: string): boolean;
 }
 
 /** The channel for `knex`'s database: NOTIFY where it has it, else datagrams, none with a single writer or `wakeUp: false`. */
@@ -86,16 +88,26 @@ class NotifyWakeUps implements WakeUpChannel {
   /** Table prefixes are letters, digits and _: the jobs table's name is a valid channel. */
   private readonly channel: string;
   private listening: { stop: AbortController; done: Promise<void> } | undefined;
+  /** The ids of the live workers that serve each queue. */
+  private readonly workers: LiveWorkers;
 
   constructor(
     private readonly host: WakeUpHost,
     private readonly notifications: CommitNotifications,
   ) {
     this.channel = host.tables.jobs;
+    this.workers = new LiveWorkers(host, (row) => row.id);
   }
 
   async beforeCommit(db: Knex | Knex.Transaction, queues: readonly string[]): Promise<void> {
-    for (const queue of queues) await db.raw(this.notifications.notifySql, [this.channel, queue]);
+    // Only for queues a worker of another scheduler serves (this one's are woken in-process), as a
+    // NOTIFY costs a statement and makes PostgreSQL serialise the commits of the transactions that send one.
+    // The registry is read by the scheduling transaction itself (at most every few seconds): on another connection of the
+    // pool it could wait for one that transactions like this one hold. When it cannot be read, every queue is notified.
+    const served = await this.workers.byQueue(db);
+    for (const queue of queues) {
+      if (!served || (served.get(queue) ?? []).some((id) => !this.host.isLocalWorker(id))) await db.raw(this.notifications.notifySql, [this.channel, queue]);
+    }
   }
 
   afterCommit(): void {} // the database delivers what the transaction sent
@@ -151,24 +163,22 @@ class NotifyWakeUps implements WakeUpChannel {
 const DATAGRAM_MARK = 'aftercommit-wake';
 /** Bytes a well-formed datagram takes at most (a table name of 45 characters, a queue name of 64 in UTF-8). */
 const MAX_DATAGRAM_BYTES = 512;
-/** How long (ms) the addresses of the workers to wake are used before they are read again. */
-const ADDRESSES_TTL_MS = 3000;
 
 /** MySQL: datagrams sent after the commit to the addresses that live workers serving the queue announce in the registry. */
 class DatagramWakeUps implements WakeUpChannel {
   private receiving: Promise<{ socket: Socket; address: string } | null> | undefined;
   private readonly senders = new Map<SocketType, Socket>();
-  /** The announced addresses of live workers by queue they serve, as read at `readAt`. */
-  private addresses: { readAt: number; byQueue: Map<string, string[]> } | undefined;
-  /** The read of them in progress, which commits meanwhile share. */
-  private reading: Promise<Map<string, string[]>> | undefined;
+  /** The addresses live workers announce, by queue they serve. */
+  private readonly addresses: LiveWorkers;
   /** The address this process's workers announce: the datagrams they would get are not sent, they were woken in-process. */
   private ownAddress: string | null = null;
 
   constructor(
     private readonly host: WakeUpHost,
     private readonly bind: Required<WakeUpOptions>,
-  ) {}
+  ) {
+    this.addresses = new LiveWorkers(host, (row) => row.wake_address);
+  }
 
   async beforeCommit(): Promise<void> {} // a datagram cannot wait for the commit: it is sent after it
 
@@ -227,7 +237,7 @@ class DatagramWakeUps implements WakeUpChannel {
   }
 
   private async send(queues: readonly string[]): Promise<void> {
-    const byQueue = await this.targets();
+    const byQueue = (await this.addresses.byQueue()) ?? new Map<string, string[]>();
     const sent = new Set<string>();
     for (const queue of queues) {
       for (const target of byQueue.get(queue) ?? []) {
@@ -241,31 +251,6 @@ class DatagramWakeUps implements WakeUpChannel {
         });
       }
     }
-  }
-
-  /** The announced addresses of live workers, by queue they serve; read again at most every ADDRESSES_TTL_MS. */
-  private async targets(): Promise<Map<string, string[]>> {
-    const now = this.host.clock.now();
-    if (this.addresses && now - this.addresses.readAt < ADDRESSES_TTL_MS) return this.addresses.byQueue;
-    this.reading ??= this.readTargets(now).finally(() => (this.reading = undefined));
-    return this.reading;
-  }
-
-  private async readTargets(now: number): Promise<Map<string, string[]>> {
-    const byQueue = new Map<string, string[]>();
-    try {
-      const rows = (await this.host
-        .knex(this.host.tables.workers)
-        .select('queues', 'wake_address')
-        .whereNotNull('wake_address')
-        .where('heartbeat_at', '>=', now - 3 * HEARTBEAT_MS)) as { queues: string; wake_address: string }[];
-      for (const row of rows) {
-        for (const queue of parsedQueues(row.queues)) byQueue.set(queue, [...(byQueue.get(queue) ?? []), row.wake_address]);
-      }
-    } finally {
-      this.addresses = { readAt: now, byQueue }; // a failed read is not tried again at once, for each commit
-    }
-    return byQueue;
   }
 
   private sender(family: SocketType): Socket {
@@ -293,13 +278,4 @@ function parseAddress(address: string): { host: string; port: number; family: So
   const version = isIP(host);
   if (version === 0 || port < 1 || port > 65_535) return undefined;
   return { host, port, family: version === 6 ? 'udp6' : 'udp4' };
-}
-
-function parsedQueues(text: string): string[] {
-  try {
-    const queues: unknown = JSON.parse(text);
-    return Array.isArray(queues) ? queues.filter((queue): queue is string => typeof queue === 'string') : [];
-  } catch {
-    return [];
-  }
 }

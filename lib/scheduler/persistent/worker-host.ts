@@ -41,7 +41,7 @@ export interface WorkerHost {
   scheduledIn(tx: Transaction): number;
   reportFailure(job: { id: string; name: string; queue: string }, failure: { error: StoredError; cause: unknown; attempt: number; run: number }): void;
   /** Counts `worker` among this process's; resolves, once it is not, when what served them alone is closed. */
-  register(worker: { wake(): void; readonly queues: readonly string[] }): () => Promise<void>;
+  register(worker: { wake(): void; readonly id: string; readonly queues: readonly string[] }): () => Promise<void>;
   /** Starts receiving wake-ups from other processes; resolves to the address workers announce in the registry, if any. */
   wakeAddress(): Promise<string | null>;
 }
