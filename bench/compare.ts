@@ -67,6 +67,7 @@
  *   npx tsup && node --import tsx bench/compare.ts        (1.5 minutes with the defaults on 2 idle cores; 2 under load)
  *   BENCH_REQUESTS=2000  BENCH_CONNECTIONS=16  BENCH_CONCURRENCY=8  BENCH_ROUNDS=2  BENCH_WARMUP=300  BENCH_SERIAL=300
  *   BENCH_COMMIT_MS=3000  BENCH_POLL_MS=20  BENCH_PGBOSS_BATCH=100  BENCH_SYSTEMS=aftercommit-mariadb,bullmq,...
+ *   BENCH_PROFILE=<dir>   (each server process writes a --cpu-prof profile into <dir>)
  *   (BENCH_SYSTEMS: aftercommit-mariadb, aftercommit-postgres, bullmq, pg-boss, graphile-worker)
  *
  * Needs MariaDB, PostgreSQL (as in bench/support.ts) and Redis on 127.0.0.1:6379, and ioredis for BullMQ.
@@ -76,12 +77,16 @@ import { Agent, request as httpRequest } from 'node:http';
 import { availableParallelism } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import knexFactory, { type Knex } from 'knex';
-import { Redis } from 'ioredis';
-import { TICKS_PER_SECOND, machineTicks, processTicks, ticksOf } from './proc-cpu.js';
-import { benchDatabaseUrl, measureCommitRate, percentiles } from './support.js';
+import { benchDatabaseUrl, percentiles } from './support.js';
 import {
   AFTERCOMMIT_PREFIX,
   BULLMQ_PREFIX,
+  commitRate,
+  cpuMeter,
+  deleteRedisKeys,
+  serverCounters,
+  type Cores,
+  type Family,
   GRAPHILE_SCHEMA,
   JOB_ROWS_TABLE,
   PGBOSS_SCHEMA,
@@ -107,7 +112,6 @@ for (const name of CHOSEN) if (!SYSTEMS.includes(name)) throw new Error(`BENCH_S
 const WORKLOADS: JobKind[] = ['noop', 'rw'];
 const COMMIT_TABLE = 'bench_cmp_commit_rate';
 
-type Family = 'mysql' | 'postgres';
 const LABEL: Record<SystemName, string> = {
   'aftercommit-mariadb': 'aftercommit/MariaDB',
   'aftercommit-postgres': 'aftercommit/PostgreSQL',
@@ -141,17 +145,7 @@ async function cleanUp(): Promise<void> {
   }
   await databases.postgres.raw(`DROP SCHEMA IF EXISTS ${PGBOSS_SCHEMA} CASCADE`);
   await databases.postgres.raw(`DROP SCHEMA IF EXISTS ${GRAPHILE_SCHEMA} CASCADE`);
-  const redis = new Redis({ host: '127.0.0.1', port: 6379 });
-  try {
-    let cursor = '0';
-    do {
-      const [next, keys] = await redis.scan(cursor, 'MATCH', `${BULLMQ_PREFIX}:*`, 'COUNT', 1000);
-      if (keys.length) await redis.del(...keys);
-      cursor = next;
-    } while (cursor !== '0');
-  } finally {
-    redis.disconnect();
-  }
+  await deleteRedisKeys(`${BULLMQ_PREFIX}:*`);
 }
 
 async function createTables(): Promise<void> {
@@ -169,77 +163,12 @@ async function createTables(): Promise<void> {
   }
 }
 
-// ---- the physical limit --------------------------------------------------------------
+// ---- the database's counters (commits, deadlocks), server-wide -----------------------
 
-/** One-row transactions per second from `connections` connections (see measureCommitRate). */
-async function commitRate(family: Family, connections: number): Promise<number> {
-  const db = knexFactory({
-    client: family === 'mysql' ? 'mysql2' : 'pg',
-    connection: benchDatabaseUrl(family),
-    pool: { min: connections, max: connections },
-  });
-  try {
-    return (await measureCommitRate(db, { table: COMMIT_TABLE, connections, ms: COMMIT_MS })).rate;
-  } finally {
-    await db.destroy();
-  }
-}
-
-// ---- where the CPU went (Linux /proc) ------------------------------------------------
-
-interface Cores {
-  server: number;
-  database: number;
-  redis: number;
-  loadgen: number;
-  machine: number;
-}
-
-/** Starts measuring; the function returned gives the cores used since. */
-function cpuMeter(serverPid: number, family: Family): () => Cores | undefined {
-  const dbNames = family === 'mysql' ? /^(mariadbd|mysqld)$/ : /^postgres$/;
-  try {
-    const start = { server: processTicks(serverPid), db: ticksOf(dbNames), redis: ticksOf(/^redis-server$/), machine: machineTicks(), loadgen: process.cpuUsage(), at: performance.now() };
-    return () => {
-      const seconds = (performance.now() - start.at) / 1000;
-      const cores = (ticks: number) => ticks / TICKS_PER_SECOND / seconds;
-      const machine = machineTicks();
-      const loadgen = process.cpuUsage(start.loadgen);
-      return {
-        server: cores(processTicks(serverPid) - start.server),
-        database: cores(ticksOf(dbNames) - start.db),
-        redis: cores(ticksOf(/^redis-server$/) - start.redis),
-        loadgen: (loadgen.user + loadgen.system) / 1e6 / seconds,
-        machine: ((machine.busy - start.machine.busy) / (machine.total - start.machine.total)) * availableParallelism(),
-      };
-    };
-  } catch {
-    return () => undefined; // no /proc
-  }
-}
-
-let ownXids = 0; // PostgreSQL: transaction ids serverCounters took itself
-
-/**
- * What the database server counted so far, server-wide (other clients included): deadlocks, and
- * commits: MariaDB's Com_commit (explicit COMMITs; autocommit statements are not counted),
- * PostgreSQL's transaction ids handed out (transactions that wrote; read-only ones are not
- * counted). PostgreSQL's deadlock counter lags (it may show in the next cell).
- */
-async function serverCounters(family: Family): Promise<{ commits: number; deadlocks: number }> {
-  if (family === 'mysql') {
-    const [rows] = (await databases.mysql.raw("SHOW GLOBAL STATUS WHERE Variable_name IN ('Com_commit', 'Innodb_deadlocks')")) as [
-      { Variable_name: string; Value: string }[],
-    ];
-    const value = (name: string) => Number(rows.find((r) => r.Variable_name === name)?.Value ?? NaN);
-    return { commits: value('Com_commit'), deadlocks: value('Innodb_deadlocks') };
-  }
-  const { rows } = (await databases.postgres.raw('SELECT txid_current() AS xid, deadlocks FROM pg_stat_database WHERE datname = current_database()')) as {
-    rows: { xid: string; deadlocks: string }[];
-  };
-  ownXids++; // this query took one itself
-  return { commits: Number(rows[0]!.xid) - ownXids, deadlocks: Number(rows[0]!.deadlocks) };
-}
+const counters: Record<Family, () => Promise<{ commits: number; deadlocks: number }>> = {
+  mysql: serverCounters(databases.mysql, 'mysql'),
+  postgres: serverCounters(databases.postgres, 'postgres'),
+};
 
 // ---- a server process ----------------------------------------------------------------
 
@@ -259,7 +188,9 @@ interface Server {
 }
 
 async function startServer(name: SystemName): Promise<Server> {
-  const child = spawn(process.execPath, ['--import', 'tsx', SERVER, name], {
+  // BENCH_PROFILE=<dir>: each server process writes a V8 CPU profile there (where the server's core went).
+  const profile = process.env.BENCH_PROFILE ? ['--cpu-prof', `--cpu-prof-dir=${process.env.BENCH_PROFILE}`] : [];
+  const child = spawn(process.execPath, [...profile, '--import', 'tsx', SERVER, name], {
     stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
     env: {
       ...process.env,
@@ -426,12 +357,12 @@ async function runSystem(name: SystemName): Promise<void> {
       const cell = cellOf(name, workload);
       const baseline = await load(server, '/baseline', REQUESTS);
       await server.call({ cmd: 'reset' });
-      const countersBefore = await serverCounters(family);
-      const meter = cpuMeter(server.child.pid!, family);
+      const countersBefore = await counters[family]();
+      const meter = cpuMeter([server.child.pid!], family);
       const scheduled = await load(server, `/${workload}`, REQUESTS);
       const result = await drained(server, REQUESTS);
       const cores = meter();
-      const countersAfter = await serverCounters(family);
+      const countersAfter = await counters[family]();
       cell.deadlocks += countersAfter.deadlocks - countersBefore.deadlocks;
       cell.serverCommits += countersAfter.commits - countersBefore.commits;
       cell.claims += result.claims;
@@ -576,7 +507,7 @@ await createTables();
 const N = CONNECTIONS + CONCURRENCY;
 const commitRates: Record<Family, number> = { mysql: NaN, postgres: NaN };
 for (const family of ['mysql', 'postgres'] as const) {
-  if (CHOSEN.some((name) => FAMILY[name] === family)) commitRates[family] = await commitRate(family, N);
+  if (CHOSEN.some((name) => FAMILY[name] === family)) commitRates[family] = await commitRate(family, N, { table: COMMIT_TABLE, ms: COMMIT_MS });
 }
 console.log(
   `physical limit: one-row transactions (BEGIN; UPDATE own row; COMMIT) from ${N} connections, ${COMMIT_MS / 1000} s: ` +
