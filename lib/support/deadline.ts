@@ -6,6 +6,12 @@ export type WithinOutcome<T> = { inTime: true; value: T } | { inTime: false };
 const TOO_LATE: WithinOutcome<never> = { inTime: false };
 
 /**
+ * The reason internal controllers abort with when what they watched is over: `abort()` without one
+ * makes a DOMException, stack trace included, each time (on every job run, every poll).
+ */
+export const OVER = new Error('over');
+
+/**
  * Waits for `work` for up to `ms` on `clock`: its value when it resolves in time,
  * `{ inTime: false }` when the time runs out first; a rejection in time rejects.
  * The sleep is cancelled either way, so no timer outlives the wait.
@@ -20,6 +26,6 @@ export async function within<T>(work: Promise<T>, ms: number, clock: Clock): Pro
   try {
     return await Promise.race([work.then((value): WithinOutcome<T> => ({ inTime: true, value })), timeUp]);
   } finally {
-    deadline.abort();
+    deadline.abort(OVER);
   }
 }

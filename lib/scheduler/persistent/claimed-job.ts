@@ -5,6 +5,7 @@
  * the claim (a stall, a take-over, a removal) changes nothing; in particular the
  * result commits, with the job's writes, only while the claim is still ours.
  */
+import { OVER } from '../../support/deadline.js';
 import type { JobProgress, JobRunRecord, Transaction } from '../../interfaces.js';
 import {
   CommitOutcomeUnknownError,
@@ -112,7 +113,7 @@ export class ClaimedJob {
     } catch (cause) {
       outcome = { state: 'failed', error: storedError(cause), cause, transactionAttempt: 0 }; // e.g. an unknown job name here
     } finally {
-      stopBeating.abort();
+      stopBeating.abort(OVER);
     }
     if (outcome.state === 'failed') await this.settle(outcome);
     else this.succeededInMs = this.host.manager.clock.now() - started;
@@ -133,7 +134,7 @@ export class ClaimedJob {
     } catch (cause) {
       return { state: 'failed', error: storedError(cause), cause, transactionAttempt: tx.attempt, durationMs: 0 }; // e.g. an unknown job name here
     } finally {
-      ended.abort();
+      ended.abort(OVER);
     }
   }
 

@@ -18,6 +18,7 @@
  * half the window; a job that broke a group, or that has not run here three
  * times, runs alone.
  */
+import { OVER } from '../../support/deadline.js';
 import type { TransactionAttempt } from '../../transactions/transaction.js';
 import type { JobOutcome } from '../base.js';
 import type { ClaimedJob } from './claimed-job.js';
@@ -116,7 +117,7 @@ export class JobGroup {
     try {
       while (this.left.length > 0) await this.nextTransaction(claimedAt);
     } finally {
-      stopBeating.abort();
+      stopBeating.abort(OVER);
     }
   }
 

@@ -9,7 +9,7 @@
 import { hostname } from 'node:os';
 import { randomBytes } from 'node:crypto';
 import type { WorkerOptions, WorkerStopOptions } from '../../interfaces.js';
-import { within } from '../../support/deadline.js';
+import { within, OVER } from '../../support/deadline.js';
 import { detached, traceClaim } from '../../support/tracing.js';
 import { integerIn } from '../../support/validate.js';
 import { ClaimedJob } from './claimed-job.js';
@@ -160,7 +160,7 @@ export class Worker {
       this.nudge = resolve;
       this.host.manager.clock.sleep(ms, sleeping.signal).then(resolve, noop);
     });
-    sleeping.abort();
+    sleeping.abort(OVER);
     this.nudge = noop;
     this.woken = false;
   }
