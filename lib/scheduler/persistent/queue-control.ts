@@ -1,7 +1,7 @@
 /**
  * Paused queues: a row per queue an operator paused or resumed, read by every
- * claim (in its transaction, before it looks for due jobs), so a pause holds in
- * all worker processes from the claims that start after it committed.
+ * claim's search for due jobs (store.duePending), so a pause holds in all worker
+ * processes from the claims that start after it committed.
  */
 import type { Knex } from 'knex';
 import type { QueueState } from '../../interfaces.js';
@@ -10,12 +10,6 @@ import { QUEUE } from './job-options.js';
 import type { TableNames } from './schema.js';
 
 type Db = Knex | Knex.Transaction;
-
-/** The queues among `queues` that are paused now. */
-export async function pausedAmong(db: Db, tables: TableNames, queues: readonly string[]): Promise<Set<string>> {
-  const rows = (await db(tables.queues).select('name').whereIn('name', queues).andWhere({ paused: true })) as { name: string }[];
-  return new Set(rows.map((row) => row.name));
-}
 
 /** Pauses or resumes `queue` (checked here), noting when and by whom, in a transaction of its own. */
 export async function changeQueue(manager: TransactionManager, tables: TableNames, queue: string, paused: boolean, by: string | undefined): Promise<void> {

@@ -85,14 +85,16 @@ export class JobStore {
   }
 
   /**
-   * Ids of due pending jobs of `queue`, locked against other claimers
-   * (SKIP LOCKED): `ORDER BY priority, run_at, seq` (submission order), which the claim index follows.
+   * Due pending jobs of `queue`, locked against other claimers (SKIP LOCKED): `ORDER BY priority, run_at, seq`
+   * (submission order), which the claim index follows. None while the queue is paused: the same statement reads
+   * the queues table (a subquery, which the locking read does not lock), so a pause holds from the next claim on.
    */
   async duePending(db: Db, queue: string, now: number, limit: number, skip?: { keys: readonly string[]; ids: readonly string[] }): Promise<JobRow[]> {
     const query = this.jobs(db)
       .select('*')
       .where({ state: 'pending', queue })
       .andWhere('run_at', '<=', now)
+      .whereNotExists((paused) => paused.select(db.raw('1')).from(this.tables.queues).where({ name: queue, paused: true }))
       .orderBy([{ column: 'priority' }, { column: 'run_at' }, { column: 'seq' }])
       .limit(limit);
     // A queue with a limit per key passes over the jobs of keys that are full, and those it took already.

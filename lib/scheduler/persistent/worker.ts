@@ -16,7 +16,6 @@ import { ClaimedJob } from './claimed-job.js';
 import { JobGroup, planSlots } from './job-group.js';
 import type { JobRow } from './rows.js';
 import type { WorkerHost } from './worker-host.js';
-import { pausedAmong } from './queue-control.js';
 import { HEARTBEAT_MS, heartbeat, register, unregister as unregisterWorker, type RegisteredWorker } from './worker-registry.js';
 
 /** What stop() allows, beyond the grace, for the jobs ended from outside to be handed back. */
@@ -223,10 +222,9 @@ export class Worker {
               const expired = await store.expiredLeases(tx.db, now, free);
               found.push(...expired.filter((row) => !this.host.localRuns.has(row.id)));
             }
-            const paused = await pausedAmong(tx.db, store.tables, this.queues); // read by every claim: a pause holds from the next one
             for (const queue of this.queues) {
               if (found.length >= limit) break;
-              if (!paused.has(queue)) found.push(...(await quotas.due(tx.db, queue, now, limit - found.length)));
+              found.push(...(await quotas.due(tx.db, queue, now, limit - found.length))); // none of a paused queue (store.duePending)
             }
             // Rows left out stay pending: their locks go with this transaction.
             const planned = planSlots(found, free, { size: this.groupSize, window: this.groupWindow }, this.host.jobDurations);
