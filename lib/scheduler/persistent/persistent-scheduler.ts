@@ -39,7 +39,7 @@ import { originOf } from './origin.js';
 import { checkRetention, type Retention } from './retention.js';
 import { NewRows } from './new-rows.js';
 import { TransactionInserts } from './transaction-inserts.js';
-import { JobDurations } from './job-group.js';
+import { JobDurations } from './job-durations.js';
 import { wakeUpChannel, type WakeUpChannel } from './wake-up.js';
 import { StoredBatchSpec, checkSteps } from '../specs.js';
 import { JobStore } from './store.js';

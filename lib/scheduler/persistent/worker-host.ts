@@ -3,7 +3,7 @@ import type { JobFunction, Logger, SchedulerEvents, StoredError, Transaction, Tr
 import type { TransactionManager } from '../../transactions/manager.js';
 import type { JobOutcome, JobRun } from '../base.js';
 import type { SourcedHour } from '../finished-history.js';
-import type { JobDurations } from './job-group.js';
+import type { JobDurations } from './job-durations.js';
 import type { LocalRuns } from './local-runs.js';
 import type { Outcomes } from './outcomes.js';
 import type { RecurringTicker } from './recurring.js';
