@@ -51,6 +51,8 @@ export class JobGroup {
       while (this.left.length > 0) await this.nextTransaction(claimedAt);
     } finally {
       stopBeating.abort(OVER);
+      // Only after a failure of the group's own bookkeeping: their leases run out, and a worker (this one too) takes them over.
+      for (const job of this.left.splice(0)) job.forget();
     }
   }
 
@@ -73,9 +75,20 @@ export class JobGroup {
     for (const { job, outcome } of ran) {
       this.leased.delete(job);
       if (outcome!.state === 'done') this.host.jobDurations.record(job.row.name, outcome!.durationMs);
-      await job.groupCommitted(outcome!);
+      await this.settling(job, () => job.groupCommitted(outcome!));
     }
     await this.oneByOne(alone, claimedAt);
+  }
+
+  /** Records how a job of the group ended; a failure to (the database went away) is logged and stops nothing else of the group. */
+  private async settling(job: ClaimedJob, settle: () => Promise<void>): Promise<void> {
+    try {
+      await settle();
+    } catch (err) {
+      const { name, id } = job.row;
+      this.host.logger.error({ err, id }, `worker ${this.worker}: job ${name} (${id}) could not be settled; its lease runs out and it is taken over`);
+      job.forget();
+    }
   }
 
   /** Runs jobs of the group in `tx` until the window has passed; returns with their results written. */
@@ -83,7 +96,9 @@ export class JobGroup {
     const { manager, store, outcomes } = this.host;
     tx.refuseCheckpoints('jobs run in a group share one transaction; a job that calls tx.commit() or tx.abort() runs alone from now on');
     const started = manager.clock.now();
-    while (this.left.length > 0 && (ran.length === 0 || manager.clock.now() - started < this.window)) {
+    // Ended from outside (a job past its grace): the group's run has been given up, and its jobs run alone; take no more.
+    const given = () => groupEnd.signal.aborted || !tx.isOpen;
+    while (this.left.length > 0 && !given() && (ran.length === 0 || manager.clock.now() - started < this.window)) {
       const job = this.left.shift()!;
       if (job.ended) {
         alone.push(job); // removed or handed back before it started: settled without running
@@ -109,7 +124,7 @@ export class JobGroup {
       }
     }
     const done = ran.filter((r) => r.outcome?.state === 'done');
-    if (done.length === 0) return;
+    if (done.length === 0 || given()) return;
     const now = manager.clock.now();
     const endings = done.map(({ job, outcome }) => ({ id: job.row.id, result: (outcome as { value: string }).value, runLog: job.runLog('done', now) }));
     const changed = await store.completeAll(tx.db, this.token, endings, { now, expiresAt: outcomes.expiryOf(done[0]!.job.row, 'done', now) });
@@ -130,7 +145,7 @@ export class JobGroup {
       return;
     }
     for (const job of jobs) {
-      if (ours.has(job.row.id)) await job.run(claimedAt);
+      if (ours.has(job.row.id)) await this.settling(job, () => job.run(claimedAt));
       else job.forget(); // done by a COMMIT whose answer was lost, taken over, or removed
     }
   }
