@@ -171,7 +171,7 @@ export interface WorkerOptions {
    * every job a transaction of its own. Default 50.
    */
   groupWindow?: number;
-  /** Most jobs a group runs (in one slot, one after the other); 1 turns groups off. Default 8. */
+  /** Most jobs a group runs (in one slot, one after the other), at most 100; 1 turns groups off. Default 8. */
   groupSize?: number;
 }
 

@@ -211,6 +211,7 @@ export class ClaimedJob {
     jobSignal.addEventListener(
       'abort',
       () => {
+        if (runEnded.aborted) return; // it ran to its end already (in a group whose transaction is still open)
         const timer = setTimeout(() => end.abort(jobSignal.reason), this.grace);
         runEnded.addEventListener('abort', () => clearTimeout(timer), { once: true });
       },

@@ -38,6 +38,8 @@ export class JobGroup {
     jobs: readonly ClaimedJob[],
     private readonly token: string,
     private readonly window: number,
+    /** Makes the worker claim at once (jobs were handed back). */
+    private readonly wake: () => void,
   ) {
     this.left = [...jobs];
     for (const job of jobs) this.leased.add(job);
@@ -109,7 +111,9 @@ export class JobGroup {
       const hooks = tx.hookCount;
       const scheduled = this.host.scheduledIn(tx);
       const mark = tx.markSavepoint();
-      const outcome = (entry.outcome = await job.runInGroup(tx, claimedAt, groupEnd));
+      const running = new AbortController();
+      void this.releaseIfLong(running.signal);
+      const outcome = (entry.outcome = await job.runInGroup(tx, claimedAt, groupEnd).finally(() => running.abort(OVER)));
       if (tx.checkpointRefused || tx.rollbackOnly) {
         this.host.jobDurations.refuse(job.row.name);
         throw new Error(`job ${job.row.name} (${job.row.id}) cannot share a transaction`);
@@ -129,6 +133,31 @@ export class JobGroup {
     const endings = done.map(({ job, outcome }) => ({ id: job.row.id, result: (outcome as { value: string }).value, runLog: job.runLog('done', now) }));
     const changed = await store.completeAll(tx.db, this.token, endings, { now, expiresAt: outcomes.expiryOf(done[0]!.job.row, 'done', now) });
     if (changed !== done.length) throw new Error(`${done.length - changed} job(s) of the group are no longer this claim's`);
+  }
+
+  /**
+   * Once a job has run for the window (it was short before, not now), hands the jobs still waiting behind it back
+   * to the queue, so that a free slot here or another worker takes them instead of waiting for it to end.
+   * Not with one writer (SQLite): nothing else could run them meanwhile.
+   */
+  private async releaseIfLong(jobEnded: AbortSignal): Promise<void> {
+    const { manager, store, logger } = this.host;
+    if (manager.dialect.singleWriter || this.left.length === 0) return;
+    try {
+      await manager.clock.sleep(this.window, jobEnded);
+    } catch {
+      return; // the job ended in time
+    }
+    const waiting = this.left.splice(0);
+    if (waiting.length === 0) return;
+    for (const job of waiting) this.leased.delete(job);
+    try {
+      await store.release(manager.knex, waiting.map((job) => job.row.id), this.token);
+    } catch (err) {
+      logger.warn({ err, jobs: waiting.length }, `worker ${this.worker}: could not hand back ${waiting.length} job(s) waiting in a group; they run once their lease runs out`);
+    }
+    for (const job of waiting) job.forget();
+    this.wake();
   }
 
   /** Runs `jobs` one by one, each in a transaction of its own, if the claim is still ours. */

@@ -32,6 +32,11 @@ export class LocalRuns {
     return this.runs.has(id);
   }
 
+  /** The ids of the jobs running here. */
+  ids(): string[] {
+    return [...this.runs.keys()];
+  }
+
   /** Job `id`'s run here, unless it was told to end. */
   live(id: string): LocalRun | undefined {
     const run = this.runs.get(id);

@@ -118,14 +118,18 @@ export class JobStore {
     return Number((row as { n?: unknown } | undefined)?.n ?? 0);
   }
 
-  /** Running jobs whose lease ran out (their worker died or stalled), locked against other claimers. */
-  async expiredLeases(db: Db, now: number, limit: number): Promise<JobRow[]> {
+  /**
+   * Running jobs whose lease ran out (their worker died or stalled), locked against other claimers; not those of
+   * `running` (jobs running in this process: their worker is alive even if a heartbeat is late).
+   */
+  async expiredLeases(db: Db, now: number, limit: number, running: readonly string[]): Promise<JobRow[]> {
     const query = this.jobs(db)
       .select('*')
       .where({ state: 'running' })
       .andWhere('locked_until', '<', now)
       .orderBy('locked_until')
       .limit(limit);
+    if (running.length > 0) query.whereNotIn('id', running);
     return (await this.dialect.lockForClaim(query)).map(fromRow);
   }
 
@@ -216,6 +220,14 @@ export class JobStore {
         locked_by: null,
         locked_until: null,
       });
+  }
+
+  /** Hands jobs `ids` claimed under `token` back to the queue before they ran: pending again, their claim's run not counted. */
+  release(db: Db, ids: readonly string[], token: string): Promise<number> {
+    return this.jobs(db)
+      .whereIn('id', ids)
+      .where({ lease: token, state: 'running' })
+      .update({ state: 'pending', lease: null, locked_by: null, locked_until: null, runs: db.raw('runs - 1') });
   }
 
   /** Of jobs `ids`, those still claimed under `token` (a group that did not commit: which of its jobs are still ours to run). */

@@ -19,6 +19,8 @@ import type { JobRow } from './rows.js';
 import type { WorkerHost } from './worker-host.js';
 import { HEARTBEAT_MS, heartbeat, register, unregister as unregisterWorker, type RegisteredWorker } from './worker-registry.js';
 
+/** Most jobs a group may run: their results are written by one statement, 5 parameters each. */
+const MAX_GROUP_SIZE = 100;
 /** What stop() allows, beyond the grace, for the jobs ended from outside to be handed back. */
 const HAND_BACK_MS = 5000;
 const noop = () => undefined;
@@ -66,7 +68,7 @@ export class Worker {
     this.maxPoll = integerIn(options.maxPollInterval ?? Math.max(2000, this.minPoll), 'maxPollInterval (ms)', this.minPoll);
     this.grace = integerIn(options.grace ?? 5000, 'grace (ms)', 0);
     this.groupWindow = integerIn(options.groupWindow ?? 50, 'groupWindow (ms)', 0);
-    this.groupSize = integerIn(options.groupSize ?? 8, 'groupSize', 1);
+    this.groupSize = integerIn(options.groupSize ?? 8, 'groupSize', 1, MAX_GROUP_SIZE);
   }
 
   /** Jobs this worker is running now. */
@@ -220,8 +222,7 @@ export class Worker {
             const found: JobRow[] = [];
             if (checkLeases) {
               // Not our own: a job running here has a live worker even if its heartbeat is late.
-              const expired = await store.expiredLeases(tx.db, now, free);
-              found.push(...expired.filter((row) => !this.host.localRuns.has(row.id)));
+              found.push(...(await store.expiredLeases(tx.db, now, free, this.host.localRuns.ids())));
             }
             for (const queue of this.queues) {
               if (found.length >= limit) break;
@@ -250,7 +251,7 @@ export class Worker {
   /** Starts a slot: one job in its own transaction, or a group of short jobs. */
   private begin(rows: readonly JobRow[], token: string, now: number): void {
     const jobs = rows.map((row) => new ClaimedJob(this.host, this.id, row, token, this.grace));
-    const running = jobs.length === 1 ? jobs[0]!.run(now) : new JobGroup(this.host, this.id, jobs, token, this.groupWindow).run(now);
+    const running = jobs.length === 1 ? jobs[0]!.run(now) : new JobGroup(this.host, this.id, jobs, token, this.groupWindow, () => this.wake()).run(now);
     this.busy++;
     const done = running
       .catch((err: unknown) => this.host.logger.error({ err, ids: rows.map((row) => row.id) }, `worker ${this.id}: job(s) ${rows.map((row) => `${row.name} (${row.id})`).join(', ')} could not be settled`))
