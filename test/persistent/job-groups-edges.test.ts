@@ -102,7 +102,7 @@ eachDialect('groups of short jobs at their edges', (database) => {
       await warmUp();
       const grouping = scheduler.worker({ concurrency: 1, groupWindow: 300, groupSize: 8, minPollInterval: 10, maxPollInterval: 50 });
       const [long, ...waiting] = await tm.run(async () => [
-        scheduler.with({ maxAttempts: 1 }).schedule('nap', 3000),
+        scheduler.with({ maxAttempts: 1 }).schedule('nap', 1500),
         ...[0, 1, 2].map(() => scheduler.with({ maxAttempts: 1 }).schedule('nap', 0)),
       ]);
       grouping.start();

@@ -65,19 +65,20 @@ eachDialect('groups of short jobs', (database) => {
       t.integer('n');
     });
   });
+  before(async () => {
+    // Three short runs of each job, one at a time: from then on this scheduler's workers group them.
+    for (const name of ['write', 'spawn']) {
+      const learner = scheduler.worker({ concurrency: 1, minPollInterval: 10, maxPollInterval: 50 });
+      const ids = await tm.run(async () => [0, 1, 2].map((i) => scheduler.schedule(name, -1 - i, ...(name === 'spawn' ? [false] : []))));
+      learner.start();
+      for (const id of ids) await finished(scheduler, id, 20_000);
+      await learner.stop();
+    }
+  });
   beforeEach(async () => {
     conflicted.clear();
     await suite.knex(effects).delete();
     worker = scheduler.worker({ concurrency: 1, groupWindow: WINDOW, groupSize: 8, minPollInterval: 10, maxPollInterval: 50 });
-    // Three short runs of each job, one at a time: from then on the worker groups them.
-    for (const name of ['write', 'spawn']) {
-      const ids = await tm.run(async () => [0, 1, 2].map((i) => scheduler.schedule(name, -1 - i, ...(name === 'spawn' ? [false] : []))));
-      worker.start();
-      for (const id of ids) await finished(scheduler, id, 20_000);
-      await worker.stop();
-      worker = scheduler.worker({ concurrency: 1, groupWindow: WINDOW, groupSize: 8, minPollInterval: 10, maxPollInterval: 50 });
-    }
-    await suite.knex(effects).delete();
   });
   after(() => suite.knex.schema.dropTableIfExists(effects));
 
