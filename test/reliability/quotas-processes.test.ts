@@ -193,8 +193,15 @@ eachDialect(
           const sql = statement.sql.replace(/\$\d+/g, '?');
           const bindings = statement.bindings as Knex.RawBinding[];
           if (database.name === 'mysql') {
-            const [plan] = (await suite.knex.raw(`EXPLAIN ${sql}`, bindings)) as [{ table: string; key: string | null; Extra: string }[]];
-            for (const step of plan) assert.ok(step.key?.startsWith(`${suite.prefix}jobs_`), `${sql}: ${JSON.stringify(step)}`);
+            const [plan] = (await suite.knex.raw(`EXPLAIN ${sql}`, bindings)) as [{ select_type: string; table: string | null; key: string | null; Extra: string }[]];
+            for (const step of plan) {
+              if (/SUBQUERY/.test(step.select_type)) {
+                // The paused check: the queue's row by primary key (found at planning time, or known absent).
+                assert.ok(step.key === 'PRIMARY' || /no matching row in const table/.test(String(step.Extra)), `${sql}: ${JSON.stringify(step)}`);
+                continue;
+              }
+              assert.ok(step.key?.startsWith(`${suite.prefix}jobs_`), `${sql}: ${JSON.stringify(step)}`);
+            }
             if (claims[0] === statement) assert.doesNotMatch(String(plan[0]!.Extra), /filesort/);
           } else {
             await suite.knex.raw('ANALYZE ??', [`${suite.prefix}jobs`]);
