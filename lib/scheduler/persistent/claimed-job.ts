@@ -5,7 +5,6 @@
  * the claim (a stall, a take-over, a removal) changes nothing; in particular the
  * result commits, with the job's writes, only while the claim is still ours.
  */
-import { OVER } from '../../support/deadline.js';
 import type { JobProgress, JobRunRecord, Transaction } from '../../interfaces.js';
 import {
   CommitOutcomeUnknownError,
@@ -18,6 +17,7 @@ import {
   WorkerStoppingError,
 } from '../../errors.js';
 import { retryDelay, type DelayPolicy } from '../../transactions/backoff.js';
+import { OVER } from '../../support/deadline.js';
 import { INT_MAX } from '../../support/validate.js';
 import { storedError } from '../stored-error.js';
 import { lineageOf } from '../lineage.js';
@@ -145,7 +145,7 @@ export class ClaimedJob {
       if (outcome.state === 'done') this.host.jobSucceeded({ id, name, queue, attempt: failures + 1, run: runs + 1 }, outcome.transactionAttempt, outcome.durationMs);
       else await this.settle(outcome);
     } finally {
-      this.host.localRuns.end(this.row.id, this.local);
+      this.forget();
     }
   }
 
