@@ -17,7 +17,7 @@ import { after, before, beforeEach, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { ConflictError, type JobHandle, type PersistentTransactionalScheduler, type TransactionManager, type Worker } from '../../lib/index.js';
 import { eachDialect } from '../support/databases.js';
-import { finished } from '../support/helpers.js';
+import { finished, until } from '../support/helpers.js';
 import { persistentSuite } from '../support/persistent-suite.js';
 
 const WINDOW = 2000; // long, so that a slow machine still groups: the tests look at what a group does, not at its timing
@@ -72,6 +72,8 @@ eachDialect('groups of short jobs', (database) => {
       const ids = await tm.run(async () => [0, 1, 2].map((i) => scheduler.schedule(name, -1 - i, ...(name === 'spawn' ? [false] : []))));
       learner.start();
       for (const id of ids) await finished(scheduler, id, 20_000);
+      // The spawners' children too: left pending, they would join the first test's group.
+      await until(async () => (await suite.knex(`${suite.prefix}jobs`).whereIn('state', ['pending', 'running'])).length === 0, 20_000, 'no job left to run');
       await learner.stop();
     }
   });
