@@ -24,6 +24,8 @@ const MAX_GROUP_SIZE = 100;
 /** What stop() allows, beyond the grace, for the jobs ended from outside to be handed back. */
 const HAND_BACK_MS = 5000;
 const noop = () => undefined;
+/** The longest interval a timer takes: the keep-alive timer only needs to exist. */
+const KEEP_ALIVE_MS = 2 ** 31 - 1;
 
 export class Worker {
   /** How this worker names itself in the jobs it claims (`locked_by`). */
@@ -42,6 +44,11 @@ export class Worker {
   private readonly groupSize: number;
   private state: 'idle' | 'running' | 'stopping' | 'stopped' = 'idle';
   private loopDone: Promise<void> = Promise.resolve();
+  /**
+   * Keeps the process alive while the worker runs, as a listening server does: its own waits do not (they must not
+   * hold up a process that is done), and while the database is unreachable no connection does either.
+   */
+  private keepAlive: NodeJS.Timeout | undefined;
   private stopping: Promise<void> | undefined;
   private woken = false;
   private nudge: () => void = noop;
@@ -80,6 +87,7 @@ export class Worker {
   start(): this {
     if (this.state !== 'idle') throw new Error(`worker ${this.id} was already started`);
     this.state = 'running';
+    this.keepAlive = setInterval(noop, KEEP_ALIVE_MS);
     this.unregister = this.host.register(this);
     // Outside any transaction and any span of the caller's (a worker started in a request): each claim and run starts its own.
     this.loopDone = this.host.manager.outside(() => detached(() => this.loop()));
@@ -105,15 +113,19 @@ export class Worker {
   private async shutDown(timeout: number): Promise<void> {
     this.state = 'stopping';
     this.nudge();
-    await this.loopDone;
-    await this.unregister();
-    if (!(await this.settled(timeout))) {
-      for (const { job } of this.active.values()) job.handBack();
-      // Jobs that ignore their signal are ended from outside after the grace; handing them back takes a moment more.
-      await this.settled(this.grace + HAND_BACK_MS);
+    try {
+      await this.loopDone;
+      await this.unregister();
+      if (!(await this.settled(timeout))) {
+        for (const { job } of this.active.values()) job.handBack();
+        // Jobs that ignore their signal are ended from outside after the grace; handing them back takes a moment more.
+        await this.settled(this.grace + HAND_BACK_MS);
+      }
+      // Listed until its jobs have settled: an operator sees who still runs them.
+      await this.registry(() => unregisterWorker(this.host.manager.knex, this.host.store.tables, this.id));
+    } finally {
+      clearInterval(this.keepAlive);
     }
-    // Listed until its jobs have settled: an operator sees who still runs them.
-    await this.registry(() => unregisterWorker(this.host.manager.knex, this.host.store.tables, this.id));
     this.state = 'stopped';
   }
 
