@@ -1,5 +1,6 @@
 import type { Dialect, EscalationLock, InsertLimits, QueueLock } from '../interfaces.js';
 import { errorField } from '../support/error-field.js';
+import { galera } from './galera.js';
 
 /** errno values after which InnoDB has rolled back the whole transaction. */
 const ROLLED_BACK_ERRNOS = new Set([
@@ -117,6 +118,7 @@ export const mysql: Dialect = {
     return rows.length > 0;
   },
   escalationLock,
+  cluster: galera,
   queueLock,
   lockWaitCancel: undefined, // InnoDB finds a deadlock the moment it forms
   commitNotifications: undefined, // no NOTIFY: the persistent scheduler sends its wake-ups as datagrams

@@ -159,6 +159,7 @@ export const postgres: Dialect = {
     return rows.length > 0;
   },
   escalationLock,
+  cluster: undefined, // no cluster of PostgreSQL servers certifies writes across nodes
   queueLock,
   lockWaitCancel,
   commitNotifications,

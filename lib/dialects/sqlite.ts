@@ -37,6 +37,7 @@ export const sqlite: Dialect = {
     return rows.length > 0;
   },
   escalationLock: undefined, // BEGIN IMMEDIATE already admits one writer at a time
+  cluster: undefined,
   queueLock: undefined, // likewise: a claim counts and claims alone
   lockWaitCancel: undefined,
   commitNotifications: undefined, // one process uses a database file: its workers are woken in-process

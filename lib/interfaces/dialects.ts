@@ -34,6 +34,25 @@ export interface EscalationLock {
 }
 
 /**
+ * What changes on a cluster whose nodes certify each other's commits but keep
+ * their named locks to themselves and apply others' commits a little later
+ * (MariaDB Galera): the locks that must hold on every node are rows, and reads
+ * that must see a commit made through another node wait for it.
+ */
+export interface ClusterSupport {
+  /** Whether `knex` talks to a node of such a cluster; asked of the server once per knex instance. */
+  isNode(knex: Knex): Promise<boolean>;
+  /** The escalation lock to take instead of the dialect's. */
+  readonly escalationLock: EscalationLock;
+  /** A limited queue's lock to take instead of the dialect's. */
+  readonly queueLock: QueueLock;
+  /** Runs `work` holding lock `name` of the cluster on a connection of its own; rejects with `timedOut()` when `waitMs` ran out first. */
+  holdingLock<T>(knex: Knex, name: string, waitMs: number, leaseMs: number, timedOut: () => Error, work: () => Promise<T>): Promise<T>;
+  /** The rows of SELECT `query`, read once the node has applied every commit the cluster had made when it was sent. */
+  causalRows<T>(db: Knex | Knex.Transaction, query: Knex.QueryBuilder): Promise<T[]>;
+}
+
+/**
  * The lock claimers of one limited queue (a persistent scheduler's `queues`
  * option) take in turn, in every process, so that counting the queue's running
  * jobs and claiming more is one step. It is held until the claim's transaction
@@ -161,6 +180,8 @@ export interface Dialect {
   hasIndex(db: Knex | Knex.Transaction, table: string, index: string): Promise<boolean>;
   /** The lock escalated attempts of all processes take turns on; none where there is a single writer anyway. */
   readonly escalationLock: EscalationLock | undefined;
+  /** What changes when the server is a node of a cluster (MariaDB Galera); none where no such cluster exists. */
+  readonly cluster: ClusterSupport | undefined;
   /** The lock claimers of a limited queue take turns on; none where a claim is exclusive anyway (a single writer). */
   readonly queueLock: QueueLock | undefined;
   /** How to cancel lock waits under contention; none where deadlocks are found at once (InnoDB) or cannot happen (SQLite). */

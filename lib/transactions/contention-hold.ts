@@ -6,13 +6,15 @@
  * followed by a new statement never mixes up the two transactions' holds.
  */
 import { discardOnRelease } from './knex-internals.js';
-import type { Dialect, EscalationLockMode, SendStatement } from '../dialects/index.js';
+import type { Knex } from 'knex';
+import { clusterOf, type Dialect, type EscalationLock, type EscalationLockMode, type SendStatement } from '../dialects/index.js';
 import type { Logger } from '../interfaces.js';
 import type { ContentionGate, GateTurn } from './contention-gate.js';
 import type { LockWaitPreemption, Preemptible } from './preemption.js';
 
 /** What a hold needs from its manager. */
 export interface ContentionEnvironment {
+  readonly knex: Knex;
   readonly dialect: Dialect;
   readonly logger: Logger;
   readonly gate: ContentionGate;
@@ -26,6 +28,8 @@ const SIGNAL_GRACE_MS = 5;
 
 export class ContentionHold implements Preemptible {
   private lockMode: EscalationLockMode | undefined;
+  /** The lock held in `lockMode`: the dialect's, or its cluster's on a node of a cluster. */
+  private heldLock: EscalationLock | undefined;
   sessionId = 0;
   /** The cancel round this transaction was a candidate of, resolving to the sessions it cancelled. */
   private round: Promise<ReadonlySet<number>> | undefined;
@@ -72,9 +76,13 @@ export class ContentionHold implements Preemptible {
   }
 
   private async lock(mode: EscalationLockMode, send: SendStatement): Promise<void> {
-    const waitMs = Math.min(LOCK_WAIT_MS, this.env.gate.timeoutMs);
-    if (await this.env.dialect.escalationLock!.acquire(send, mode, waitMs)) {
+    const { dialect, knex, gate } = this.env;
+    const waitMs = Math.min(LOCK_WAIT_MS, gate.timeoutMs);
+    // On a node of a cluster the dialect's lock would be this node's alone.
+    const lock = (await clusterOf(knex, dialect))?.escalationLock ?? dialect.escalationLock!;
+    if (await lock.acquire(send, mode, waitMs)) {
       this.lockMode = mode;
+      this.heldLock = lock;
     } else {
       // Progress, not safety, depends on the lock: go on without it rather than hold up this process.
       this.env.logger.warn({ waitMs, mode }, `an attempt waited ${waitMs} ms for the escalation lock (${mode}) and goes on without it`);
@@ -113,7 +121,7 @@ export class ContentionHold implements Preemptible {
     if (!mode) return;
     this.lockMode = undefined;
     try {
-      await this.env.dialect.escalationLock!.release(send, mode);
+      await this.heldLock!.release(send, mode);
     } catch (err) {
       // A pooled connection must not keep the lock: the pool drops this one instead of handing it out again.
       discardOnRelease(connection, err);

@@ -137,7 +137,7 @@ export class TransactionManager {
     const cancel = this.dialect.lockWaitCancel;
     const urgency = () => (gate.escalatedWaiting ? 'at once' : gate.contended ? 'after a while' : undefined);
     const preemption = cancel && new LockWaitPreemption(knex, cancel, this.logger, urgency);
-    return { dialect: this.dialect, logger: this.logger, gate, preemption };
+    return { knex, dialect: this.dialect, logger: this.logger, gate, preemption };
   }
 
   /** How attempts took turns under contention so far; undefined when `escalate` is off. */

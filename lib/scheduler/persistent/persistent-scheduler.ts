@@ -24,6 +24,7 @@ import type {
   WorkerOptions,
 } from '../../interfaces.js';
 import type { TransactionManager } from '../../transactions/manager.js';
+import { clusterOf } from '../../dialects/index.js';
 import { SchedulerBase, visibleTo } from '../base.js';
 import { isScheduleId } from '../ids.js';
 import { queueGauges, stateCounts } from './job-counts.js';
@@ -235,7 +236,7 @@ export class PersistentTransactionalScheduler extends SchedulerBase implements S
     }
     const db = tx?.db ?? this.manager.knex;
     const viewer = options.visibleTo === undefined || options.visibleTo === null ? options.visibleTo : String(options.visibleTo);
-    const status = await this.store.status(db, id, viewer);
+    const status = await this.store.status(db, id, viewer, await clusterOf(this.manager.knex, this.manager.dialect));
     if (!status || (status.expiresAt !== null && status.expiresAt <= this.manager.clock.now())) return { state: 'unknown' };
     // The query checked the owner already; checked again here, the same way as for jobs not yet written, so that
     // a table whose owner column still ignores case (before migration 2) cannot widen what a caller sees.

@@ -15,7 +15,7 @@
  * alone already. Queues without limits take no lock and send no extra statement.
  */
 import type { Knex } from 'knex';
-import type { Dialect, QueueLock, SendStatement } from '../../dialects/index.js';
+import { clusterOf, type Dialect, type QueueLock, type SendStatement } from '../../dialects/index.js';
 import type { Logger } from '../../interfaces.js';
 import { closeRawConnection, openRawConnection, queryOn } from '../../transactions/knex-internals.js';
 import { integerIn } from '../../support/validate.js';
@@ -103,7 +103,7 @@ export class QueueQuotas {
     logger: Logger,
   ) {
     this.lock = dialect.queueLock;
-    this.session = this.lock?.session && limits.size > 0 ? new LockSession(knex, this.lock, logger) : undefined;
+    this.session = this.lock?.session && limits.size > 0 ? new LockSession(knex, this.lock, dialect, logger) : undefined;
   }
 
   /** How a worker taking `queues` claims: without any turn when none of them is limited. */
@@ -225,6 +225,7 @@ class LockSession {
   constructor(
     private readonly knex: Knex,
     private readonly lock: QueueLock,
+    private readonly dialect: Dialect,
     private readonly logger: Logger,
   ) {}
 
@@ -252,13 +253,15 @@ class LockSession {
       this.connection = undefined;
       throw err;
     }
+    // On a node of a cluster the dialect's lock would be this node's alone: the cluster's is taken instead.
+    const lock = (await clusterOf(this.knex, this.dialect))?.queueLock ?? this.lock;
     const held: string[] = [];
     let failed = false;
     try {
       for (const name of names) {
         let acquired: boolean;
         try {
-          acquired = await this.lock.acquire(send, name, LOCK_WAIT_MS);
+          acquired = await lock.acquire(send, name, LOCK_WAIT_MS);
         } catch (err) {
           failed = true;
           throw err;
@@ -270,14 +273,14 @@ class LockSession {
     } finally {
       // A lock statement that failed may mean a broken connection: closing it gives back what it held.
       if (failed) this.close();
-      else await this.release(send, held);
+      else await this.release(lock, send, held);
     }
   }
 
-  private async release(send: SendStatement, held: readonly string[]): Promise<void> {
+  private async release(lock: QueueLock, send: SendStatement, held: readonly string[]): Promise<void> {
     for (const name of [...held].reverse()) {
       try {
-        if (!(await this.lock.release(send, name))) throw new Error('the lock was not held any more');
+        if (!(await lock.release(send, name))) throw new Error('the lock was not held any more');
       } catch (err) {
         // Its connection failed, and the server gave its locks back, maybe before the claim ended.
         this.logger.warn(

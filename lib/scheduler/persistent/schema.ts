@@ -4,7 +4,7 @@
  */
 import type { Knex } from 'knex';
 import type { TransactionManager } from '../../transactions/manager.js';
-import { dialectOf } from '../../dialects/index.js';
+import { clusterOf, dialectOf } from '../../dialects/index.js';
 
 /** Names of the scheduler's tables. */
 export interface TableNames {
@@ -243,13 +243,28 @@ async function applyPending(db: Knex | Knex.Transaction, tables: TableNames, upT
 
 /** Brings the tables up to the current version; a no-op when they are. Safe from several processes at once. */
 export async function migrate(manager: TransactionManager, tables: TableNames): Promise<number[]> {
+  const cluster = await clusterOf(manager.knex, manager.dialect);
+  if (cluster) {
+    // The dialect's lock would be one node's alone: the cluster's is held around the whole migration.
+    const timedOut = () => migratingElsewhere(tables);
+    return cluster.holdingLock(manager.knex, `migrate:${tables.jobs}`, MIGRATION_WAIT_MS, MIGRATION_WAIT_MS, timedOut, () => migrateUnderDialectLock(manager, tables));
+  }
+  return migrateUnderDialectLock(manager, tables);
+}
+
+/** How long migrate() waits for another process's migration (also the most a dead process's hold on a cluster lasts). */
+const MIGRATION_WAIT_MS = 120_000;
+
+const migratingElsewhere = (tables: TableNames) => new Error(`another process has been migrating ${tables.jobs} for ${MIGRATION_WAIT_MS / 1000} s; not migrating alongside it`);
+
+async function migrateUnderDialectLock(manager: TransactionManager, tables: TableNames): Promise<number[]> {
   const lock = manager.dialect.migrationLock(`aftercommit:${tables.jobs}`); // MySQL lock names: 64 characters at most
   return manager.run(
     async (tx) => {
       if (lock.acquire) {
         const answer = await tx.db.raw(lock.acquire);
         const acquired = Array.isArray(answer) ? (answer[0] as { acquired?: unknown }[])[0]?.acquired : 1;
-        if (Number(acquired) !== 1) throw new Error(`another process has been migrating ${tables.jobs} for 120 s; not migrating alongside it`);
+        if (Number(acquired) !== 1) throw migratingElsewhere(tables);
       }
       try {
         return await applyPending(tx.db, tables);

@@ -6,7 +6,7 @@
  * another worker has claimed the job.
  */
 import type { Knex } from 'knex';
-import type { Dialect } from '../../dialects/index.js';
+import type { ClusterSupport, Dialect } from '../../dialects/index.js';
 import type { Clock, JobProgress, JobState, StoredError } from '../../interfaces.js';
 import { fromRow, numOrNull, progressOf, statementsOf, type JobRow, type JobStatus, type NewJob } from './rows.js';
 import type { Retention } from './retention.js';
@@ -138,10 +138,12 @@ export class JobStore {
    * WHERE clause, and no large column is read, so a job of someone else's costs
    * what an unknown id does.
    */
-  async status(db: Db, id: string, viewer: Viewer): Promise<JobStatus | undefined> {
+  async status(db: Db, id: string, viewer: Viewer, cluster?: ClusterSupport): Promise<JobStatus | undefined> {
     const query = this.jobs(db).where({ id });
     if (viewer !== undefined) query.andWhere((q) => (viewer === null ? q.whereNull('owner') : q.whereNull('owner').orWhere({ owner: viewer })));
-    const row = await query.first('owner', 'state', 'expires_at', 'progress_fraction', 'progress_message');
+    query.first('owner', 'state', 'expires_at', 'progress_fraction', 'progress_message');
+    // On a node of a cluster, a job scheduled through another node is seen once this node has applied its commit.
+    const row = cluster ? (await cluster.causalRows<Record<string, unknown>>(db, query))[0] : ((await query) as unknown as Record<string, unknown> | undefined);
     if (!row) return undefined;
     return { owner: (row.owner as string | null) ?? null, state: row.state as JobState, expiresAt: numOrNull(row.expires_at), ...progressOf(row) };
   }
