@@ -11,18 +11,16 @@
  */
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn, type ChildProcess } from 'node:child_process';
-import { once } from 'node:events';
-import { createInterface } from 'node:readline';
 import type { Knex } from 'knex';
 import { eachDialect, type TestDatabase } from '../support/databases.js';
 import { request } from '../support/http.js';
+import { balancesAfterTransfers, oppositeTransfers, startServer, stopServer, tally, type ServerProcess, type Transfer } from '../support/transfer-servers.js';
 
 const TRANSFERS = 60;
 const BALANCE = 100_000;
 /** Long enough for PostgreSQL without escalation (each wave of deadlocks waits out deadlock_timeout); a hang fails, it does not block the suite. */
 const REQUEST_TIMEOUT_MS = 100_000;
-const START_TIMEOUT_MS = 30_000;
+const START_TIMEOUT_MS = 30_000; // the most startServer waits
 
 /** The part of the fixture's GET /stats these tests read. */
 interface ServerStats {
@@ -31,54 +29,8 @@ interface ServerStats {
   contention: { escalations: number } | null;
 }
 
-interface ServerProcess {
-  child: ChildProcess;
-  url: string;
-}
-
-/** Starts one transfer server process; resolves once it prints `listening <port>`. */
-async function startServer(env: Record<string, string>): Promise<ServerProcess> {
-  const child = spawn(process.execPath, ['--import', 'tsx', 'test/fixtures/transfer-server.ts'], {
-    env: { ...process.env, ...env },
-    stdio: ['ignore', 'pipe', 'inherit'],
-  });
-  let timer: NodeJS.Timeout | undefined;
-  try {
-    const url = await new Promise<string>((resolve, reject) => {
-      createInterface({ input: child.stdout! }).on('line', (line) => {
-        const match = /^listening (\d+)$/.exec(line);
-        if (match) resolve(`http://127.0.0.1:${match[1]}`);
-      });
-      child.once('exit', (code, signal) => reject(new Error(`the transfer server exited before listening (${signal ?? code})`)));
-      timer = setTimeout(() => reject(new Error('the transfer server did not start in time')), START_TIMEOUT_MS);
-    });
-    return { child, url };
-  } catch (err) {
-    child.kill('SIGKILL');
-    throw err;
-  } finally {
-    clearTimeout(timer);
-  }
-}
-
-/** SIGTERM (the server destroys its knex), then SIGKILL if it has not exited within 5 s. */
-async function stopServer({ child }: ServerProcess): Promise<void> {
-  if (child.exitCode !== null || child.signalCode !== null) return;
-  const exited = once(child, 'exit');
-  child.kill('SIGTERM');
-  const timer = setTimeout(() => child.kill('SIGKILL'), 5000);
-  await exited;
-  clearTimeout(timer);
-}
-
-/** Transfer i moves i + 1: even ones from row 1 to row 2, odd ones back, so half take the locks in each order. */
-const transfers = Array.from({ length: TRANSFERS }, (_, i) => ({ from: i % 2 === 0 ? 1 : 2, to: i % 2 === 0 ? 2 : 1, amount: i + 1 }));
-
-/** The balances of rows 1 and 2 once `done` transfers have been applied. */
-function balancesAfter(done: typeof transfers): [number, number] {
-  const moved = done.reduce((sum, t) => sum + (t.from === 1 ? t.amount : -t.amount), 0);
-  return [BALANCE - moved, BALANCE + moved];
-}
+const transfers = oppositeTransfers(TRANSFERS);
+const balancesAfter = (done: Transfer[]) => balancesAfterTransfers(done, BALANCE);
 
 interface Crowd {
   statuses: number[];
@@ -141,13 +93,6 @@ function crowd(database: TestDatabase, scenario: string, { processes, escalate =
   );
   after(() => Promise.all(servers.map(stopServer)));
   return result;
-}
-
-/** e.g. `200:56 503:4` */
-function tally(statuses: number[]): string {
-  const counts = new Map<number, number>();
-  for (const s of [...statuses].sort((a, b) => a - b)) counts.set(s, (counts.get(s) ?? 0) + 1);
-  return [...counts].map(([status, n]) => `${status}:${n}`).join(' ');
 }
 
 const is2xx = (status: number) => status >= 200 && status < 300;

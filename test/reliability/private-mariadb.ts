@@ -16,7 +16,7 @@ const run = promisify(execFile);
  * A port that is free now and below the kernel's ephemeral range, so no process that binds port 0
  * (or connects out) takes it while the server is down for its restart.
  */
-async function freePort(): Promise<number> {
+export async function freePort(): Promise<number> {
   for (;;) {
     const port = 20_000 + Math.floor(Math.random() * 10_000);
     const server = createServer().listen(port, '127.0.0.1');
