@@ -4,8 +4,9 @@
  * conflict). Two things of a single server do not hold across its nodes:
  * - GET_LOCK is local to one node, so the escalation lock, a limited queue's
  *   lock and the migration lock are rows of `aftercommit_locks` instead, taken
- *   and given back by committed (certified) writes, with a lease that ends the
- *   hold of a process that died;
+ *   and given back by committed (certified) writes. A hold names its holder (a
+ *   random token, not the session: sessions are numbered per node) and has a
+ *   lease, which ends the hold of a process that died;
  * - a node applies the others' commits a little later, so a read right after a
  *   commit on another node may not see it yet: reads that must (a poll of a job
  *   just scheduled) wait for the node to catch up first (`wsrep_sync_wait`).
@@ -14,44 +15,44 @@
  */
 import { randomBytes } from 'node:crypto';
 import type { Knex } from 'knex';
-import type { ClusterSupport, EscalationLock, QueueLock, SendStatement } from '../interfaces.js';
+import type { AskServer, ClusterHeld, ClusterSupport, EscalationLock, QueueLock, SendStatement } from '../interfaces.js';
 import { errorField } from '../support/error-field.js';
 import { closeRawConnection, openRawConnection, queryOn } from '../transactions/knex-internals.js';
 
 /** The table of the cluster's locks, one per database. */
-export const CLUSTER_LOCKS_TABLE = 'aftercommit_locks';
+const LOCKS = 'aftercommit_locks';
 
 const ER_NO_SUCH_TABLE = 1146;
 const ER_UNKNOWN_SYSTEM_VARIABLE = 1193;
 /** Certification lost to another node's write of the lock row (or the lock row's insert). */
 const ER_LOCK_DEADLOCK = 1213;
 
-/** A holder is this process and the connection's id: unique across the cluster while the session lives. */
-const HOLDER = `CONCAT('${randomBytes(6).toString('hex')}:', CONNECTION_ID())`;
-
-/** How long a hold lasts unless given back (the holder died): escalated attempts and claims are short. */
+/** How long a hold of the escalation lock or a queue's lock lasts unless given back: their holders are short transactions. */
 const SHORT_LEASE_MS = 15_000;
-/** How long between two tries of a lock another node holds. */
-const RETRY_MS = 5;
+/** The first and the longest pause between two tries of a lock another holder has. */
+const FIRST_RETRY_MS = 5;
+const LONGEST_RETRY_MS = 100;
+/** Lease time is the servers' UTC clock: sessions' time zones do not matter. */
+const NOW = 'UTC_TIMESTAMP(6)';
 
 const galeraNodes = new WeakMap<Knex, Promise<boolean>>();
 
 /**
- * Whether `knex` talks to a Galera node (`@@wsrep_on`). Asked once per knex
- * instance; an answer that could not be had (the server is down) is asked again
- * next time, and counts as no meanwhile.
+ * Whether `knex` talks to a Galera node (`@@wsrep_on`), asked through `ask` (a
+ * connection the caller holds) or else a pooled connection. Asked once per knex
+ * instance; when the server could not be asked, this rejects and the next call
+ * asks again.
  */
-function isGaleraNode(knex: Knex): Promise<boolean> {
-  const client = (knex.client as { dialect?: string }).dialect;
-  if (client !== 'mysql') return Promise.resolve(false);
+function isGaleraNode(knex: Knex, ask: AskServer = (sql) => knex.raw(sql)): Promise<boolean> {
+  if ((knex.client as { dialect?: string }).dialect !== 'mysql') return Promise.resolve(false);
   let asked = galeraNodes.get(knex);
   if (!asked) {
-    asked = knex.raw('SELECT @@wsrep_on AS wsrep').then(
-      ([rows]: [{ wsrep: unknown }[]]) => Number(rows[0]?.wsrep) === 1,
+    asked = ask('SELECT @@wsrep_on AS wsrep').then(
+      (answer) => Number((answer as [{ wsrep: unknown }[]])[0][0]?.wsrep) === 1,
       (err: unknown) => {
         if (errorField(err, 'errno') === ER_UNKNOWN_SYSTEM_VARIABLE) return false; // MySQL: no wsrep
         galeraNodes.delete(knex);
-        return false;
+        throw err;
       },
     );
     galeraNodes.set(knex, asked);
@@ -65,85 +66,122 @@ function checkedName(name: string): string {
   return name;
 }
 
-/** Rows changed (matched) by an UPDATE or INSERT sent with `send`. */
-function rowsChanged(answer: unknown): number {
+/** Rows matched by an UPDATE or INSERT sent with `send` (mysql2 counts found rows, not changed ones). */
+function rowsMatched(answer: unknown): number {
   return (answer as { response: [{ affectedRows?: number }] }).response[0].affectedRows ?? 0;
 }
 
-/**
- * Takes lock `name` for this session, waiting up to `waitMs`; false when the
- * time ran out. Sent in autocommit (never inside a transaction): a hold counts
- * only once it is certified.
- */
-async function take(send: SendStatement, name: string, waitMs: number, leaseMs: number): Promise<boolean> {
-  const lock = checkedName(name);
-  const until = `NOW(6) + INTERVAL ${Math.ceil(leaseMs)} * 1000 MICROSECOND`;
-  const deadline = Date.now() + waitMs;
-  for (;;) {
-    try {
-      const taken = await send(
-        `UPDATE ${CLUSTER_LOCKS_TABLE} SET holder = ${HOLDER}, expires_at = ${until} WHERE name = '${lock}' AND (holder IS NULL OR holder = ${HOLDER} OR expires_at < NOW(6))`,
-      );
-      if (rowsChanged(taken) === 1) return true;
-      // No row yet: the first taker inserts it.
-      if (rowsChanged(await send(`INSERT IGNORE INTO ${CLUSTER_LOCKS_TABLE} (name, holder, expires_at) VALUES ('${lock}', ${HOLDER}, ${until})`)) === 1) return true;
-    } catch (err) {
-      const errno = errorField(err, 'errno');
-      if (errno === ER_NO_SUCH_TABLE) await createLocksTable(send);
-      else if (errno !== ER_LOCK_DEADLOCK) throw err; // another node's write won: try again
-    }
-    if (Date.now() >= deadline) return false;
-    await new Promise((resolve) => setTimeout(resolve, RETRY_MS * (1 + Math.random())));
-  }
-}
+/** The holds of one holder: every statement names it, so they can be given back from any connection. */
+class RowLocks {
+  private readonly holder = randomBytes(16).toString('hex');
 
-/** Gives lock `name` back; true when this session held it. */
-async function giveBack(send: SendStatement, name: string): Promise<boolean> {
-  for (let attempt = 1; ; attempt++) {
-    try {
-      return rowsChanged(await send(`UPDATE ${CLUSTER_LOCKS_TABLE} SET holder = NULL WHERE name = '${checkedName(name)}' AND holder = ${HOLDER}`)) === 1;
-    } catch (err) {
-      // Lost to a taker on another node that found the hold expired: this session held it till then.
-      if (errorField(err, 'errno') !== ER_LOCK_DEADLOCK || attempt === 3) throw err;
+  constructor(private readonly leaseMs: number) {}
+
+  private get until(): string {
+    return `${NOW} + INTERVAL ${Math.ceil(this.leaseMs) * 1000} MICROSECOND`;
+  }
+
+  /** Takes lock `name`, waiting up to `waitMs`; false when the time ran out. Sent in autocommit: a hold counts once it is certified. */
+  async take(send: SendStatement, name: string, waitMs: number): Promise<boolean> {
+    const lock = checkedName(name);
+    const deadline = Date.now() + waitMs;
+    let pause = FIRST_RETRY_MS;
+    let rowMayBeMissing = true;
+    for (;;) {
+      try {
+        const taken = await send(
+          `UPDATE ${LOCKS} SET holder = '${this.holder}', expires_at = ${this.until} WHERE name = '${lock}' AND (holder IS NULL OR holder = '${this.holder}' OR expires_at < ${NOW})`,
+        );
+        if (rowsMatched(taken) === 1) return true;
+        if (rowMayBeMissing) {
+          // The first taker of a name inserts its row; once it is there, only the UPDATE is tried.
+          rowMayBeMissing = false;
+          if (rowsMatched(await send(`INSERT IGNORE INTO ${LOCKS} (name, holder, expires_at) VALUES ('${lock}', '${this.holder}', ${this.until})`)) === 1) return true;
+        }
+      } catch (err) {
+        const errno = errorField(err, 'errno');
+        if (errno === ER_NO_SUCH_TABLE) await createLocksTable(send);
+        else if (errno !== ER_LOCK_DEADLOCK) throw err; // else another node's write won: try again
+      }
+      if (Date.now() >= deadline) return false;
+      await new Promise((resolve) => setTimeout(resolve, pause * (0.5 + Math.random())));
+      pause = Math.min(pause * 2, LONGEST_RETRY_MS);
+    }
+  }
+
+  /** Gives lock `name` back; true when this holder held it. */
+  giveBack(send: SendStatement, name: string): Promise<boolean> {
+    return this.write(send, `UPDATE ${LOCKS} SET holder = NULL WHERE name = '${checkedName(name)}' AND holder = '${this.holder}'`);
+  }
+
+  /** Makes the hold of `name` last another lease from now; false when it was lost (it ran out, and another holder took it). */
+  renew(send: SendStatement, name: string): Promise<boolean> {
+    return this.write(send, `UPDATE ${LOCKS} SET expires_at = ${this.until} WHERE name = '${checkedName(name)}' AND holder = '${this.holder}'`);
+  }
+
+  /** Gives back every hold of this holder through a pooled connection: after the connection they were taken on broke. */
+  async giveAllBack(knex: Knex): Promise<void> {
+    await knex.raw(`UPDATE ${LOCKS} SET holder = NULL WHERE holder = ?`, [this.holder]);
+  }
+
+  private async write(send: SendStatement, sql: string): Promise<boolean> {
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return rowsMatched(await send(sql)) === 1;
+      } catch (err) {
+        // Lost to a taker on another node that found the hold expired: this holder held it till then.
+        if (errorField(err, 'errno') !== ER_LOCK_DEADLOCK || attempt === 3) throw err;
+      }
     }
   }
 }
 
 /** DDL is replicated in total order (TOI): nodes that create it at once agree, IF NOT EXISTS makes the later ones no-ops. */
 function createLocksTable(send: SendStatement): Promise<unknown> {
-  return send(
-    `CREATE TABLE IF NOT EXISTS ${CLUSTER_LOCKS_TABLE} (name VARCHAR(191) NOT NULL PRIMARY KEY, holder VARCHAR(64) NULL, expires_at DATETIME(6) NULL) ENGINE=InnoDB`,
-  );
+  return send(`CREATE TABLE IF NOT EXISTS ${LOCKS} (name VARCHAR(191) NOT NULL PRIMARY KEY, holder VARCHAR(64) NULL, expires_at DATETIME(6) NULL) ENGINE=InnoDB`);
 }
 
-/** The escalation lock of a Galera cluster: one row per database, so escalated attempts take turns on every node. */
-const escalationLock: EscalationLock = {
-  shared: false,
-  acquire: (send, _mode, waitMs) => take(send, 'escalated', waitMs, SHORT_LEASE_MS),
-  release: (send) => giveBack(send, 'escalated'),
-};
+function escalationLock(): ClusterHeld<EscalationLock> {
+  const locks = new RowLocks(SHORT_LEASE_MS);
+  return {
+    shared: false,
+    acquire: (send, _mode, waitMs) => locks.take(send, 'escalated', waitMs),
+    release: (send) => locks.giveBack(send, 'escalated'),
+    giveAllBack: (knex) => locks.giveAllBack(knex),
+  };
+}
 
-/** A limited queue's lock on a Galera cluster: a claim holds it from before its transaction until that ended. */
-const queueLock: QueueLock = {
-  session: true,
-  acquire: (send, name, waitMs) => take(send, `queue:${name}`, waitMs, SHORT_LEASE_MS),
-  release: (send, name) => giveBack(send, `queue:${name}`),
-};
+function queueLock(): ClusterHeld<QueueLock> {
+  const locks = new RowLocks(SHORT_LEASE_MS);
+  return {
+    session: true,
+    acquire: (send, name, waitMs) => locks.take(send, `queue:${name}`, waitMs),
+    release: (send, name) => locks.giveBack(send, `queue:${name}`),
+    giveAllBack: (knex) => locks.giveAllBack(knex),
+  };
+}
 
 /**
  * Runs `work` holding lock `name` of the cluster, taken on a connection of its
- * own (waiting up to `waitMs`; the hold lasts `leaseMs` at most if this process
- * dies); rejects with `timedOut()` when the wait ran out.
+ * own (waiting up to `waitMs`) and renewed while `work` runs, so that it
+ * ends with its lease only if this process dies; rejects with `timedOut()` when
+ * the wait ran out.
  */
-async function holdingLock<T>(knex: Knex, name: string, waitMs: number, leaseMs: number, timedOut: () => Error, work: () => Promise<T>): Promise<T> {
+async function holdingLock<T>(knex: Knex, name: string, waitMs: number, timedOut: () => Error, work: () => Promise<T>): Promise<T> {
+  const leaseMs = SHORT_LEASE_MS;
+  const locks = new RowLocks(leaseMs);
   const connection = await openRawConnection(knex);
   const send: SendStatement = (sql) => queryOn(knex, connection, sql, []);
   try {
-    if (!(await take(send, name, waitMs, leaseMs))) throw timedOut();
+    if (!(await locks.take(send, name, waitMs))) throw timedOut();
+    // A renewal that fails (the connection broke) leaves the hold to its lease.
+    const renewing = setInterval(() => void locks.renew(send, name).catch(() => undefined), leaseMs / 3);
     try {
       return await work();
     } finally {
-      await giveBack(send, name);
+      clearInterval(renewing);
+      // Given back here, or by its lease if this connection broke.
+      await locks.giveBack(send, name).catch(() => undefined);
     }
   } finally {
     await closeRawConnection(knex, connection);

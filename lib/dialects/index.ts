@@ -4,13 +4,13 @@
  * asks `dialectOf(knex)` and never looks at the client name itself.
  */
 import type { Knex } from 'knex';
-import type { ClusterSupport, Dialect } from '../interfaces.js';
+import type { AskServer, ClusterSupport, Dialect } from '../interfaces.js';
 import { mysql } from './mysql.js';
 import { postgres } from './postgres.js';
 import { sqlite } from './sqlite.js';
 
 // The dialect types live with the other public types; re-exported for the modules that ask this seam for them.
-export type { ClusterSupport, CommitNotifications, Dialect, EscalationLock, EscalationLockMode, InsertLimits, LockWaitCancel, QueueLock, SendStatement } from '../interfaces.js';
+export type { AskServer, ClusterHeld, ClusterSupport, CommitNotifications, Dialect, EscalationLock, EscalationLockMode, InsertLimits, LockWaitCancel, QueueLock, SendStatement } from '../interfaces.js';
 
 const byKnexDialect: Record<string, Dialect> = {
   mysql,
@@ -31,7 +31,10 @@ export function dialectOf(db: Knex): Dialect {
   return dialect;
 }
 
-/** What changes for `knex` because its server is a node of a cluster (MariaDB Galera); undefined when it is not. */
-export async function clusterOf(knex: Knex, dialect: Dialect): Promise<ClusterSupport | undefined> {
-  return dialect.cluster && (await dialect.cluster.isNode(knex)) ? dialect.cluster : undefined;
+/**
+ * What changes for `knex` because its server is a node of a cluster (MariaDB Galera); undefined when it is not.
+ * Asked through `ask` (a connection the caller holds) when given: a caller that holds one must not wait for another.
+ */
+export async function clusterOf(knex: Knex, dialect: Dialect, ask?: AskServer): Promise<ClusterSupport | undefined> {
+  return dialect.cluster && (await dialect.cluster.isNode(knex, ask)) ? dialect.cluster : undefined;
 }

@@ -71,8 +71,11 @@ const EXACT_COLLATIONS = ['utf8mb4_0900_bin', 'utf8mb4_nopad_bin'];
 
 export const mysql: Dialect = {
   name: 'mysql',
-  // SET TRANSACTION applies to the next transaction only.
-  begin: (isolation) => (isolation ? [`SET TRANSACTION ISOLATION LEVEL ${isolation.toUpperCase()}`, 'START TRANSACTION'] : ['START TRANSACTION']),
+  // SET TRANSACTION applies to the next transaction only. Galera waits for causality at BEGIN, never inside a transaction.
+  begin: (isolation, causal) => {
+    const start = causal ? 'SET STATEMENT wsrep_sync_wait = 1 FOR START TRANSACTION' : 'START TRANSACTION';
+    return isolation ? [`SET TRANSACTION ISOLATION LEVEL ${isolation.toUpperCase()}`, start] : [start];
+  },
   isTransient(err, { retryLockWaitTimeout }) {
     const errno = errorField(err, 'errno');
     if (typeof errno === 'number' && ROLLED_BACK_ERRNOS.has(errno)) return true;

@@ -33,6 +33,15 @@ export interface EscalationLock {
   release(send: SendStatement, mode: EscalationLockMode): Promise<unknown>;
 }
 
+/** Asks the server `sql` on some connection; resolves to the rows and fields (knex.raw's answer on MySQL). */
+export type AskServer = (sql: string) => Promise<unknown>;
+
+/** A cluster lock whose holds are rows: they outlive the session that took them, so they are also given back by holder. */
+export type ClusterHeld<L> = L & {
+  /** Gives back every hold of this holder through a pooled connection of `knex`: after the connection it took them on broke. */
+  giveAllBack(knex: Knex): Promise<void>;
+};
+
 /**
  * What changes on a cluster whose nodes certify each other's commits but keep
  * their named locks to themselves and apply others' commits a little later
@@ -40,14 +49,17 @@ export interface EscalationLock {
  * that must see a commit made through another node wait for it.
  */
 export interface ClusterSupport {
-  /** Whether `knex` talks to a node of such a cluster; asked of the server once per knex instance. */
-  isNode(knex: Knex): Promise<boolean>;
-  /** The escalation lock to take instead of the dialect's. */
-  readonly escalationLock: EscalationLock;
-  /** A limited queue's lock to take instead of the dialect's. */
-  readonly queueLock: QueueLock;
+  /**
+   * Whether `knex` talks to a node of such a cluster; asked of the server once per knex instance, through `ask` (a
+   * connection the caller holds) when given. Rejects when the server could not be asked.
+   */
+  isNode(knex: Knex, ask?: AskServer): Promise<boolean>;
+  /** A new holder of the escalation lock, to take instead of the dialect's: one per database transaction that takes it. */
+  escalationLock(): ClusterHeld<EscalationLock>;
+  /** A new holder of limited queues' locks, to take instead of the dialect's: one per session that takes them. */
+  queueLock(): ClusterHeld<QueueLock>;
   /** Runs `work` holding lock `name` of the cluster on a connection of its own; rejects with `timedOut()` when `waitMs` ran out first. */
-  holdingLock<T>(knex: Knex, name: string, waitMs: number, leaseMs: number, timedOut: () => Error, work: () => Promise<T>): Promise<T>;
+  holdingLock<T>(knex: Knex, name: string, waitMs: number, timedOut: () => Error, work: () => Promise<T>): Promise<T>;
   /** The rows of SELECT `query`, read once the node has applied every commit the cluster had made when it was sent. */
   causalRows<T>(db: Knex | Knex.Transaction, query: Knex.QueryBuilder): Promise<T[]>;
 }
@@ -134,8 +146,12 @@ export interface InsertLimits {
 export interface Dialect {
   /** The family, for messages and for tests. */
   readonly name: 'mysql' | 'postgresql' | 'sqlite';
-  /** The statements that open a read-write transaction, at the given isolation level or the database's default. */
-  begin(isolation?: IsolationLevel): string[];
+  /**
+   * The statements that open a read-write transaction, at the given isolation level or the database's default;
+   * `causal` (asked only of a dialect with `cluster`, on a node of a cluster): the transaction first waits until
+   * the node has applied every commit the cluster had made.
+   */
+  begin(isolation?: IsolationLevel, causal?: boolean): string[];
   /**
    * True when `err` means the database rolled the whole transaction back (or
    * must), so running it again may succeed. Decided by errno/SQLSTATE/code only.

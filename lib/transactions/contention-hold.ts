@@ -7,7 +7,7 @@
  */
 import { discardOnRelease } from './knex-internals.js';
 import type { Knex } from 'knex';
-import { clusterOf, type Dialect, type EscalationLock, type EscalationLockMode, type SendStatement } from '../dialects/index.js';
+import { clusterOf, type ClusterHeld, type Dialect, type EscalationLock, type EscalationLockMode, type SendStatement } from '../dialects/index.js';
 import type { Logger } from '../interfaces.js';
 import type { ContentionGate, GateTurn } from './contention-gate.js';
 import type { LockWaitPreemption, Preemptible } from './preemption.js';
@@ -30,6 +30,8 @@ export class ContentionHold implements Preemptible {
   private lockMode: EscalationLockMode | undefined;
   /** The lock held in `lockMode`: the dialect's, or its cluster's on a node of a cluster. */
   private heldLock: EscalationLock | undefined;
+  /** On a node of a cluster: the hold, a row that outlives this session, so it is given back from another connection if need be. */
+  private clusterLock: ClusterHeld<EscalationLock> | undefined;
   sessionId = 0;
   /** The cancel round this transaction was a candidate of, resolving to the sessions it cancelled. */
   private round: Promise<ReadonlySet<number>> | undefined;
@@ -76,13 +78,22 @@ export class ContentionHold implements Preemptible {
   }
 
   private async lock(mode: EscalationLockMode, send: SendStatement): Promise<void> {
-    const { dialect, knex, gate } = this.env;
+    const { dialect, knex, gate, logger } = this.env;
     const waitMs = Math.min(LOCK_WAIT_MS, gate.timeoutMs);
-    // On a node of a cluster the dialect's lock would be this node's alone.
-    const lock = (await clusterOf(knex, dialect))?.escalationLock ?? dialect.escalationLock!;
-    if (await lock.acquire(send, mode, waitMs)) {
+    let acquired: boolean;
+    try {
+      // On a node of a cluster the dialect's lock would be this node's alone. Asked on this connection: the pool may have no other.
+      const cluster = await clusterOf(knex, dialect, async (sql) => ((await send(sql)) as { response: unknown }).response);
+      this.heldLock = cluster ? (this.clusterLock = cluster.escalationLock()) : dialect.escalationLock!;
+      acquired = await this.heldLock.acquire(send, mode, waitMs);
+    } catch (err) {
+      if (dialect.isConnectionFailure(err)) throw err;
+      // The cluster's lock table could not be made or written (no CREATE privilege, say): as when the wait ran out.
+      logger.warn({ err, mode }, 'an attempt could not take the escalation lock and goes on without it');
+      return;
+    }
+    if (acquired) {
       this.lockMode = mode;
-      this.heldLock = lock;
     } else {
       // Progress, not safety, depends on the lock: go on without it rather than hold up this process.
       this.env.logger.warn({ waitMs, mode }, `an attempt waited ${waitMs} ms for the escalation lock (${mode}) and goes on without it`);
@@ -126,13 +137,22 @@ export class ContentionHold implements Preemptible {
       // A pooled connection must not keep the lock: the pool drops this one instead of handing it out again.
       discardOnRelease(connection, err);
       this.env.logger.warn({ err }, 'giving back the escalation lock failed; the connection is discarded');
+      this.giveClusterLockBack();
     }
   }
 
-  /** The connection's session was closed from outside: nothing of it is to be given back but the turn. */
+  /** The connection's session was closed from outside: nothing of it is to be given back but the turn (and a cluster's lock row). */
   abandon(): void {
     if (this.sessionId) this.env.preemption!.delete(this);
+    if (this.lockMode) this.giveClusterLockBack();
     this.lockMode = undefined;
+  }
+
+  /** A cluster's lock is a row, which no closed session gives back: given back through another connection, else its lease ends it. */
+  private giveClusterLockBack(): void {
+    this.clusterLock?.giveAllBack(this.env.knex).catch((err: unknown) => {
+      this.env.logger.warn({ err }, 'giving back the escalation lock of the cluster failed; it is free again when its lease runs out');
+    });
   }
 
   /** Gives the turn back (once). */

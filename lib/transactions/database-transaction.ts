@@ -48,6 +48,8 @@ export abstract class DatabaseTransactions {
   private previousClosing: Promise<void> | undefined;
   /** Why the attempt was ended from outside (see terminate()), if it was. */
   terminatedBy: Error | undefined;
+  /** The next BEGIN first waits until this node has applied every commit of its cluster (see beginCausally()). */
+  private causal = false;
 
   constructor(
     protected readonly env: DatabaseTransactionEnvironment,
@@ -73,6 +75,18 @@ export abstract class DatabaseTransactions {
   /** A database transaction is open: its BEGIN is sent, or under way. */
   get began(): boolean {
     return this.connection !== undefined;
+  }
+
+  /**
+   * On a node of a cluster (MariaDB Galera): makes the next BEGIN wait until the
+   * node has applied every commit the cluster had made, so that this transaction
+   * sees commits made through other nodes just before. False when a database
+   * transaction is open already: its reads see what it began with. @internal
+   */
+  beginCausally(): boolean {
+    if (this.began) return false;
+    this.causal = true;
+    return true;
   }
 
   /** The connection of the open database transaction, beginning one if none is open. */
@@ -116,7 +130,9 @@ export abstract class DatabaseTransactions {
     try {
       const locking = hold?.connected(connection, (sql) => this.send(connection, sql));
       if (locking) await locking;
-      for (const sql of this.env.dialect.begin(this.isolation)) await this.enqueue(() => this.send(connection, sql));
+      const causal = this.causal;
+      this.causal = false;
+      for (const sql of this.env.dialect.begin(this.isolation, causal)) await this.enqueue(() => this.send(connection, sql));
     } catch (err) {
       if (this.terminatedBy) throw this.terminatedBy; // terminate() has given everything back
       this.connection = undefined;

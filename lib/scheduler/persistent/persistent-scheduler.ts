@@ -24,6 +24,7 @@ import type {
   WorkerOptions,
 } from '../../interfaces.js';
 import type { TransactionManager } from '../../transactions/manager.js';
+import type { TransactionAttempt } from '../../transactions/transaction.js';
 import { clusterOf } from '../../dialects/index.js';
 import { SchedulerBase, visibleTo } from '../base.js';
 import { isScheduleId } from '../ids.js';
@@ -236,7 +237,14 @@ export class PersistentTransactionalScheduler extends SchedulerBase implements S
     }
     const db = tx?.db ?? this.manager.knex;
     const viewer = options.visibleTo === undefined || options.visibleTo === null ? options.visibleTo : String(options.visibleTo);
-    const status = await this.store.status(db, id, viewer, await clusterOf(this.manager.knex, this.manager.dialect));
+    // Asked through the transaction's connection when it holds one: the pool may have no other.
+    const attempt = tx as TransactionAttempt | undefined;
+    const cluster = await clusterOf(this.manager.knex, this.manager.dialect, attempt?.began ? (sql) => attempt.db.raw(sql) : undefined);
+    // On a node of a cluster, a job scheduled through another node a moment ago is seen once this node has applied its
+    // commit: a read outside a transaction waits for that, and so does the BEGIN of a transaction that has not begun (a
+    // read inside an open transaction never waits: it sees what the transaction began with).
+    if (cluster && attempt) attempt.beginCausally();
+    const status = await this.store.status(db, id, viewer, attempt ? undefined : cluster);
     if (!status || (status.expiresAt !== null && status.expiresAt <= this.manager.clock.now())) return { state: 'unknown' };
     // The query checked the owner already; checked again here, the same way as for jobs not yet written, so that
     // a table whose owner column still ignores case (before migration 2) cannot widen what a caller sees.

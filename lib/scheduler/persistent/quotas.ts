@@ -15,7 +15,7 @@
  * alone already. Queues without limits take no lock and send no extra statement.
  */
 import type { Knex } from 'knex';
-import { clusterOf, type Dialect, type QueueLock, type SendStatement } from '../../dialects/index.js';
+import { clusterOf, type ClusterHeld, type Dialect, type QueueLock, type SendStatement } from '../../dialects/index.js';
 import type { Logger } from '../../interfaces.js';
 import { closeRawConnection, openRawConnection, queryOn } from '../../transactions/knex-internals.js';
 import { integerIn } from '../../support/validate.js';
@@ -221,6 +221,8 @@ class LockSession {
   /** The end of the last turn: the next one starts after it. */
   private tail: Promise<void> = Promise.resolve();
   private idleTimer: NodeJS.Timeout | undefined;
+  /** On a node of a cluster: this session's holder of the cluster's queue locks (rows, which a closed session does not give back). */
+  private clusterLock: ClusterHeld<QueueLock> | undefined;
 
   constructor(
     private readonly knex: Knex,
@@ -245,16 +247,18 @@ class LockSession {
 
   private async holding<T>(names: readonly string[], claim: () => Promise<T>): Promise<T> {
     let send: SendStatement;
+    let lock: QueueLock;
     try {
       this.connection ??= openRawConnection(this.knex);
       const connection = await this.connection;
       send = (sql) => queryOn(this.knex, connection, sql, []);
+      // On a node of a cluster the dialect's lock would be this node's alone: the cluster's is taken instead.
+      const cluster = await clusterOf(this.knex, this.dialect, async (sql) => ((await send(sql)) as { response: unknown }).response);
+      lock = cluster ? (this.clusterLock ??= cluster.queueLock()) : this.lock;
     } catch (err) {
-      this.connection = undefined;
+      this.close();
       throw err;
     }
-    // On a node of a cluster the dialect's lock would be this node's alone: the cluster's is taken instead.
-    const lock = (await clusterOf(this.knex, this.dialect))?.queueLock ?? this.lock;
     const held: string[] = [];
     let failed = false;
     try {
@@ -282,10 +286,10 @@ class LockSession {
       try {
         if (!(await lock.release(send, name))) throw new Error('the lock was not held any more');
       } catch (err) {
-        // Its connection failed, and the server gave its locks back, maybe before the claim ended.
+        // Its connection failed, and the server gave its locks back (or, on a cluster, the hold's lease ran out), maybe before the claim ended.
         this.logger.warn(
           { err, lock: name },
-          `the claim lock of ${name} was lost while claiming (its connection failed): that claim may have gone past the queue's limits; the connection is closed`,
+          `the claim lock of ${name} was lost while claiming (its connection failed, or its hold ran out): that claim may have gone past the queue's limits; the connection is closed`,
         );
         this.close();
         return;
@@ -295,6 +299,8 @@ class LockSession {
 
   close(): void {
     clearTimeout(this.idleTimer);
+    // A cluster's lock rows outlive the session: given back through a pooled connection, else their lease ends them.
+    this.clusterLock?.giveAllBack(this.knex).catch((err: unknown) => this.logger.warn({ err }, 'giving back the claim locks of the cluster failed; they are free again when their lease runs out'));
     const connection = this.connection;
     this.connection = undefined;
     void connection?.then((c) => closeRawConnection(this.knex, c)).catch(() => undefined);

@@ -247,12 +247,12 @@ export async function migrate(manager: TransactionManager, tables: TableNames): 
   if (cluster) {
     // The dialect's lock would be one node's alone: the cluster's is held around the whole migration.
     const timedOut = () => migratingElsewhere(tables);
-    return cluster.holdingLock(manager.knex, `migrate:${tables.jobs}`, MIGRATION_WAIT_MS, MIGRATION_WAIT_MS, timedOut, () => migrateUnderDialectLock(manager, tables));
+    return cluster.holdingLock(manager.knex, `migrate:${tables.jobs}`, MIGRATION_WAIT_MS, timedOut, () => migrateUnderDialectLock(manager, tables));
   }
   return migrateUnderDialectLock(manager, tables);
 }
 
-/** How long migrate() waits for another process's migration (also the most a dead process's hold on a cluster lasts). */
+/** How long migrate() waits for another process's migration. */
 const MIGRATION_WAIT_MS = 120_000;
 
 const migratingElsewhere = (tables: TableNames) => new Error(`another process has been migrating ${tables.jobs} for ${MIGRATION_WAIT_MS / 1000} s; not migrating alongside it`);

@@ -199,10 +199,13 @@ describe('on a three-node Galera cluster', { skip }, () => {
     for (let i = 1; i < spans.length; i++) assert.ok(spans[i]![0] >= spans[i - 1]![1], `two jobs of the queue ran at once: ${JSON.stringify(spans.slice(i - 1, i + 1))}`);
   });
 
-  it('a job scheduled through node 1 and polled through node 2 at once is never unknown to its owner (and unknown to others)', async () => {
+  it('a job scheduled through node 1 and polled through node 2 at once (in a transaction, one connection) is never unknown to its owner, and unknown to others', async () => {
     const prefix = `${unique('poll')}_`;
-    const [near, far] = [0, 1].map((i) => {
-      const scheduler = new PersistentTransactionalScheduler(new TransactionManager(knexes[i]!, { logger: recordingLogger() }), { tablePrefix: prefix });
+    // Node 2's process has one connection, and polls inside a transaction, as a request does: a poll must not need a second one.
+    const single = knexFactory({ client: 'mysql2', connection: cluster.nodes[1]!.url, pool: { min: 0, max: 1 }, acquireConnectionTimeout: 5000 });
+    stops.push(() => single.destroy());
+    const [near, far] = [knexes[0]!, single].map((knex) => {
+      const scheduler = new PersistentTransactionalScheduler(new TransactionManager(knex, { logger: recordingLogger() }), { tablePrefix: prefix });
       scheduler.define('effect', async () => undefined);
       return scheduler;
     });
@@ -229,7 +232,9 @@ describe('on a three-node Galera cluster', { skip }, () => {
     try {
       for (let i = 0; i < 200; i++) {
         const id = await tm.run(async () => near!.schedule('effect', i), { metadata: { user: 'alice' } });
-        answers.push((await far!.getResult(id, { visibleTo: 'alice' })).state);
+        // As a poll route does (inside the request's transaction), and outside any transaction.
+        const poll = () => far!.getResult(id, { visibleTo: 'alice' });
+        answers.push((i % 2 === 0 ? await far!.manager.run(poll) : await poll()).state);
         if (i % 20 === 0) others.push((await far!.getResult(id, { visibleTo: 'mallory' })).state);
       }
     } finally {
@@ -244,7 +249,7 @@ describe('on a three-node Galera cluster', { skip }, () => {
     const prefix = `${unique('kill')}_`;
     const effects = unique('effects');
     const { tm, scheduler, workers, spawnOn } = await jobsOn(prefix, effects, { lease: 4000 });
-    for (const i of [0, 1, 2]) spawnOn(i, ['--concurrency', '4'], { AC_FIXTURE_WORK: '40' });
+    for (const i of [0, 1, 2]) spawnOn(i, ['--concurrency', '4'], { AC_FIXTURE_WORK: '150' });
     const accounts = unique('accounts');
     await knexes[0]!.schema.createTable(accounts, (t) => {
       t.integer('id').primary();
@@ -276,7 +281,10 @@ describe('on a three-node Galera cluster', { skip }, () => {
     const doneCount = async () => (await scheduler.stats()).done;
     const killedPid = workers[2]!.pid;
     try {
-      await until(async () => (await doneCount()) >= 150 && (await knexes[0]!.table(effects).where({ pid: killedPid }).first()) !== undefined, 120_000, 'node 3’s worker to be busy');
+      // Killed while its worker runs jobs (as node 1 sees it).
+      const started = workers[2]!.lines.map((l) => /^aftercommit: worker (\S+) started/.exec(String(l.msg))).find(Boolean);
+      const runningOnNode3 = async () => started && (await knexes[0]!.table(`${prefix}jobs`).where({ state: 'running', locked_by: started[1] }).count({ n: '*' }).first())!.n;
+      await until(async () => (await doneCount()) >= 100 && Number(await runningOnNode3()) >= 2, 120_000, 'node 3’s worker to be running jobs');
       await cluster.kill(2);
       const doneAtKill = await doneCount();
       await until(async () => (await doneCount()) >= doneAtKill + 100, 120_000, 'jobs to go on through nodes 1 and 2');
