@@ -73,7 +73,8 @@ describe('on a three-node Galera cluster', { skip }, () => {
     });
   });
 
-  it('60 opposite-order transfers on two hot rows through three Koa processes, one per node, default options: all 2xx', async () => {
+  /** Two accounts of BALANCE each, and a transfer server process per node on them. */
+  const accountsAndServers = async () => {
     const table = unique('accounts');
     await knexes[0]!.schema.createTable(table, (t) => {
       t.integer('id').primary();
@@ -85,8 +86,13 @@ describe('on a three-node Galera cluster', { skip }, () => {
       { id: 2, balance: BALANCE },
     ]);
     const servers: ServerProcess[] = [];
-    for (const node of cluster.nodes) servers.push(await startServer({ AC_TRANSFER_CLIENT: 'mysql2', AC_TRANSFER_CONNECTION: node.url, AC_TRANSFER_TABLE: table }));
     stops.push(() => Promise.all(servers.map(stopServer)));
+    for (const node of cluster.nodes) servers.push(await startServer({ AC_TRANSFER_CLIENT: 'mysql2', AC_TRANSFER_CONNECTION: node.url, AC_TRANSFER_TABLE: table }));
+    return { table, servers };
+  };
+
+  it('60 opposite-order transfers on two hot rows through three Koa processes, one per node, default options: all 2xx', async () => {
+    const { table, servers } = await accountsAndServers();
     const transfers = oppositeTransfers(60);
     const responses = await Promise.all(
       transfers.map(({ from, to, amount }, i) =>
@@ -250,19 +256,7 @@ describe('on a three-node Galera cluster', { skip }, () => {
     const effects = unique('effects');
     const { tm, scheduler, workers, spawnOn } = await jobsOn(prefix, effects, { lease: 4000 });
     for (const i of [0, 1, 2]) spawnOn(i, ['--concurrency', '4'], { AC_FIXTURE_WORK: '150' });
-    const accounts = unique('accounts');
-    await knexes[0]!.schema.createTable(accounts, (t) => {
-      t.integer('id').primary();
-      t.integer('balance').notNullable();
-    });
-    stops.push(() => knexes[0]!.schema.dropTableIfExists(accounts));
-    await knexes[0]!.table(accounts).insert([
-      { id: 1, balance: BALANCE },
-      { id: 2, balance: BALANCE },
-    ]);
-    const servers: ServerProcess[] = [];
-    for (const node of cluster.nodes) servers.push(await startServer({ AC_TRANSFER_CLIENT: 'mysql2', AC_TRANSFER_CONNECTION: node.url, AC_TRANSFER_TABLE: accounts }));
-    stops.push(() => Promise.all(servers.map(stopServer)));
+    const { table: accounts, servers } = await accountsAndServers();
     const ids = await scheduleMany(tm, scheduler, 'work', 600);
 
     // Transfers through nodes 1 and 2 all along, four at a time.
