@@ -27,13 +27,15 @@ const ER_UNKNOWN_SYSTEM_VARIABLE = 1193;
 /** Certification lost to another node's write of the lock row (or the lock row's insert). */
 const ER_LOCK_DEADLOCK = 1213;
 
-/** How long a hold of the escalation lock or a queue's lock lasts unless given back: their holders are short transactions. */
-const SHORT_LEASE_MS = 15_000;
+/** How long a hold lasts unless given back or renewed: the escalation lock's and a queue's holders are short transactions, migrate() renews. */
+const LEASE_MS = 15_000;
+/** Lease time is the servers' UTC clock: sessions' time zones do not matter. */
+const NOW = 'UTC_TIMESTAMP(6)';
+/** The end of a hold taken or renewed now. */
+const UNTIL = `${NOW} + INTERVAL ${LEASE_MS * 1000} MICROSECOND`;
 /** The first and the longest pause between two tries of a lock another holder has. */
 const FIRST_RETRY_MS = 5;
 const LONGEST_RETRY_MS = 100;
-/** Lease time is the servers' UTC clock: sessions' time zones do not matter. */
-const NOW = 'UTC_TIMESTAMP(6)';
 
 const galeraNodes = new WeakMap<Knex, Promise<boolean>>();
 
@@ -75,12 +77,6 @@ function rowsMatched(answer: unknown): number {
 class RowLocks {
   private readonly holder = randomBytes(16).toString('hex');
 
-  constructor(private readonly leaseMs: number) {}
-
-  private get until(): string {
-    return `${NOW} + INTERVAL ${Math.ceil(this.leaseMs) * 1000} MICROSECOND`;
-  }
-
   /** Takes lock `name`, waiting up to `waitMs`; false when the time ran out. Sent in autocommit: a hold counts once it is certified. */
   async take(send: SendStatement, name: string, waitMs: number): Promise<boolean> {
     const lock = checkedName(name);
@@ -90,13 +86,13 @@ class RowLocks {
     for (;;) {
       try {
         const taken = await send(
-          `UPDATE ${LOCKS} SET holder = '${this.holder}', expires_at = ${this.until} WHERE name = '${lock}' AND (holder IS NULL OR holder = '${this.holder}' OR expires_at < ${NOW})`,
+          `UPDATE ${LOCKS} SET holder = '${this.holder}', expires_at = ${UNTIL} WHERE name = '${lock}' AND (holder IS NULL OR holder = '${this.holder}' OR expires_at < ${NOW})`,
         );
         if (rowsMatched(taken) === 1) return true;
         if (rowMayBeMissing) {
           // The first taker of a name inserts its row; once it is there, only the UPDATE is tried.
           rowMayBeMissing = false;
-          if (rowsMatched(await send(`INSERT IGNORE INTO ${LOCKS} (name, holder, expires_at) VALUES ('${lock}', '${this.holder}', ${this.until})`)) === 1) return true;
+          if (rowsMatched(await send(`INSERT IGNORE INTO ${LOCKS} (name, holder, expires_at) VALUES ('${lock}', '${this.holder}', ${UNTIL})`)) === 1) return true;
         }
       } catch (err) {
         const errno = errorField(err, 'errno');
@@ -116,7 +112,7 @@ class RowLocks {
 
   /** Makes the hold of `name` last another lease from now; false when it was lost (it ran out, and another holder took it). */
   renew(send: SendStatement, name: string): Promise<boolean> {
-    return this.write(send, `UPDATE ${LOCKS} SET expires_at = ${this.until} WHERE name = '${checkedName(name)}' AND holder = '${this.holder}'`);
+    return this.write(send, `UPDATE ${LOCKS} SET expires_at = ${UNTIL} WHERE name = '${checkedName(name)}' AND holder = '${this.holder}'`);
   }
 
   /** Gives back every hold of this holder through a pooled connection: after the connection they were taken on broke. */
@@ -142,7 +138,7 @@ function createLocksTable(send: SendStatement): Promise<unknown> {
 }
 
 function escalationLock(): ClusterHeld<EscalationLock> {
-  const locks = new RowLocks(SHORT_LEASE_MS);
+  const locks = new RowLocks();
   return {
     shared: false,
     acquire: (send, _mode, waitMs) => locks.take(send, 'escalated', waitMs),
@@ -152,7 +148,7 @@ function escalationLock(): ClusterHeld<EscalationLock> {
 }
 
 function queueLock(): ClusterHeld<QueueLock> {
-  const locks = new RowLocks(SHORT_LEASE_MS);
+  const locks = new RowLocks();
   return {
     session: true,
     acquire: (send, name, waitMs) => locks.take(send, `queue:${name}`, waitMs),
@@ -168,14 +164,13 @@ function queueLock(): ClusterHeld<QueueLock> {
  * the wait ran out.
  */
 async function holdingLock<T>(knex: Knex, name: string, waitMs: number, timedOut: () => Error, work: () => Promise<T>): Promise<T> {
-  const leaseMs = SHORT_LEASE_MS;
-  const locks = new RowLocks(leaseMs);
+  const locks = new RowLocks();
   const connection = await openRawConnection(knex);
   const send: SendStatement = (sql) => queryOn(knex, connection, sql, []);
   try {
     if (!(await locks.take(send, name, waitMs))) throw timedOut();
     // A renewal that fails (the connection broke) leaves the hold to its lease.
-    const renewing = setInterval(() => void locks.renew(send, name).catch(() => undefined), leaseMs / 3);
+    const renewing = setInterval(() => void locks.renew(send, name).catch(() => undefined), LEASE_MS / 3);
     try {
       return await work();
     } finally {

@@ -4,7 +4,7 @@
  * asks `dialectOf(knex)` and never looks at the client name itself.
  */
 import type { Knex } from 'knex';
-import type { AskServer, ClusterSupport, Dialect } from '../interfaces.js';
+import type { AskServer, ClusterSupport, Dialect, SendStatement } from '../interfaces.js';
 import { mysql } from './mysql.js';
 import { postgres } from './postgres.js';
 import { sqlite } from './sqlite.js';
@@ -29,6 +29,11 @@ export function dialectOf(db: Knex): Dialect {
     );
   }
   return dialect;
+}
+
+/** Asks the server on the connection `send` sends on (knex's query object carries the driver's answer). */
+export function askingOn(send: SendStatement): AskServer {
+  return async (sql) => ((await send(sql)) as { response: unknown }).response;
 }
 
 /**

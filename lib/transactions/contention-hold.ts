@@ -7,7 +7,7 @@
  */
 import { discardOnRelease } from './knex-internals.js';
 import type { Knex } from 'knex';
-import { clusterOf, type ClusterHeld, type Dialect, type EscalationLock, type EscalationLockMode, type SendStatement } from '../dialects/index.js';
+import { askingOn, clusterOf, type ClusterHeld, type Dialect, type EscalationLock, type EscalationLockMode, type SendStatement } from '../dialects/index.js';
 import type { Logger } from '../interfaces.js';
 import type { ContentionGate, GateTurn } from './contention-gate.js';
 import type { LockWaitPreemption, Preemptible } from './preemption.js';
@@ -83,7 +83,7 @@ export class ContentionHold implements Preemptible {
     let acquired: boolean;
     try {
       // On a node of a cluster the dialect's lock would be this node's alone. Asked on this connection: the pool may have no other.
-      const cluster = await clusterOf(knex, dialect, async (sql) => ((await send(sql)) as { response: unknown }).response);
+      const cluster = await clusterOf(knex, dialect, askingOn(send));
       this.heldLock = cluster ? (this.clusterLock = cluster.escalationLock()) : dialect.escalationLock!;
       acquired = await this.heldLock.acquire(send, mode, waitMs);
     } catch (err) {

@@ -80,13 +80,11 @@ export abstract class DatabaseTransactions {
   /**
    * On a node of a cluster (MariaDB Galera): makes the next BEGIN wait until the
    * node has applied every commit the cluster had made, so that this transaction
-   * sees commits made through other nodes just before. False when a database
-   * transaction is open already: its reads see what it began with. @internal
+   * sees commits made through other nodes just before. Nothing to do when a
+   * database transaction is open already: its reads see what it began with. @internal
    */
-  beginCausally(): boolean {
-    if (this.began) return false;
-    this.causal = true;
-    return true;
+  beginCausally(): void {
+    if (!this.began) this.causal = true;
   }
 
   /** The connection of the open database transaction, beginning one if none is open. */

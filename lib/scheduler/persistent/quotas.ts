@@ -15,7 +15,7 @@
  * alone already. Queues without limits take no lock and send no extra statement.
  */
 import type { Knex } from 'knex';
-import { clusterOf, type ClusterHeld, type Dialect, type QueueLock, type SendStatement } from '../../dialects/index.js';
+import { askingOn, clusterOf, type ClusterHeld, type Dialect, type QueueLock, type SendStatement } from '../../dialects/index.js';
 import type { Logger } from '../../interfaces.js';
 import { closeRawConnection, openRawConnection, queryOn } from '../../transactions/knex-internals.js';
 import { integerIn } from '../../support/validate.js';
@@ -253,7 +253,7 @@ class LockSession {
       const connection = await this.connection;
       send = (sql) => queryOn(this.knex, connection, sql, []);
       // On a node of a cluster the dialect's lock would be this node's alone: the cluster's is taken instead.
-      const cluster = await clusterOf(this.knex, this.dialect, async (sql) => ((await send(sql)) as { response: unknown }).response);
+      const cluster = await clusterOf(this.knex, this.dialect, askingOn(send));
       lock = cluster ? (this.clusterLock ??= cluster.queueLock()) : this.lock;
     } catch (err) {
       this.close();
