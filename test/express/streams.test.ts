@@ -238,7 +238,7 @@ eachDialect('express: streaming responses', (database) => {
         try {
           assert.equal(response.status, 200);
           await failing(path).failed.promise;
-          await until(() => failing(path).errors.length > 0, 500, 'the error to reach the app’s error handler');
+          await until(() => failing(path).errors.length > 0, 10_000, 'the error to reach the app’s error handler');
           await assert.rejects(body, 'the connection is cut, as Express does for an error after the headers were sent');
           return failing(path).errors;
         } finally {

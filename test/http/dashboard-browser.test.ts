@@ -108,7 +108,7 @@ describe('the jobs dashboard in a browser', { skip }, () => {
     assert.equal(await page.locator('#queues tr[data-queue="default"] td').nth(6).textContent(), '2', 'failed here');
     assert.equal(await page.locator('#queues tr[data-queue="reports"] td').nth(5).textContent(), '0', 'the reports ran in the other process');
     // Both processes' finished jobs, as their heartbeats (every 5 s) wrote them to the registry.
-    await until(async () => (await page.textContent('#finished-total')) === '3 done, 2 failed', 15_000, 'the last hour’s chart');
+    await until(async () => (await page.textContent('#finished-total')) === '3 done, 2 failed', 30_000, 'the last hour’s chart');
     assert.equal(await page.locator('#finished rect').count() > 0, true, 'bars drawn');
     const workers = ((await rowsOf('#workers').allTextContents()) ?? []).join('\n');
     assert.match(workers, new RegExp(`:${reportsWorker.pid}:\\w+reports, other`), 'the worker process, serving reports');

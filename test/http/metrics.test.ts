@@ -105,7 +105,16 @@ eachDialect('metrics', (database) => {
 
     worker = suite.scheduler.worker({ concurrency: 4, minPollInterval: 10, maxPollInterval: 50 }).start();
     await until(async () => (await suite.scheduler.stats()).pending + (await suite.scheduler.stats()).running === 0, 20_000, 'the jobs to run');
-    await until(async () => (await scrape(servers[0]!.url)).value('aftercommit_jobs_finished_total', { queue: 'default', outcome: 'failed' }) === 6, 5000, 'the failures to be counted');
+    // A job's counters move just after its commit is visible: wait for the counters themselves.
+    await until(
+      async () => {
+        const counted = await scrape(servers[0]!.url);
+        const finished = (outcome: string) => counted.value('aftercommit_jobs_finished_total', { queue: 'default', outcome });
+        return finished('done') === 24 && finished('failed') === 6 && counted.histogramCount('aftercommit_job_run_seconds') === 24;
+      },
+      10_000,
+      'every run to be counted',
+    );
 
     for (const server of servers) {
       const after = await scrape(server.url);

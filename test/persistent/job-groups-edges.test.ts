@@ -12,7 +12,7 @@ import assert from 'node:assert/strict';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { JobHandle, PersistentTransactionalScheduler, TransactionManager } from '../../lib/index.js';
 import { eachDialect } from '../support/databases.js';
-import { finished } from '../support/helpers.js';
+import { finished, until } from '../support/helpers.js';
 import { persistentSuite } from '../support/persistent-suite.js';
 
 eachDialect('groups of short jobs at their edges', (database) => {
@@ -25,7 +25,13 @@ eachDialect('groups of short jobs at their edges', (database) => {
       if (fail) throw new RangeError('nap fails');
       return ms;
     });
+    /** Runs until the test opens the gate, deaf to its signal: a job that turned long, for as long as the test needs. */
+    s.define('gated', async () => {
+      await gate;
+      return 'through';
+    });
   });
+  let gate: Promise<void> = Promise.resolve();
   before(() => {
     tm = suite.tm;
     scheduler = suite.scheduler;
@@ -33,9 +39,12 @@ eachDialect('groups of short jobs at their edges', (database) => {
 
   const warmUp = async () => {
     const w = scheduler.worker({ concurrency: 1, minPollInterval: 10, maxPollInterval: 50 }).start();
-    const ids = await tm.run(async () => [0, 1, 2].map(() => scheduler.schedule('nap', 0)));
-    for (const id of ids) await finished(scheduler, id, 20_000);
-    await w.stop();
+    try {
+      const ids = await tm.run(async () => [0, 1, 2].map(() => [scheduler.schedule('nap', 0), scheduler.schedule('gated')]).flat());
+      for (const id of ids) await finished(scheduler, id, 20_000);
+    } finally {
+      await w.stop();
+    }
   };
   const stateAfter = async (id: string, ms: number) => {
     try {
@@ -101,21 +110,26 @@ eachDialect('groups of short jobs at their edges', (database) => {
     it('jobs waiting behind a job that turned long are handed back after the window; another worker runs them meanwhile', async () => {
       await warmUp();
       const grouping = scheduler.worker({ concurrency: 1, groupWindow: 300, groupSize: 8, minPollInterval: 10, maxPollInterval: 50 });
+      let openGate = () => {};
+      gate = new Promise((resolve) => (openGate = resolve));
       const [long, ...waiting] = await tm.run(async () => [
-        scheduler.with({ maxAttempts: 1 }).schedule('nap', 1500),
+        scheduler.with({ maxAttempts: 1 }).schedule('gated'),
         ...[0, 1, 2].map(() => scheduler.with({ maxAttempts: 1 }).schedule('nap', 0)),
       ]);
       grouping.start();
       const other = scheduler.worker({ concurrency: 1, groupWindow: 0, minPollInterval: 10, maxPollInterval: 50 });
       try {
-        await new Promise((r) => setTimeout(r, 100)); // the group has claimed all four
+        const claimed = async () => (await suite.knex(`${suite.prefix}jobs`).whereIn('id', [long!, ...waiting]).where({ state: 'running' }).count({ n: '*' }))[0]!.n;
+        await until(async () => Number(await claimed()) === 4, 10_000, 'the group to claim all four');
         other.start();
         for (const id of waiting) assert.equal((await finished(scheduler, id!, 10_000)).state, 'done');
         assert.equal((await scheduler.getResult(long!)).state, 'pending', 'the long job is still running when the others are done');
         const rows = (await suite.knex(`${suite.prefix}jobs`).whereIn('id', waiting).select('runs', 'run_log')) as { runs: number; run_log: string }[];
         assert.deepEqual(rows.map((r) => r.runs), [1, 1, 1], 'each ran once: the hand-back did not count a run');
+        openGate();
         assert.equal((await finished(scheduler, long!, 10_000)).state, 'done');
       } finally {
+        openGate();
         await Promise.all([grouping.stop({ timeout: 5000 }), other.stop({ timeout: 5000 })]);
       }
     });

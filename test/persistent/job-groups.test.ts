@@ -89,7 +89,9 @@ eachDialect('groups of short jobs', (database) => {
     const ids = await tm.run(async () => jobs.map(([name, ...args]) => scheduler.with({ maxAttempts: 1 }).schedule(name, ...args)));
     worker.start();
     try {
-      return { ids, results: await Promise.all(ids.map((id) => finished(scheduler, id, 30_000))) };
+      const results = await Promise.all(ids.map((id) => finished(scheduler, id, 30_000)));
+      await until(async () => (await suite.knex(`${suite.prefix}jobs`).whereIn('state', ['pending', 'running'])).length === 0, 20_000, 'the children run too, not by the next test');
+      return { ids, results };
     } finally {
       await worker.stop();
     }

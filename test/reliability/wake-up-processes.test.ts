@@ -14,7 +14,7 @@ import { eachDialect } from '../support/databases.js';
 import { barrier, until } from '../support/helpers.js';
 import { multiProcessSuite, type MultiProcessSuite, type WorkerProcess } from '../support/workers.js';
 
-/** A started job counts as woken under this (ms); one left to the poll starts about 4,500 ms after its commit. */
+/** A started job counts as woken under this (ms); one left to the poll starts about 4,000 ms after its commit. */
 const WOKEN_WITHIN_MS = 2000;
 /** The least a job left to the poll waits (ms) in the control. */
 const POLLED_AFTER_MS = 3000;
@@ -93,7 +93,7 @@ async function startDelay(suite: MultiProcessSuite, worker: WorkerProcess, sched
   const heartbeat = async () => Number(((await suite.knex(`${suite.prefix}workers`).where({ pid: worker.pid }).first('heartbeat_at')) as { heartbeat_at: number }).heartbeat_at);
   const last = await heartbeat();
   await until(async () => (await heartbeat()) !== last, 10_000, 'a turn of the worker’s loop');
-  await new Promise((resolve) => setTimeout(resolve, 500)); // its claim found nothing: it waits for its next turn
+  await new Promise((resolve) => setTimeout(resolve, 1000)); // its claim found nothing (1 s, for a loaded machine): it waits for its next turn, 4 s on
   const id = await suite.tm.run(async () => scheduler.schedule('effect', n));
   const committedAt = Date.now();
   await until(async () => (await suite.knex(suite.effects).where({ job_id: id })).length > 0, 20_000, `job ${n} to run`);

@@ -95,8 +95,13 @@ eachDialect(
       assert.equal(most, 1, 'never both at once');
       assert.equal(spans.length, 2);
       let release!: () => void;
-      const holding = galera.holdingLock(knex, lock, 5000, timedOut, () => new Promise<void>((resolve) => (release = resolve)));
-      await new Promise((resolve) => setTimeout(resolve, 100)); // the first has it
+      let entered!: () => void;
+      const holds = new Promise<void>((resolve) => (entered = resolve));
+      const holding = galera.holdingLock(knex, lock, 5000, timedOut, () => {
+        entered();
+        return new Promise<void>((resolve) => (release = resolve));
+      });
+      await holds; // the first has it
       await assert.rejects(galera.holdingLock(knex, lock, 50, timedOut, work), /waited too long/);
       release();
       await holding;
