@@ -406,9 +406,12 @@ eachDialect('PersistentTransactionalScheduler', (database) => {
       };
       web.on('query', capture);
       const claimer = scheduling.worker({ concurrency: 10, minPollInterval: 60_000, maxPollInterval: 60_000 }).start();
-      await until(() => claims.length > 0);
-      await claimer.stop();
-      web.off('query', capture);
+      try {
+        await until(() => claims.length > 0);
+      } finally {
+        await claimer.stop();
+        web.off('query', capture);
+      }
       const { bindings } = claims[0]!;
       const sql = claims[0]!.sql.replace(/\$\d+/g, '?'); // PostgreSQL's numbered parameters, as knex.raw takes them
       if (database.name === 'mysql') {

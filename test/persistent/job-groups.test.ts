@@ -71,10 +71,13 @@ eachDialect('groups of short jobs', (database) => {
       const learner = scheduler.worker({ concurrency: 1, minPollInterval: 10, maxPollInterval: 50 });
       const ids = await tm.run(async () => [0, 1, 2].map((i) => scheduler.schedule(name, -1 - i, ...(name === 'spawn' ? [false] : []))));
       learner.start();
-      for (const id of ids) await finished(scheduler, id, 20_000);
-      // The spawners' children too: left pending, they would join the first test's group.
-      await until(async () => (await suite.knex(`${suite.prefix}jobs`).whereIn('state', ['pending', 'running'])).length === 0, 20_000, 'no job left to run');
-      await learner.stop();
+      try {
+        for (const id of ids) await finished(scheduler, id, 20_000);
+        // The spawners' children too: left pending, they would join the first test's group.
+        await until(async () => (await suite.knex(`${suite.prefix}jobs`).whereIn('state', ['pending', 'running'])).length === 0, 20_000, 'no job left to run');
+      } finally {
+        await learner.stop();
+      }
     }
   });
   beforeEach(async () => {
