@@ -180,10 +180,13 @@ eachDialect(
         };
         suite.knex.on('query', capture);
         const claimer = suite.scheduler.worker({ queues: ['explained'], concurrency: 10, minPollInterval: 60_000, maxPollInterval: 60_000 }).start();
-        // One of each key (concurrencyPerKey: 1) is all the claim may take.
-        await until(() => claimer.running === 3);
-        suite.knex.off('query', capture);
-        await claimer.stop({ timeout: 0 });
+        try {
+          // One of each key (concurrencyPerKey: 1) is all the claim may take.
+          await until(() => claimer.running === 3);
+        } finally {
+          suite.knex.off('query', capture);
+          await claimer.stop({ timeout: 0 });
+        }
         // Counting by key, the claims in the rate's window, the first due jobs, then those of keys not yet full.
         assert.ok(statements.some((s) => /group by/i.test(s.sql)));
         assert.ok(statements.some((s) => /started_at/.test(s.sql)));
