@@ -256,7 +256,9 @@ class DatagramWakeUps implements WakeUpChannel {
   private sender(family: SocketType): Socket {
     let socket = this.senders.get(family);
     if (!socket) {
-      socket = createSocket(family);
+      // Targets are addresses already (parseAddress), so the lookup answers at once and the datagram leaves within
+      // send(); node's default lookup answers on a later tick, after the work the committer queued meanwhile.
+      socket = createSocket({ type: family, lookup: (host, _family, found) => found(null, host, isIP(host)) });
       socket.on('error', (err) => this.host.logger.debug({ err }, 'the socket sending wake-ups failed'));
       socket.unref();
       this.senders.set(family, socket);

@@ -141,7 +141,6 @@ export class Worker {
     await this.registry(() => register(this.host.manager.knex, this.host.store.tables, this.registered(), this.host.manager.clock.now()));
     this.nextHeartbeat = this.host.manager.clock.now() + HEARTBEAT_MS;
     while (this.state === 'running') {
-      await this.heartbeat();
       await this.host.recurring.tick(); // the recurring jobs due by now: inserted before this claim looks
       const free = this.concurrency - this.busy;
       let claimed = 0;
@@ -152,6 +151,8 @@ export class Worker {
           this.host.logger.warn({ err, worker: this.id }, `worker ${this.id}: claiming jobs failed; it tries again`);
         }
       }
+      // After the claim: a woken worker claims first, its registry row can wait a claim's time.
+      await this.heartbeat();
       await this.sweep();
       // Short waits while there is work, doubling up to maxPoll while claims come back empty.
       // A full worker did not look: it waits for a free slot (which wakes it), then starts short again.
