@@ -16,6 +16,7 @@ export interface PersistentSuite {
 /** Declares the hooks; `define` registers the suite's jobs before the migration. */
 export function persistentSuite(database: TestDatabase, base: string, define: (scheduler: PersistentTransactionalScheduler) => void): PersistentSuite {
   const suite = {} as PersistentSuite;
+  const workers: Worker[] = [];
   before(async () => {
     suite.knex = database.knex();
     suite.prefix = `${database.table(base)}_`;
@@ -31,7 +32,6 @@ export function persistentSuite(database: TestDatabase, base: string, define: (s
       return worker;
     };
   });
-  const workers: Worker[] = [];
   after(async () => {
     await Promise.all(workers.map((worker) => worker.stop({ timeout: 1000 })));
     await suite.knex.schema
